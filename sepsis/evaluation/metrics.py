@@ -25,7 +25,16 @@ log = logging.getLogger(__name__)
 
 MetricArg = str | Callable[[np.ndarray, np.ndarray], float]
 
-PREDICTION_COLUMNS = ("learner", "horizon", "seed", "stay_id", "y_true", "score", "regime", "external")
+PREDICTION_COLUMNS = (
+    "learner",
+    "horizon",
+    "seed",
+    "stay_id",
+    "y_true",
+    "score",
+    "regime",
+    "external",
+)
 GROUP_COLUMNS = ["learner", "regime", "external", "horizon", "seed"]
 SUMMARY_KEYS = ["learner", "regime", "external", "horizon"]
 
@@ -112,7 +121,9 @@ def _batched(metric: str, ranked: _Ranked, w: np.ndarray) -> np.ndarray:
     return _ap_from_groups(pos, neg) if metric == "auprc" else _auc_from_groups(pos, neg)
 
 
-def _resample_indices(y: np.ndarray, n_resamples: int, rng: np.random.Generator, stratified: bool) -> np.ndarray:
+def _resample_indices(
+    y: np.ndarray, n_resamples: int, rng: np.random.Generator, stratified: bool
+) -> np.ndarray:
     """(B, n) stay indices drawn with replacement; stratified keeps the case count fixed."""
     n = len(y)
     if not stratified:
@@ -135,7 +146,12 @@ def _multiplicities(idx: np.ndarray, n: int) -> np.ndarray:
 
 
 def _bootstrap_values(
-    y: np.ndarray, scores: list[np.ndarray], metric: MetricArg, n_resamples: int, seed: int, stratified: bool
+    y: np.ndarray,
+    scores: list[np.ndarray],
+    metric: MetricArg,
+    n_resamples: int,
+    seed: int,
+    stratified: bool,
 ) -> list[np.ndarray]:
     """Metric values over the same resamples for each score vector in `scores`."""
     rng = np.random.default_rng(seed)
@@ -144,7 +160,9 @@ def _bootstrap_values(
     batch = max(1, min(n_resamples, _MAX_BATCH_CELLS // max(n, 1)))
     fast = isinstance(metric, str)
     if fast and metric not in _METRICS:
-        raise ValueError(f"metric: expected one of {sorted(_METRICS)} or a callable, got {metric!r}")
+        raise ValueError(
+            f"metric: expected one of {sorted(_METRICS)} or a callable, got {metric!r}"
+        )
     ranked = [_Ranked(y, s) for s in scores] if fast else None
     done = 0
     while done < n_resamples:
@@ -168,7 +186,9 @@ def _bootstrap_values(
 def _point(metric: MetricArg, y: np.ndarray, s: np.ndarray) -> float:
     if isinstance(metric, str):
         if metric not in _METRICS:
-            raise ValueError(f"metric: expected one of {sorted(_METRICS)} or a callable, got {metric!r}")
+            raise ValueError(
+                f"metric: expected one of {sorted(_METRICS)} or a callable, got {metric!r}"
+            )
         return _METRICS[metric](y, s)
     return float(metric(y, s))
 
@@ -177,8 +197,12 @@ def _percentiles(vals: np.ndarray, alpha: float, what: str) -> tuple[float, floa
     ok = vals[np.isfinite(vals)]
     if len(ok) < len(vals):
         # resamples with a single class have no AUPRC/AUROC: counted, not hidden
-        log.warning("%s: %d of %d bootstrap resamples undefined (one class only); ignored",
-                    what, len(vals) - len(ok), len(vals))
+        log.warning(
+            "%s: %d of %d bootstrap resamples undefined (one class only); ignored",
+            what,
+            len(vals) - len(ok),
+            len(vals),
+        )
     if len(ok) == 0:
         return float("nan"), float("nan")
     lo, hi = np.quantile(ok, [alpha / 2, 1 - alpha / 2])
@@ -186,8 +210,13 @@ def _percentiles(vals: np.ndarray, alpha: float, what: str) -> tuple[float, floa
 
 
 def bootstrap_ci(
-    y: np.ndarray, s: np.ndarray, metric: MetricArg = "auprc", n_resamples: int = 1000, seed: int = 0,
-    alpha: float = 0.05, stratified: bool = True,
+    y: np.ndarray,
+    s: np.ndarray,
+    metric: MetricArg = "auprc",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    stratified: bool = True,
 ) -> tuple[float, float, float]:
     """Point estimate and percentile bootstrap (1 - alpha) interval over stays: (point, low, high).
 
@@ -204,8 +233,14 @@ def bootstrap_ci(
 
 
 def paired_bootstrap_diff(
-    y: np.ndarray, s_a: np.ndarray, s_b: np.ndarray, metric: MetricArg = "auprc", n_resamples: int = 1000,
-    seed: int = 0, alpha: float = 0.05, stratified: bool = True,
+    y: np.ndarray,
+    s_a: np.ndarray,
+    s_b: np.ndarray,
+    metric: MetricArg = "auprc",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    stratified: bool = True,
 ) -> tuple[float, float, float, float]:
     """metric(a) - metric(b) on the same stays, with a paired bootstrap interval and p-value.
 
@@ -235,21 +270,32 @@ def check_predictions(predictions: pd.DataFrame, where: str = "predictions") -> 
     bad = ~predictions["y_true"].isin([0, 1])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(f"{where}: column y_true row {i} = {predictions['y_true'].iloc[i]!r}, expected 0 or 1")
+        raise ValueError(
+            f"{where}: column y_true row {i} = {predictions['y_true'].iloc[i]!r}, expected 0 or 1"
+        )
     bad_regime = ~predictions["regime"].isin(["per_horizon", "train_once"])
     if bad_regime.any():
         i = int(np.flatnonzero(bad_regime.to_numpy())[0])
-        raise ValueError(f"{where}: column regime row {i} = {predictions['regime'].iloc[i]!r}, "
-                         "expected 'per_horizon' or 'train_once'")
+        raise ValueError(
+            f"{where}: column regime row {i} = {predictions['regime'].iloc[i]!r}, "
+            "expected 'per_horizon' or 'train_once'"
+        )
     dup = predictions.duplicated(GROUP_COLUMNS + ["stay_id"])
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise ValueError(f"{where}: row {i} repeats stay_id {predictions['stay_id'].iloc[i]} within "
-                         f"(learner, regime, external, horizon, seed); each stay must be scored once")
+        raise ValueError(
+            f"{where}: row {i} repeats stay_id {predictions['stay_id'].iloc[i]} within "
+            f"(learner, regime, external, horizon, seed); each stay must be scored once"
+        )
 
 
-def metrics_table(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 0,
-                  alpha: float = 0.05, progress: bool = False) -> pd.DataFrame:
+def metrics_table(
+    predictions: pd.DataFrame,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    progress: bool = False,
+) -> pd.DataFrame:
     """One row per (learner, regime, external, horizon, seed) with AUPRC/AUROC and bootstrap CIs.
 
     Columns: the group keys, n, n_pos, prevalence, n_missing_score, auprc, auprc_low,
@@ -261,27 +307,49 @@ def metrics_table(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int 
     check_predictions(predictions)
     rows = []
     groups = predictions.groupby(GROUP_COLUMNS, sort=True, dropna=False)
-    for keys, g in tqdm(groups, total=groups.ngroups, desc="metrics", unit="group", disable=not progress):
+    for keys, g in tqdm(
+        groups, total=groups.ngroups, desc="metrics", unit="group", disable=not progress
+    ):
         y_all = g["y_true"].to_numpy().astype(np.int64)
         s_all = g["score"].to_numpy(dtype=np.float64)
         ok = np.isfinite(s_all)
         n_missing = int((~ok).sum())
         if n_missing and ok.any():
-            log.warning("%s: %d of %d scores are NaN; excluded from the metrics and counted in n_missing_score",
-                        dict(zip(GROUP_COLUMNS, keys, strict=True)), n_missing, len(s_all))
+            log.warning(
+                "%s: %d of %d scores are NaN; excluded from the metrics and counted in n_missing_score",
+                dict(zip(GROUP_COLUMNS, keys, strict=True)),
+                n_missing,
+                len(s_all),
+            )
         y, s = y_all[ok], s_all[ok]
         row = dict(zip(GROUP_COLUMNS, keys, strict=True))
-        row.update(n=len(y_all), n_pos=int(y_all.sum()), prevalence=float(y_all.mean()) if len(y_all) else np.nan,
-                   n_missing_score=n_missing)
+        row.update(
+            n=len(y_all),
+            n_pos=int(y_all.sum()),
+            prevalence=float(y_all.mean()) if len(y_all) else np.nan,
+            n_missing_score=n_missing,
+        )
         for name in ("auprc", "auroc"):
             if len(y) and 0 < y.sum() < len(y):
-                point, lo, hi = bootstrap_ci(y, s, name, n_resamples=n_resamples, seed=seed, alpha=alpha)
+                point, lo, hi = bootstrap_ci(
+                    y, s, name, n_resamples=n_resamples, seed=seed, alpha=alpha
+                )
             else:
                 point = lo = hi = float("nan")
             row.update({name: point, f"{name}_low": lo, f"{name}_high": hi})
         rows.append(row)
-    cols = GROUP_COLUMNS + ["n", "n_pos", "prevalence", "n_missing_score", "auprc", "auprc_low", "auprc_high",
-                            "auroc", "auroc_low", "auroc_high"]
+    cols = GROUP_COLUMNS + [
+        "n",
+        "n_pos",
+        "prevalence",
+        "n_missing_score",
+        "auprc",
+        "auprc_low",
+        "auprc_high",
+        "auroc",
+        "auroc_low",
+        "auroc_high",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -295,8 +363,11 @@ def summarise_over_seeds(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for keys, g in table.groupby(SUMMARY_KEYS, sort=True, dropna=False):
         row = dict(zip(SUMMARY_KEYS, keys, strict=True))
-        row.update(n_seeds=int(g["seed"].nunique()), n_mean=float(g["n"].mean()),
-                   prevalence=float(g["prevalence"].mean()))
+        row.update(
+            n_seeds=int(g["seed"].nunique()),
+            n_mean=float(g["n"].mean()),
+            prevalence=float(g["prevalence"].mean()),
+        )
         for m in ("auprc", "auroc"):
             v = g[m].to_numpy(dtype=float)
             fin = v[np.isfinite(v)]
@@ -304,14 +375,23 @@ def summarise_over_seeds(table: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_std"] = float(fin.std(ddof=1)) if len(fin) > 1 else np.nan
             row[f"{m}_min"] = float(fin.min()) if len(fin) else np.nan
             row[f"{m}_max"] = float(fin.max()) if len(fin) else np.nan
-            row[f"{m}_ci_low"] = float(np.nanmean(g[f"{m}_low"])) if g[f"{m}_low"].notna().any() else np.nan
-            row[f"{m}_ci_high"] = float(np.nanmean(g[f"{m}_high"])) if g[f"{m}_high"].notna().any() else np.nan
+            row[f"{m}_ci_low"] = (
+                float(np.nanmean(g[f"{m}_low"])) if g[f"{m}_low"].notna().any() else np.nan
+            )
+            row[f"{m}_ci_high"] = (
+                float(np.nanmean(g[f"{m}_high"])) if g[f"{m}_high"].notna().any() else np.nan
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def paired_differences(predictions: pd.DataFrame, horizons: tuple[int, ...] = (0, 7), metric: str = "auprc",
-                       n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+def paired_differences(
+    predictions: pd.DataFrame,
+    horizons: tuple[int, ...] = (0, 7),
+    metric: str = "auprc",
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Paired bootstrap differences between every pair of learners at the given horizons.
 
     Learners are paired within (regime, external, horizon, seed) on the stays both scored;
@@ -325,15 +405,46 @@ def paired_differences(predictions: pd.DataFrame, horizons: tuple[int, ...] = (0
         y = g.drop_duplicates("stay_id").set_index("stay_id")["y_true"]
         learners = sorted(wide.columns)
         for i, a in enumerate(learners):
-            for b in learners[i + 1:]:
+            for b in learners[i + 1 :]:
                 both = wide[[a, b]].dropna()
                 yy = y.loc[both.index].to_numpy().astype(np.int64)
                 if len(yy) == 0 or not 0 < yy.sum() < len(yy):
                     continue
-                d, lo, hi, p = paired_bootstrap_diff(yy, both[a].to_numpy(), both[b].to_numpy(), metric,
-                                                     n_resamples=n_resamples, seed=seed)
-                rows.append(dict(zip(["regime", "external", "horizon", "seed"], keys, strict=True),
-                                 metric=metric, learner_a=a, learner_b=b, diff=d, low=lo, high=hi,
-                                 p_value=p, n=len(yy)))
-    return pd.DataFrame(rows, columns=["regime", "external", "horizon", "seed", "metric", "learner_a",
-                                       "learner_b", "diff", "low", "high", "p_value", "n"])
+                d, lo, hi, p = paired_bootstrap_diff(
+                    yy,
+                    both[a].to_numpy(),
+                    both[b].to_numpy(),
+                    metric,
+                    n_resamples=n_resamples,
+                    seed=seed,
+                )
+                rows.append(
+                    dict(
+                        zip(["regime", "external", "horizon", "seed"], keys, strict=True),
+                        metric=metric,
+                        learner_a=a,
+                        learner_b=b,
+                        diff=d,
+                        low=lo,
+                        high=hi,
+                        p_value=p,
+                        n=len(yy),
+                    )
+                )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "regime",
+            "external",
+            "horizon",
+            "seed",
+            "metric",
+            "learner_a",
+            "learner_b",
+            "diff",
+            "low",
+            "high",
+            "p_value",
+            "n",
+        ],
+    )

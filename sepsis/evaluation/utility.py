@@ -77,7 +77,9 @@ def _check_binary(a: np.ndarray, what: str, stay: int) -> np.ndarray:
     return a.astype(bool)
 
 
-def prediction_utility(labels: np.ndarray, predictions: np.ndarray, params: UtilityParams | None = None) -> float:
+def prediction_utility(
+    labels: np.ndarray, predictions: np.ndarray, params: UtilityParams | None = None
+) -> float:
     """Total utility of one stay's binary hourly predictions (challenge `compute_prediction_utility`)."""
     p = params or UtilityParams()
     p.validate()
@@ -122,8 +124,10 @@ def best_predictions(labels: np.ndarray, params: UtilityParams | None = None) ->
 
 
 def utility_score(
-    labels_per_stay: Sequence[np.ndarray], predictions_per_stay: Sequence[np.ndarray],
-    params: UtilityParams | None = None, threshold: float | None = None,
+    labels_per_stay: Sequence[np.ndarray],
+    predictions_per_stay: Sequence[np.ndarray],
+    params: UtilityParams | None = None,
+    threshold: float | None = None,
 ) -> float:
     """Normalised challenge utility over a cohort (1 = optimal predictor, 0 = never alarm).
 
@@ -134,14 +138,18 @@ def utility_score(
     p = params or UtilityParams()
     p.validate()
     if len(labels_per_stay) != len(predictions_per_stay):
-        raise ValueError(f"{len(labels_per_stay)} label vectors but {len(predictions_per_stay)} prediction vectors")
+        raise ValueError(
+            f"{len(labels_per_stay)} label vectors but {len(predictions_per_stay)} prediction vectors"
+        )
     observed = best = inaction = 0.0
     for k, (lab_k, pred_k) in enumerate(zip(labels_per_stay, predictions_per_stay, strict=True)):
         lab = _check_binary(lab_k, "labels", k)
         pred_arr = np.asarray(pred_k, dtype=np.float64)
         if threshold is not None:
             if np.isnan(pred_arr).any():
-                raise ValueError(f"predictions of stay {k}: {int(np.isnan(pred_arr).sum())} NaN scores")
+                raise ValueError(
+                    f"predictions of stay {k}: {int(np.isnan(pred_arr).sum())} NaN scores"
+                )
             pred_arr = (pred_arr >= threshold).astype(np.int8)
         pred = _check_binary(pred_arr, "predictions", k)
         if lab.shape != pred.shape:

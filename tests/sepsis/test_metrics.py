@@ -18,7 +18,13 @@ def labelled_scores(draw, max_n: int = 40):
     y = np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
     y[0], y[1] = 1, 0  # both classes
     # few distinct values so ties are common
-    s = np.array(draw(st.lists(st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.7, 0.9, 1.0, 3.0]), min_size=n, max_size=n)))
+    s = np.array(
+        draw(
+            st.lists(
+                st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.7, 0.9, 1.0, 3.0]), min_size=n, max_size=n
+            )
+        )
+    )
     return y, s
 
 
@@ -110,7 +116,9 @@ def test_single_class_gives_nan_not_an_error():
     assert all(np.isnan(v) for v in M.bootstrap_ci(np.zeros(5, int), np.arange(5.0), "auroc"))
 
 
-def fake_predictions(seed: int = 0, n: int = 120, learners=("a", "b"), horizons=(0, 3, 7), seeds=(0, 1)):
+def fake_predictions(
+    seed: int = 0, n: int = 120, learners=("a", "b"), horizons=(0, 3, 7), seeds=(0, 1)
+):
     rng = np.random.default_rng(seed)
     rows = []
     for sd in seeds:
@@ -119,10 +127,20 @@ def fake_predictions(seed: int = 0, n: int = 120, learners=("a", "b"), horizons=
         for lrn_i, lrn in enumerate(learners):
             for h in horizons:
                 score = rng.normal(0, 1, n) + (1.5 - 0.1 * h - 0.5 * lrn_i) * y
-                rows.append(pd.DataFrame({"learner": lrn, "horizon": np.int32(h), "seed": np.int32(sd),
-                                          "stay_id": np.arange(n, dtype=np.int64) + 1000 * sd,
-                                          "y_true": y.astype(np.int8), "score": score,
-                                          "regime": "per_horizon", "external": False}))
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "learner": lrn,
+                            "horizon": np.int32(h),
+                            "seed": np.int32(sd),
+                            "stay_id": np.arange(n, dtype=np.int64) + 1000 * sd,
+                            "y_true": y.astype(np.int8),
+                            "score": score,
+                            "regime": "per_horizon",
+                            "external": False,
+                        }
+                    )
+                )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -180,5 +198,6 @@ def test_paired_differences_table():
     pred = fake_predictions()
     g = pred[(pred.horizon == 0) & (pred.seed == 0)]
     ga, gb = g[g.learner == "a"], g[g.learner == "b"]
-    assert row["diff"] == pytest.approx(average_precision_score(ga.y_true, ga.score)
-                                        - average_precision_score(gb.y_true, gb.score))
+    assert row["diff"] == pytest.approx(
+        average_precision_score(ga.y_true, ga.score) - average_precision_score(gb.y_true, gb.score)
+    )

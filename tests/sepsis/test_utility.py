@@ -16,8 +16,9 @@ from sepsis.evaluation.utility import (
 )
 
 
-def _loop_utility(labels, predictions, p=UtilityParams()):
+def _loop_utility(labels, predictions, p: UtilityParams | None = None):
     """Hour-by-hour transcription of the challenge rules (independent of the vectorised code)."""
+    p = p or UtilityParams()
     septic = any(labels)
     t_s = (list(labels).index(1) - p.dt_optimal) if septic else float("inf")
     total = 0.0
@@ -39,7 +40,9 @@ def _loop_utility(labels, predictions, p=UtilityParams()):
 
 def test_challenge_docstring_example():
     # the example printed in the challenge's evaluate_sepsis_score.py
-    assert prediction_utility([0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]) == pytest.approx(3.388888888888889)
+    assert prediction_utility([0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]) == pytest.approx(
+        3.388888888888889
+    )
 
 
 def test_hand_worked_hours():
@@ -67,7 +70,12 @@ def test_hand_worked_hours():
 
 
 def test_normalisation_inaction_zero_optimal_one():
-    labs = [challenge_labels(40, 20), challenge_labels(15, None), challenge_labels(30, 3), challenge_labels(50, 49)]
+    labs = [
+        challenge_labels(40, 20),
+        challenge_labels(15, None),
+        challenge_labels(30, 3),
+        challenge_labels(50, 49),
+    ]
     zeros = [np.zeros(len(lab), int) for lab in labs]
     best = [best_predictions(lab) for lab in labs]
     assert utility_score(labs, zeros) == pytest.approx(0.0)
@@ -101,4 +109,6 @@ def test_challenge_labels_clip_and_late_onset():
 def test_vectorised_equals_hour_by_hour_rules(n, onset, data):
     lab = challenge_labels(n, onset)
     pred = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
-    assert prediction_utility(lab, pred) == pytest.approx(_loop_utility(lab.tolist(), pred.tolist()), abs=1e-12)
+    assert prediction_utility(lab, pred) == pytest.approx(
+        _loop_utility(lab.tolist(), pred.tolist()), abs=1e-12
+    )
