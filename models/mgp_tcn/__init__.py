@@ -1,1 +1,6 @@
-"""Package."""
+"""MGP-TCN learner: multitask Gaussian process adapter + temporal convolutional network."""
+
+from models.mgp_tcn.classifier import MGPTCNClassifier
+from models.mgp_tcn.search import search_hyperparameters
+
+__all__ = ["MGPTCNClassifier", "search_hyperparameters"]

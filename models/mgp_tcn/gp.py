@@ -59,12 +59,17 @@ class GPBatch:
     mask: Tensor
     grid_times: Tensor
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> GPBatch:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> GPBatch:
         """Move to `device`; cast the float tensors (times, values, grid) to `dtype`."""
         f = dict(device=device, dtype=dtype)
         return GPBatch(
-            self.times.to(**f), self.var_idx.to(device=device), self.values.to(**f),
-            self.mask.to(device=device), self.grid_times.to(**f),
+            self.times.to(**f),
+            self.var_idx.to(device=device),
+            self.values.to(**f),
+            self.mask.to(device=device),
+            self.grid_times.to(**f),
         )
 
 
@@ -76,8 +81,13 @@ def hourly_grid(n_points: int, device=None, dtype=torch.float32) -> Tensor:
 class MultitaskGP(nn.Module):
     """Multitask GP with OU time kernel, free-form task covariance and per-variable noise."""
 
-    def __init__(self, n_variables: int, jitter: float = 0.1, init_lengthscale: float = 1.0,
-                 init_noise: float = 0.1) -> None:
+    def __init__(
+        self,
+        n_variables: int,
+        jitter: float = 0.1,
+        init_lengthscale: float = 1.0,
+        init_noise: float = 0.1,
+    ) -> None:
         super().__init__()
         if n_variables < 1:
             raise ValueError("n_variables must be >= 1")
@@ -157,16 +167,24 @@ class MultitaskGP(nn.Module):
         kgg = self.ou(b.grid_times, b.grid_times)
         prior = torch.kron(kgg, kf)
         gv = prior.shape[0]
-        cov = prior - a.transpose(1, 2) @ a + self.jitter * torch.eye(gv, dtype=dtype, device=kf.device)
+        cov = (
+            prior
+            - a.transpose(1, 2) @ a
+            + self.jitter * torch.eye(gv, dtype=dtype, device=kf.device)
+        )
         s, g = b.times.shape[0], b.grid_times.shape[0]
         return mean.reshape(s, g, self.n_variables), cov
 
-    def sample_dense(self, b: GPBatch, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_dense(
+        self, b: GPBatch, n_samples: int, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Posterior samples (S, n_samples, G, V) via the Cholesky of the full posterior."""
         mean, cov = self.posterior_moments(b)
         s, g, v = mean.shape
         lp = torch.linalg.cholesky(cov)
-        z = torch.randn(s, g * v, n_samples, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = torch.randn(
+            s, g * v, n_samples, generator=generator, device=mean.device, dtype=mean.dtype
+        )
         draws = mean.reshape(s, g * v, 1) + lp @ z
         return draws.permute(0, 2, 1).reshape(s, n_samples, g, v)
 
@@ -181,12 +199,19 @@ class MultitaskGP(nn.Module):
         q = -torch.expm1(-2 * torch.diff(u_sorted, dim=-1) / ell)  # 1 - rho^2 in [0, 1)
         pos = q > 0
         # double where: sqrt'(0) is infinite, repeated times must not poison the gradient
-        s_rest = torch.where(pos, torch.sqrt(torch.where(pos, q, torch.ones_like(q))), torch.zeros_like(q))
+        s_rest = torch.where(
+            pos, torch.sqrt(torch.where(pos, q, torch.ones_like(q))), torch.zeros_like(q)
+        )
         s = torch.cat([torch.ones_like(u_sorted[..., :1]), s_rest], dim=-1)
         return e * s[..., None, :]
 
-    def sample_prior_joint(self, b: GPBatch, n_samples: int, generator: torch.Generator | None = None,
-                           lf: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def sample_prior_joint(
+        self,
+        b: GPBatch,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        lf: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Joint prior draws on the grid (S, G, n, V) and at each observation (S, M, n)."""
         dtype = b.values.dtype
         if lf is None:
@@ -205,7 +230,9 @@ class MultitaskGP(nn.Module):
         f_obs = f[:, g:].gather(3, idx).squeeze(-1)
         return f_grid, f_obs
 
-    def sample_pathwise(self, b: GPBatch, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample_pathwise(
+        self, b: GPBatch, n_samples: int, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Posterior samples (S, n_samples, G, V) by pathwise conditioning (Matheron's rule)."""
         dtype = b.values.dtype
         kf, noise, lf = self._cast(dtype)
@@ -223,12 +250,19 @@ class MultitaskGP(nn.Module):
         bmat = (alpha[..., None] * onehot[:, :, None, :]).reshape(s, m, n_samples * v)
         kgt = self.ou(b.grid_times, b.times)  # (S, G, M)
         update = (kgt @ bmat).reshape(s, g, n_samples, v) @ kf  # K_*y alpha without (GV x M)
-        xi = torch.randn(s, g, n_samples, v, generator=generator, device=b.values.device, dtype=dtype)
+        xi = torch.randn(
+            s, g, n_samples, v, generator=generator, device=b.values.device, dtype=dtype
+        )
         post = f_grid + update + math.sqrt(self.jitter) * xi
         return post.permute(0, 2, 1, 3)
 
-    def sample(self, b: GPBatch, n_samples: int, generator: torch.Generator | None = None,
-               method: str = "pathwise") -> Tensor:
+    def sample(
+        self,
+        b: GPBatch,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        method: str = "pathwise",
+    ) -> Tensor:
         """Posterior samples (S, n_samples, G, V) on the grid with the chosen sampler."""
         if method == "pathwise":
             return self.sample_pathwise(b, n_samples, generator)

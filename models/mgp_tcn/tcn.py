@@ -40,7 +40,9 @@ class CausalConv1d(nn.Conv1d):
 class TemporalBlock(nn.Module):
     """Two causal dilated convolutions (norm, ReLU, dropout) plus a residual connection."""
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float
+    ) -> None:
         super().__init__()
         self.conv1 = CausalConv1d(c_in, c_out, kernel_size, dilation)
         self.norm1 = ChannelNorm(c_out)
@@ -60,8 +62,14 @@ class TemporalBlock(nn.Module):
 class TCN(nn.Module):
     """Stack of temporal blocks with dilation 2^i; returns features (B, hidden, T)."""
 
-    def __init__(self, n_inputs: int, hidden: int = 32, levels: int = 4, kernel_size: int = 3,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_inputs: int,
+        hidden: int = 32,
+        levels: int = 4,
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         chans = [n_inputs] + [hidden] * levels
         self.blocks = nn.ModuleList(
@@ -85,8 +93,15 @@ class TCN(nn.Module):
 class TCNHead(nn.Module):
     """TCN plus a linear classifier on the last (real) time step."""
 
-    def __init__(self, n_inputs: int, hidden: int = 32, levels: int = 4, kernel_size: int = 3,
-                 dropout: float = 0.0, n_classes: int = 2) -> None:
+    def __init__(
+        self,
+        n_inputs: int,
+        hidden: int = 32,
+        levels: int = 4,
+        kernel_size: int = 3,
+        dropout: float = 0.0,
+        n_classes: int = 2,
+    ) -> None:
         super().__init__()
         self.tcn = TCN(n_inputs, hidden, levels, kernel_size, dropout)
         self.out = nn.Linear(hidden, n_classes)

@@ -18,7 +18,9 @@ def _random_gp(seed: int = 0, v: int = V) -> MultitaskGP:
     gp = MultitaskGP(v, jitter=0.1, init_lengthscale=2.5, init_noise=0.2).double()
     with torch.no_grad():
         gp.task_chol.copy_(torch.eye(v) + 0.5 * torch.randn(v, v))
-        gp.raw_noise.copy_(gp.noise_constraint.inverse_transform(torch.rand(v, dtype=torch.float64) * 0.5 + 0.05))
+        gp.raw_noise.copy_(
+            gp.noise_constraint.inverse_transform(torch.rand(v, dtype=torch.float64) * 0.5 + 0.05)
+        )
     return gp
 
 
@@ -35,8 +37,13 @@ def _random_batch(seed: int = 0, s: int = 4, m: int = 7, g: int = 6, v: int = V)
     var_idx = rng.integers(0, v, (s, m))
     values = rng.normal(0, 1, (s, m))
     values[~mask] = rng.normal(0, 5, (~mask).sum())  # garbage in padding must not matter
-    return GPBatch(torch.tensor(times), torch.tensor(var_idx), torch.tensor(values),
-                   torch.tensor(mask), hourly_grid(g, dtype=torch.float64))
+    return GPBatch(
+        torch.tensor(times),
+        torch.tensor(var_idx),
+        torch.tensor(values),
+        torch.tensor(mask),
+        hourly_grid(g, dtype=torch.float64),
+    )
 
 
 def _dense_single(gp: MultitaskGP, t, vi, y, grid) -> tuple[np.ndarray, np.ndarray]:
@@ -72,9 +79,12 @@ class _HadamardGP(gpytorch.models.ExactGP):
 def _gpytorch_single(gp: MultitaskGP, t, vi, y, grid) -> tuple[np.ndarray, np.ndarray]:
     v = gp.n_variables
     noise = gp.noise().detach()[torch.as_tensor(vi)] + 0.1
-    lik = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=noise, learn_additional_noise=False).double()
-    model = _HadamardGP(torch.as_tensor(t)[:, None], torch.as_tensor(vi)[:, None], torch.as_tensor(y),
-                        lik, v).double()
+    lik = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(
+        noise=noise, learn_additional_noise=False
+    ).double()
+    model = _HadamardGP(
+        torch.as_tensor(t)[:, None], torch.as_tensor(vi)[:, None], torch.as_tensor(y), lik, v
+    ).double()
     model.covar_module.lengthscale = float(gp.lengthscale.detach())
     with torch.no_grad():
         model.task_covar_module.covar_factor.copy_(gp.task_factor().detach())
@@ -82,7 +92,11 @@ def _gpytorch_single(gp: MultitaskGP, t, vi, y, grid) -> tuple[np.ndarray, np.nd
     model.eval()
     gg = torch.as_tensor(grid).repeat_interleave(v)  # time-major order g*V + i
     ii = torch.arange(v).repeat(len(grid))
-    with torch.no_grad(), gpytorch.settings.fast_pred_var(False), gpytorch.settings.max_cholesky_size(10**6):
+    with (
+        torch.no_grad(),
+        gpytorch.settings.fast_pred_var(False),
+        gpytorch.settings.max_cholesky_size(10**6),
+    ):
         f = model(gg.reshape(-1, 1), ii.reshape(-1, 1))
         mean, cov = f.mean.numpy(), f.covariance_matrix.numpy()
     return mean.reshape(len(grid), v), cov + 0.1 * np.eye(len(mean))
@@ -121,7 +135,13 @@ def test_stay_alone_equals_stay_in_padded_batch():
     b = _random_batch()
     mean, cov = gp.posterior_moments(b)
     real = b.mask[3]
-    alone = GPBatch(b.times[3:4, real], b.var_idx[3:4, real], b.values[3:4, real], b.mask[3:4, real], b.grid_times)
+    alone = GPBatch(
+        b.times[3:4, real],
+        b.var_idx[3:4, real],
+        b.values[3:4, real],
+        b.mask[3:4, real],
+        b.grid_times,
+    )
     m1, c1 = gp.posterior_moments(alone)
     assert torch.allclose(m1[0], mean[3], atol=1e-10) and torch.allclose(c1[0], cov[3], atol=1e-10)
 

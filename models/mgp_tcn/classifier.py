@@ -1,0 +1,458 @@
+"""MGP-TCN classifier: multitask GP adapter + TCN, trained end to end (PIPELINE.md section 4).
+
+Each stay's irregular observations go through the GP adapter (`gp.MultitaskGP`), which draws
+`n_mc_samples` posterior samples on the stay's hourly grid (reparameterised, so the
+classification loss trains the GP too). Each sample is one TCN input; the prediction
+averages the class-1 probability over samples. The grid is right-aligned at the prediction
+time and the TCN input is left-padded, so the head reads each stay's last real hour.
+
+Training: class-weighted cross-entropy (class-1 weight = negatives / positives, which makes
+both classes weigh the same in total), Adam with L2 weight decay on the TCN only (not on the
+GP parameters), validation AUPRC every epoch, early stopping with `patience`, best epoch
+restored. Without `X_val`, a stratified `val_fraction` of the training stays (seeded) is held
+out for validation and not trained on. With `checkpoint_dir`, a checkpoint is written after
+every epoch and a later `fit` with the same parameters and data continues from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+from sklearn.model_selection import train_test_split
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from data_prep.views import IrregularView
+from models.base import SepsisLearner
+from models.mgp_tcn.gp import SAMPLERS, GPBatch, MultitaskGP, hourly_grid
+from models.mgp_tcn.tcn import TCNHead, left_pad_mask
+
+logger = logging.getLogger(__name__)
+
+_CKPT = "checkpoint.pt"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class MGPTCNNet(nn.Module):
+    """The end-to-end network: GP posterior samples on the grid -> TCN -> logits."""
+
+    def __init__(
+        self,
+        n_variables: int,
+        hidden: int,
+        levels: int,
+        kernel_size: int,
+        dropout: float,
+        jitter: float,
+    ) -> None:
+        super().__init__()
+        self.gp = MultitaskGP(n_variables, jitter=jitter)
+        self.head = TCNHead(n_variables, hidden, levels, kernel_size, dropout)
+
+    def forward(
+        self,
+        b: GPBatch,
+        grid_lengths: Tensor,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        sampler: str = "pathwise",
+        autocast_dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Logits (S, n_samples, 2); `b` holds the GP inputs in the GP's dtype."""
+        z = self.gp.sample(b, n_samples, generator, sampler)  # (S, n, G, V), float32/64
+        s, n, g, v = z.shape
+        x = z.reshape(s * n, g, v).transpose(1, 2).float()
+        mask = left_pad_mask(grid_lengths, g).repeat_interleave(n, 0)
+        ctx = (
+            torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
+            if autocast_dtype is not None
+            else nullcontext()
+        )
+        with ctx:  # only the TCN runs in reduced precision; the GP stays float32/64
+            logits = self.head(x, mask)
+        return logits.float().reshape(s, n, -1)
+
+
+class _Arrays:
+    """An IrregularView as tensors, cut into GP batches (compacted, trimmed, grid-clipped)."""
+
+    def __init__(self, X: IrregularView, max_grid: int) -> None:
+        order = np.argsort(~X.mask, axis=1, kind="stable")  # real observations first
+        take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+        self.times = torch.as_tensor(take(X.times).astype(np.float64))
+        self.var_idx = torch.as_tensor(take(X.var_idx).astype(np.int64))
+        self.values = torch.as_tensor(take(X.values).astype(np.float64))
+        self.mask = torch.as_tensor(take(X.mask))
+        self.n_obs = self.mask.sum(1)
+        # stays longer than max_grid keep their last max_grid hours (earlier observations
+        # still condition the GP)
+        self.grid_len = torch.as_tensor(np.minimum(X.grid_len, max_grid).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.grid_len)
+
+    def batch(
+        self, idx: np.ndarray, device: torch.device, dtype: torch.dtype
+    ) -> tuple[GPBatch, Tensor]:
+        idx_t = torch.as_tensor(idx)
+        m = max(int(self.n_obs[idx_t].max()), 1)
+        gl = self.grid_len[idx_t]
+        b = GPBatch(
+            self.times[idx_t, :m],
+            self.var_idx[idx_t, :m],
+            self.values[idx_t, :m],
+            self.mask[idx_t, :m],
+            hourly_grid(int(gl.max()), dtype=torch.float64),
+        )
+        return b.to(device, dtype), gl.to(device)
+
+
+class MGPTCNClassifier(SepsisLearner):
+    """MGP-TCN sepsis classifier on the irregular view (scikit-learn classifier contract).
+
+    Defaults follow the paper where it states them (10 MC samples, lr 0.005, L2 0.01, 15
+    epochs); `levels`/`kernel_size`/`hidden` are a small configuration to be tuned by
+    `search_hyperparameters` (paper range: levels 9, kernel 3-5, hidden 15-81).
+    """
+
+    view = "irregular"
+
+    def __init__(
+        self,
+        n_mc_samples: int = 10,
+        levels: int = 4,
+        kernel_size: int = 3,
+        hidden: int = 32,
+        dropout: float = 0.0,
+        l2: float = 0.01,
+        lr: float = 0.005,
+        batch_size: int = 32,
+        epochs: int = 15,
+        patience: int = 5,
+        sampler: str = "pathwise",
+        jitter: float = 0.1,
+        max_grid: int = 49,
+        val_fraction: float = 0.2,
+        gp_dtype: str = "float32",
+        device: str = "auto",
+        mixed_precision: bool = False,
+        seed: int = 0,
+        progress: bool = True,
+        checkpoint_dir: str | None = None,
+    ) -> None:
+        self.n_mc_samples = n_mc_samples
+        self.levels = levels
+        self.kernel_size = kernel_size
+        self.hidden = hidden
+        self.dropout = dropout
+        self.l2 = l2
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.sampler = sampler
+        self.jitter = jitter
+        self.max_grid = max_grid
+        self.val_fraction = val_fraction
+        self.gp_dtype = gp_dtype
+        self.device = device
+        self.mixed_precision = mixed_precision
+        self.seed = seed
+        self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+
+    # --- helpers ------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        checks = [
+            ("n_mc_samples", self.n_mc_samples >= 1, ">= 1"),
+            ("levels", self.levels >= 1, ">= 1"),
+            ("kernel_size", self.kernel_size >= 2, ">= 2"),
+            ("hidden", self.hidden >= 1, ">= 1"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("l2", self.l2 >= 0, ">= 0"),
+            ("lr", self.lr > 0, "> 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("patience", self.patience >= 1, ">= 1"),
+            ("sampler", self.sampler in SAMPLERS, f"one of {SAMPLERS}"),
+            ("jitter", self.jitter > 0, "> 0"),
+            ("max_grid", self.max_grid >= 1, ">= 1"),
+            ("val_fraction", 0 < self.val_fraction < 1, "in (0, 1)"),
+            ("gp_dtype", self.gp_dtype in _DTYPES, f"one of {tuple(_DTYPES)}"),
+            (
+                "device",
+                self.device == "auto" or self.device.startswith(("cpu", "cuda")),
+                "auto | cpu | cuda[:k]",
+            ),
+        ]
+        for key, ok, what in checks:
+            if not ok:
+                raise ValueError(f"{key}: expected {what}, got {getattr(self, key)!r}")
+
+    def _torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.mixed_precision else None
+
+    def _new_net(self, n_variables: int) -> MGPTCNNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return MGPTCNNet(
+                n_variables, self.hidden, self.levels, self.kernel_size, self.dropout, self.jitter
+            )
+
+    def _generator(self, device: torch.device, offset: int) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + offset)
+
+    def _proba(self, net: MGPTCNNet, arr: _Arrays, device: torch.device) -> np.ndarray:
+        """Class-1 probability averaged over MC samples; deterministic for a seed."""
+        net.eval()
+        gen = self._generator(device, offset=1)
+        dtype = _DTYPES[self.gp_dtype]
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(arr), self.batch_size):
+                idx = np.arange(start, min(start + self.batch_size, len(arr)))
+                b, gl = arr.batch(idx, device, dtype)
+                logits = net(b, gl, self.n_mc_samples, gen, self.sampler, self._autocast_dtype())
+                out.append(torch.softmax(logits, -1)[..., 1].mean(1).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def _params_key(self) -> str:
+        skip = {"progress", "checkpoint_dir", "device"}
+        return json.dumps(
+            {k: v for k, v in self.get_params().items() if k not in skip}, sort_keys=True
+        )
+
+    # --- public API ---------------------------------------------------------------------
+    def fit(
+        self, X: IrregularView, y, X_val: IrregularView | None = None, y_val=None
+    ) -> MGPTCNClassifier:
+        """Train end to end; returns self. See the module docstring for the procedure."""
+        self._check_view(X)
+        y = self._check_labels(X, y)
+        self._validate_params()
+        device = self._torch_device()
+        if X_val is None:
+            idx_tr, idx_va = train_test_split(
+                np.arange(len(X)), test_size=self.val_fraction, stratify=y, random_state=self.seed
+            )
+            X, X_val, y, y_val = X.subset(idx_tr), X.subset(idx_va), y[idx_tr], y[idx_va]
+            logger.info(
+                "no X_val: held out a stratified %.0f%% (%d stays) for validation",
+                100 * self.val_fraction,
+                len(idx_va),
+            )
+        else:
+            self._check_view(X_val)
+            y_val = self._check_labels(X_val, y_val)
+            if X_val.n_variables != X.n_variables:
+                raise ValueError(f"X_val has {X_val.n_variables} variables, X has {X.n_variables}")
+        tr, va = _Arrays(X, self.max_grid), _Arrays(X_val, self.max_grid)
+        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+        pos_weight = n_neg / n_pos
+        net = self._new_net(X.n_variables).to(device)
+        tcn_params = list(net.head.parameters())
+        opt = torch.optim.Adam(
+            [
+                {"params": tcn_params, "weight_decay": self.l2},
+                {"params": list(net.gp.parameters()), "weight_decay": 0.0},
+            ],
+            lr=self.lr,
+        )
+        class_w = torch.tensor([1.0, pos_weight], device=device)
+        gen = self._generator(device, offset=0)
+        state: dict[str, Any] = {
+            "epoch": 0,
+            "history": [],
+            "best_score": -1.0,
+            "best_epoch": -1,
+            "best_model": None,
+            "bad_epochs": 0,
+            "stopped": False,
+        }
+        ckpt_path = Path(self.checkpoint_dir) / _CKPT if self.checkpoint_dir else None
+        if ckpt_path is not None and ckpt_path.exists():
+            state = self._resume(ckpt_path, net, opt, gen, device)
+        y_t = torch.as_tensor(y, device=device)
+        dtype = _DTYPES[self.gp_dtype]
+        while state["epoch"] < self.epochs and not state["stopped"]:
+            epoch = state["epoch"]
+            t0 = time.perf_counter()
+            net.train()
+            perm = np.random.default_rng([self.seed, epoch]).permutation(len(tr))
+            total, seen = 0.0, 0
+            bar = tqdm(
+                total=len(tr),
+                desc=f"MGP-TCN epoch {epoch + 1}/{self.epochs}",
+                unit="stay",
+                disable=not self.progress,
+                leave=False,
+            )
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self.seed * 7919 + epoch)  # dropout, reproducible on resume
+                for start in range(0, len(tr), self.batch_size):
+                    idx = perm[start : start + self.batch_size]
+                    b, gl = tr.batch(idx, device, dtype)
+                    logits = net(
+                        b, gl, self.n_mc_samples, gen, self.sampler, self._autocast_dtype()
+                    )
+                    target = y_t[torch.as_tensor(idx, device=device)].repeat_interleave(
+                        self.n_mc_samples
+                    )
+                    loss = nn.functional.cross_entropy(
+                        logits.reshape(-1, 2), target, weight=class_w
+                    )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                    seen += len(idx)
+                    bar.update(len(idx))
+                    bar.set_postfix(
+                        loss=f"{total / seen:.4f}",
+                        stays_s=f"{seen / (time.perf_counter() - t0):.1f}",
+                    )
+            val_score = float(average_precision_score(y_val, self._proba(net, va, device)))
+            secs = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{total / seen:.4f}", val_auprc=f"{val_score:.4f}")
+            bar.close()
+            state["history"].append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": total / seen,
+                    "val_auprc": val_score,
+                    "seconds": secs,
+                    "lengthscale": float(net.gp.lengthscale.detach()),
+                }
+            )
+            logger.info(
+                "epoch %d: loss %.4f, val AUPRC %.4f (prevalence %.3f), %.1f s",
+                epoch + 1,
+                total / seen,
+                val_score,
+                float(np.mean(y_val)),
+                secs,
+            )
+            if val_score > state["best_score"]:
+                state.update(
+                    best_score=val_score,
+                    best_epoch=epoch + 1,
+                    bad_epochs=0,
+                    best_model=copy.deepcopy(net.state_dict()),
+                )
+            else:
+                state["bad_epochs"] += 1
+                state["stopped"] = state["bad_epochs"] >= self.patience
+            state["epoch"] = epoch + 1
+            if ckpt_path is not None:
+                self._write_checkpoint(ckpt_path, net, opt, gen, state)
+        if state["best_model"] is not None:
+            net.load_state_dict(state["best_model"])
+        net.eval()
+        self.net_ = net
+        self.classes_ = np.array([0, 1])
+        self.n_variables_ = X.n_variables
+        self.variables_ = tuple(X.variables)
+        self.pos_weight_ = pos_weight
+        self.history_ = list(state["history"])
+        self.best_epoch_ = int(state["best_epoch"])
+        self.best_val_auprc_ = float(state["best_score"])
+        return self
+
+    def _write_checkpoint(self, path: Path, net, opt, gen, state) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "params": self._params_key(),
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "generator": gen.get_state(),
+            **state,
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
+
+    def _resume(self, path: Path, net, opt, gen, device) -> dict[str, Any]:
+        ck = torch.load(path, map_location=device, weights_only=True)
+        if ck["params"] != self._params_key():
+            raise ValueError(
+                f"{path}: checkpoint was written with other parameters: {ck['params']}"
+            )
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        gen.set_state(ck["generator"].cpu() if device.type == "cpu" else ck["generator"])
+        logger.info("resuming from %s at epoch %d", path, ck["epoch"] + 1)
+        keys = (
+            "epoch",
+            "history",
+            "best_score",
+            "best_epoch",
+            "best_model",
+            "bad_epochs",
+            "stopped",
+        )
+        return {k: ck[k] for k in keys}
+
+    def predict_proba(self, X: IrregularView) -> np.ndarray:
+        """(n, 2) probabilities in `classes_` order, class 1 averaged over MC samples."""
+        self._fitted()
+        self._check_view(X)
+        if X.n_variables != self.n_variables_:
+            raise ValueError(
+                f"X has {X.n_variables} variables, the model was fitted on {self.n_variables_}"
+            )
+        device = next(self.net_.parameters()).device
+        p1 = self._proba(self.net_, _Arrays(X, self.max_grid), device)
+        return np.column_stack([1.0 - p1, p1])
+
+    def save(self, path: str | Path) -> None:
+        """Write params.json, meta.json and the state_dict (state.pt) into directory `path`."""
+        self._fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "params.json").write_text(json.dumps(self.get_params(), indent=2, sort_keys=True))
+        meta = {
+            "classes": self.classes_.tolist(),
+            "n_variables": self.n_variables_,
+            "variables": list(self.variables_),
+            "pos_weight": self.pos_weight_,
+            "history": self.history_,
+            "best_epoch": self.best_epoch_,
+            "best_val_auprc": self.best_val_auprc_,
+        }
+        (path / "meta.json").write_text(json.dumps(meta, indent=2))
+        torch.save(self.net_.state_dict(), path / "state.pt")
+
+    @classmethod
+    def load(cls, path: str | Path) -> MGPTCNClassifier:
+        """Rebuild a fitted classifier written by `save` (tensors only, no pickled objects)."""
+        path = Path(path)
+        model = cls(**json.loads((path / "params.json").read_text()))
+        meta = json.loads((path / "meta.json").read_text())
+        device = model._torch_device()
+        net = model._new_net(meta["n_variables"]).to(device)
+        net.load_state_dict(torch.load(path / "state.pt", map_location=device, weights_only=True))
+        net.eval()
+        model.net_ = net
+        model.classes_ = np.array(meta["classes"])
+        model.n_variables_ = meta["n_variables"]
+        model.variables_ = tuple(meta["variables"])
+        model.pos_weight_ = meta["pos_weight"]
+        model.history_ = meta["history"]
+        model.best_epoch_ = meta["best_epoch"]
+        model.best_val_auprc_ = meta["best_val_auprc"]
+        return model

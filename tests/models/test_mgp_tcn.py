@@ -1,0 +1,157 @@
+"""MGPTCNClassifier: learning, GP gradients, class weighting, determinism, resume, search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import models.mgp_tcn.classifier as clf_mod
+from data_prep.views import random_irregular_view
+from models.mgp_tcn import MGPTCNClassifier, search_hyperparameters
+
+SMALL = dict(n_mc_samples=3, levels=2, hidden=16, batch_size=32, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = random_irregular_view(n=200, signal=1.5, seed=0)
+    Xv, yv = random_irregular_view(n=80, signal=1.5, seed=1)
+    return X, y, Xv, yv
+
+
+def test_learns_and_trains_gp_parameters(data):
+    X, y, Xv, yv = data
+    m = MGPTCNClassifier(epochs=3, **SMALL).fit(X, y, Xv, yv)
+    assert len(m.history_) == 3 and all(h["seconds"] > 0 for h in m.history_)
+    assert m.best_val_auprc_ > yv.mean() + 0.3, (m.best_val_auprc_, yv.mean())
+    gp = m.net_.gp
+    assert abs(float(gp.lengthscale.detach()) - 1.0) > 1e-3  # init 1.0
+    assert not torch.allclose(gp.task_factor(), torch.eye(4), atol=1e-3)  # init identity
+    assert not torch.allclose(gp.noise(), torch.full((4,), 0.1), atol=1e-4)  # init 0.1
+    assert m.pos_weight_ == pytest.approx((y == 0).sum() / (y == 1).sum())
+
+
+def test_class_weight_balances_the_classes(data, monkeypatch):
+    X, y, Xv, yv = data
+    seen = {}
+    orig = torch.nn.functional.cross_entropy
+
+    def spy(logits, target, weight=None, **kw):
+        seen["w"] = weight
+        seen["t"] = target
+        return orig(logits, target, weight=weight, **kw)
+
+    monkeypatch.setattr(clf_mod.nn.functional, "cross_entropy", spy)
+    MGPTCNClassifier(epochs=1, **SMALL).fit(X, y, Xv, yv)
+    w = seen["w"].cpu().numpy()
+    assert w[0] == 1.0 and w[1] == pytest.approx((y == 0).sum() / (y == 1).sum())
+    # total weight of each class is equal over the training set
+    assert (y == 1).sum() * w[1] == pytest.approx((y == 0).sum() * w[0])
+
+
+def test_deterministic_for_a_seed_and_internal_validation_split(data):
+    X, y, _, _ = data
+    a = MGPTCNClassifier(epochs=1, **SMALL).fit(X, y)
+    b = MGPTCNClassifier(epochs=1, **SMALL).fit(X, y)
+    pa = a.predict_proba(X)
+    np.testing.assert_array_equal(pa, a.predict_proba(X))
+    np.testing.assert_array_equal(pa, b.predict_proba(X))
+    c = MGPTCNClassifier(epochs=1, **{**SMALL, "seed": 1}).fit(X, y)
+    assert not np.allclose(pa, c.predict_proba(X))
+
+
+def test_resume_after_interruption_equals_uninterrupted(data, tmp_path, monkeypatch):
+    X, y, Xv, yv = data
+    params = dict(epochs=3, patience=5, dropout=0.1, **SMALL)
+    full = MGPTCNClassifier(**params).fit(X, y, Xv, yv)
+    calls = {"n": 0}
+    orig = clf_mod.average_precision_score
+
+    def crash_on_second_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return orig(*a, **k)
+
+    monkeypatch.setattr(clf_mod, "average_precision_score", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        MGPTCNClassifier(checkpoint_dir=str(tmp_path), **params).fit(X, y, Xv, yv)
+    monkeypatch.setattr(clf_mod, "average_precision_score", orig)
+    resumed = MGPTCNClassifier(checkpoint_dir=str(tmp_path), **params).fit(X, y, Xv, yv)
+    assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
+    assert [h["val_auprc"] for h in resumed.history_] == [h["val_auprc"] for h in full.history_]
+    np.testing.assert_allclose(resumed.predict_proba(Xv), full.predict_proba(Xv), atol=1e-6)
+    with pytest.raises(ValueError, match="other parameters"):
+        MGPTCNClassifier(checkpoint_dir=str(tmp_path), **{**params, "hidden": 8}).fit(X, y, Xv, yv)
+
+
+def test_early_stopping_restores_best_epoch(data):
+    X, y, Xv, yv = data
+    m = MGPTCNClassifier(epochs=6, patience=1, lr=0.05, **{k: v for k, v in SMALL.items()}).fit(
+        X, y, Xv, yv
+    )
+    scores = [h["val_auprc"] for h in m.history_]
+    assert m.best_val_auprc_ == max(scores) and m.history_[m.best_epoch_ - 1]["val_auprc"] == max(
+        scores
+    )
+    if len(scores) < 6:  # stopped early: the last epoch did not improve on the best
+        assert scores[-1] <= max(scores[:-1])
+    from sklearn.metrics import average_precision_score
+
+    assert average_precision_score(yv, m.predict_proba(Xv)[:, 1]) == pytest.approx(max(scores))
+
+
+def test_dense_sampler_mixed_precision_and_grid_clipping(data):
+    X, y, Xv, yv = data
+    sub, ysub = X.subset(np.arange(60)), y[:60]
+    dense = MGPTCNClassifier(epochs=1, sampler="dense", max_grid=5, **SMALL).fit(sub, ysub, Xv, yv)
+    assert np.isfinite(dense.predict_proba(Xv)).all()
+    bf16 = MGPTCNClassifier(epochs=1, mixed_precision=True, gp_dtype="float64", **SMALL).fit(
+        sub, ysub, Xv, yv
+    )
+    p = bf16.predict_proba(Xv)
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+
+
+def test_invalid_parameters_raise_naming_the_key(data):
+    X, y, _, _ = data
+    with pytest.raises(ValueError, match="sampler"):
+        MGPTCNClassifier(sampler="cholesky").fit(X, y)
+    with pytest.raises(ValueError, match="n_mc_samples"):
+        MGPTCNClassifier(n_mc_samples=0).fit(X, y)
+
+
+def test_search_hyperparameters_picks_best_trial(data):
+    X, y, Xv, yv = data
+    space = {"hidden": [4, 16], "levels": [1, 2]}
+    best, trials = search_hyperparameters(
+        X.subset(np.arange(80)),
+        y[:80],
+        Xv,
+        yv,
+        n_trials=2,
+        seed=3,
+        space=space,
+        base_params=dict(epochs=1, n_mc_samples=2),
+        progress=False,
+    )
+    assert len(trials) == 2 and set(space) <= set(trials.columns)
+    top = trials.loc[trials["val_auprc"].idxmax()]
+    assert (
+        best["hidden"] == top["hidden"]
+        and best["levels"] == top["levels"]
+        and best["seed"] == top["seed"]
+    )
+    again, trials2 = search_hyperparameters(
+        X.subset(np.arange(80)),
+        y[:80],
+        Xv,
+        yv,
+        n_trials=2,
+        seed=3,
+        space=space,
+        base_params=dict(epochs=1, n_mc_samples=2),
+        progress=False,
+    )
+    assert again == best and trials2["val_auprc"].tolist() == trials["val_auprc"].tolist()
