@@ -382,7 +382,16 @@ def summarise_over_seeds(table: pd.DataFrame) -> pd.DataFrame:
                 float(np.nanmean(g[f"{m}_high"])) if g[f"{m}_high"].notna().any() else np.nan
             )
         rows.append(row)
-    return pd.DataFrame(rows)
+    cols = (
+        SUMMARY_KEYS
+        + ["n_seeds", "n_mean", "prevalence"]
+        + [
+            f"{m}_{stat}"
+            for m in ("auprc", "auroc")
+            for stat in ("mean", "std", "min", "max", "ci_low", "ci_high")
+        ]
+    )
+    return pd.DataFrame(rows, columns=cols)
 
 
 def paired_differences(
