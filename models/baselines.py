@@ -205,17 +205,21 @@ class GradientBoostingBaseline(_SummaryBaseline):
         learning_rate: float = 0.05,
         max_leaf_nodes: int = 15,
         seed: int = 0,
+        min_samples_leaf: int = 20,
     ):
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
         self.seed = seed
+        # sklearn's default 20; tiny training sets (tests, demo data) need fewer or no split happens
+        self.min_samples_leaf = min_samples_leaf
 
     def _make_model(self) -> HistGradientBoostingClassifier:
         return HistGradientBoostingClassifier(
             max_iter=self.max_iter,
             learning_rate=self.learning_rate,
             max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
             class_weight="balanced",
             early_stopping=False,
             random_state=self.seed,

@@ -149,3 +149,23 @@ def test_sofa_baseline_is_monotone_and_round_trips(tmp_path):
     assert np.array_equal(
         SofaIncreaseBaseline.load(tmp_path).predict_proba(inc[:4]), est.predict_proba(inc[:4])
     )
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        pytest.param(lambda: LogisticRegressionBaseline(), id="logreg"),
+        pytest.param(lambda: GradientBoostingBaseline(max_iter=30, min_samples_leaf=3), id="hgb"),
+    ],
+)
+def test_shared_learner_contract(factory, tmp_path):
+    # the contract test shared by every learner, run on the baselines
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "_contract", Path(__file__).with_name("test_contract.py")
+    )
+    contract = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(contract)
+    contract.test_learner_contract(factory, tmp_path)
