@@ -340,8 +340,11 @@ def write_report(
     curve_h = _pick_horizons(present)
     n_res = int(ctx.get("n_resamples", 1000))
     bseed = int(ctx.get("bootstrap_seed", 0))
+    given = ctx.get("paired_differences")
     diffs = (
-        pd.concat(
+        given  # already computed by the evaluate stage
+        if isinstance(given, pd.DataFrame)
+        else pd.concat(
             [
                 paired_differences(predictions, tuple(curve_h), m, n_resamples=n_res, seed=bseed)
                 for m in ("auprc", "auroc")
@@ -388,11 +391,71 @@ def write_report(
     paths.update({f"plot_{k}": v for k, v in figs.items()})
 
     blocks = _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours)
-    title = str(ctx.get("title", "Sepsis early-warning evaluation"))
+    title = _title(ctx)
     paths["report_md"] = _write_text(out / "report.md", _render_md(blocks, out))
     paths["report_html"] = _write_text(out / "report.html", _render_html(blocks, title))
     log.info("report written to %s (%d files)", out, len(paths))
     return paths
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _title(ctx: dict) -> str:
+    if ctx.get("title"):
+        return str(ctx["title"])
+    name = ctx.get("config_name", ctx.get("name"))
+    return "Sepsis early-warning evaluation" + (f": {name}" if name else "")
+
+
+def _attrition_extras(full: Any) -> list[_Block]:
+    """Matching ratio, variables kept and per-variable dropped values from attrition.json, when present."""
+    if not isinstance(full, dict):
+        return []
+    out: list[_Block] = []
+    m = full.get("matching")
+    if isinstance(m, dict) and m:
+        keys = ("cases", "controls", "final_ratio", "cases_short", "seed")
+        out.append(
+            _Block(
+                "p",
+                "Matching: "
+                + ", ".join(
+                    f"{k} {_fmt(m[k], 2) if k == 'final_ratio' else m[k]}" for k in keys if k in m
+                ),
+            )
+        )
+    v = full.get("variables")
+    if isinstance(v, dict) and "kept" in v:
+        dropped = v.get("dropped") or []
+        out.append(
+            _Block(
+                "p",
+                f"Variables kept: {len(v['kept'])} ({', '.join(map(str, v['kept']))}); "
+                f"dropped for fewer than {v.get('min_observations', '?')} observations: "
+                f"{len(dropped)}{' (' + ', '.join(map(str, dropped)) + ')' if dropped else ''}.",
+            )
+        )
+    src = full.get("source_attrition")
+    if isinstance(src, list) and src and all(isinstance(r, dict) for r in src):
+        out.append(_Block("table", pd.DataFrame(src), "Source reader exclusions"))
+    dv = full.get("dropped_values")
+    if isinstance(dv, dict) and dv:
+        rows = [
+            {"variable": k, **(val if isinstance(val, dict) else {"dropped": val})}
+            for k, val in dv.items()
+        ]
+        out.append(
+            _Block(
+                "table",
+                pd.DataFrame(rows),
+                "Values dropped per variable (outside range, unit, ...)",
+            )
+        )
+    return out
 
 
 def _onset_hours(ctx: dict) -> np.ndarray | None:
@@ -407,16 +470,34 @@ def _onset_hours(ctx: dict) -> np.ndarray | None:
 
 def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> list[_Block]:
     B = _Block
-    title = str(ctx.get("title", "Sepsis early-warning evaluation"))
-    blocks = [B("h1", title)]
+    blocks = [B("h1", _title(ctx))]
+    name = ctx.get("config_name", ctx.get("name", "n/a"))
     header = [
-        f"Run time: {ctx.get('run_time', 'n/a')}",
-        f"Config: {ctx.get('config_name', 'n/a')} (hash {ctx.get('config_hash', 'n/a')})",
-        f"Data: {ctx.get('data_source', 'n/a')}",
+        f"Run time: {ctx.get('run_time') or _now()}",
+        f"Config: {name} (hash {ctx.get('config_hash', 'n/a')})",
+        f"Data: {ctx.get('data_source', ctx.get('source', 'n/a'))}",
     ]
+    if ctx.get("external"):
+        header.append(
+            f"External evaluation of the models of {ctx.get('models_run', 'another run')}"
+        )
     blocks.append(B("p", " | ".join(header)))
-    blocks.append(B("p", "Command:"))
-    blocks.append(B("pre", str(ctx.get("command", "n/a"))))
+    command = ctx.get("command", "n/a")
+    blocks.append(
+        B("p", "Commands that produced this run:" if isinstance(command, dict) else "Command:")
+    )
+    if isinstance(command, dict):
+        command = "\n".join(f"{stage}: {cmd}" for stage, cmd in command.items()) or "n/a"
+    blocks.append(B("pre", str(command)))
+    walls = ctx.get("wall_seconds")
+    if isinstance(walls, dict) and walls:
+        blocks.append(
+            B(
+                "p",
+                "Wall time per stage: "
+                + ", ".join(f"{k} {_fmt(v, 1)} s" for k, v in walls.items()),
+            )
+        )
     blocks.append(B("p", HOW_TO_READ))
     blocks.append(B("p", PAPER_ANCHOR))
 
@@ -487,6 +568,7 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
         cols = ["step", "removed", "remaining", "cases", "controls", "detail"]
         adf = pd.DataFrame([{c: a.get(c, "") for c in cols} for a in att])
         blocks.append(B("table", adf, "Attrition (each exclusion in order)"))
+    blocks.extend(_attrition_extras(ctx.get("attrition_full")))
 
     # labels
     if onset_hours is not None or "sofa_components" in figs:
@@ -570,6 +652,13 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
             )
         )
         blocks.append(B("table", pd.DataFrame(util), ""))
+
+    cfg = ctx.get("config")
+    if isinstance(cfg, dict) and cfg:
+        import json
+
+        blocks.append(B("h2", "Configuration"))
+        blocks.append(B("pre", json.dumps(cfg, indent=2, default=str, sort_keys=True)))
 
     notes = ctx.get("notes") or []
     if notes:

@@ -197,3 +197,40 @@ def test_sofa_component_shares():
         pd.DataFrame({"components_rose": ["resp,renal", "resp", "", None]})
     )
     assert s["resp"] == 1.0 and s["renal"] == 0.5 and s["cns"] == 0.0
+
+
+def test_pipeline_style_context(tmp_path):
+    """The keys sepsis.pipeline.report_context passes: name, source, command per stage, etc."""
+    from sepsis.evaluation.metrics import paired_differences
+
+    pred = fake_predictions(n=80, learners=("a", "b"), horizons=(0, 7), seeds=(0,))
+    tab = metrics_table(pred, n_resamples=20)
+    diffs = paired_differences(pred, n_resamples=20)
+    diffs.loc[:, "diff"] = (
+        0.123456  # a marker: the report must reuse the given table, not recompute
+    )
+    ctx = dict(
+        name="demo",
+        source="physionet2019",
+        config_hash="c0ffee",
+        command={
+            "prepared": "sepsis prepare --config c.yaml",
+            "models": "sepsis train --config c.yaml",
+        },
+        wall_seconds={"prepared": 1.5, "models": 20.0},
+        config={"cohort": {"ratio": 10}},
+        paired_differences=diffs,
+        attrition_full={
+            "matching": {"cases": 5, "controls": 50, "final_ratio": 10.0, "cases_short": 0},
+            "variables": {"kept": ["hr", "sbp"], "dropped": ["x"], "min_observations": 500},
+            "dropped_values": {"hr": 3},
+        },
+    )
+    paths = write_report(tmp_path, pred, tab, summarise_over_seeds(tab), ctx)
+    md = paths["report_md"].read_text()
+    assert "# Sepsis early-warning evaluation: demo" in md
+    assert "models: sepsis train --config c.yaml" in md and "physionet2019" in md and "c0ffee" in md
+    assert "0.123" in md.split("## Paired differences")[1]
+    assert "final_ratio 10.00" in md and "Variables kept: 2" in md and "| hr | 3 |" in md
+    assert '"ratio": 10' in md
+    assert "src='data:image/png;base64," in paths["report_html"].read_text()
