@@ -293,6 +293,36 @@ def sofa_increase_scores(
     return out
 
 
+def qsofa_scores(
+    view: GridView,
+    mean: dict[str, float],
+    std: dict[str, float],
+    resp_var: str = "resp_rate",
+    sbp_var: str = "sbp",
+) -> np.ndarray:
+    """Partial qSOFA (0-2) at the prediction time from the grid's last hour: RR >= 22/min, SBP <= 100 mmHg.
+
+    The grid is z-scored, so values are mapped back with the training split's `mean` and
+    `std` per variable (normalisation.parquet). The third qSOFA criterion, altered
+    mentation (GCS < 15), is NOT included: GCS is not one of the grid variables. A value
+    never observed is the training mean after imputation and so usually scores 0. Raises
+    when a variable is missing from the view or from the statistics.
+    """
+    view.validate()
+    last = view.X[np.arange(len(view)), view.lengths - 1].astype(np.float64)  # (n, V)
+    score = np.zeros(len(view))
+    for var, test in ((resp_var, lambda x: x >= 22.0), (sbp_var, lambda x: x <= 100.0)):
+        if var not in view.variables:
+            raise ValueError(
+                f"qsofa_scores: variable {var!r} is not in the view ({view.variables})"
+            )
+        if var not in mean or var not in std:
+            raise ValueError(f"qsofa_scores: no training mean/std for {var!r}")
+        raw = last[:, view.variables.index(var)] * float(std[var]) + float(mean[var])
+        score += test(raw)
+    return score
+
+
 class SofaIncreaseBaseline(SepsisLearner):
     """Clinical rule without training: probability-like score from the SOFA increase.
 

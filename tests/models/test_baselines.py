@@ -169,3 +169,18 @@ def test_shared_learner_contract(factory, tmp_path):
     contract = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(contract)
     contract.test_learner_contract(factory, tmp_path)
+
+
+def test_qsofa_scores_by_hand():
+    from models.baselines import qsofa_scores
+
+    X = np.full((3, 2, 2), np.nan, np.float32)
+    # z-scores with mean/std resp 18/4, sbp 120/20: last hour decides
+    X[0, :2] = [[0, 0], [1.0, -1.0]]  # RR 22 (>= 22), SBP 100 (<= 100) -> 2
+    X[1, :1] = [[0.9, -0.9]]  # RR 21.6, SBP 102 -> 0
+    X[2, :2] = [[5, -5], [1.5, 0.0]]  # RR 24, SBP 120 -> 1 (earlier hour ignored)
+    view = GridView(X, np.array([2, 1, 2]), np.array([1, 2, 3]), ("resp_rate", "sbp"))
+    s = qsofa_scores(view, {"resp_rate": 18, "sbp": 120}, {"resp_rate": 4, "sbp": 20})
+    assert s.tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="no training mean"):
+        qsofa_scores(view, {"resp_rate": 18}, {"resp_rate": 4})
