@@ -382,7 +382,7 @@ def write_report(
     if onset_hours is not None:
         figs["onset_hours"] = plots.plot_onset_hours(onset_hours, plot_dir / "onset_hours.png")
     sofa_src = (
-        ctx.get("sofa_at_onset") if ctx.get("sofa_at_onset") is not None else ctx.get("onsets")
+        ctx.get("sofa_at_onset") if ctx.get("sofa_at_onset") is not None else _case_onsets(ctx)
     )
     if sofa_src is not None:
         figs["sofa_components"] = plots.plot_sofa_components(
@@ -456,6 +456,20 @@ def _attrition_extras(full: Any) -> list[_Block]:
             )
         )
     return out
+
+
+def _case_onsets(ctx: dict) -> pd.DataFrame | None:
+    """The onsets audit rows of the cohort's cases (all rows when no cohort is given)."""
+    onsets, cohort = ctx.get("onsets"), ctx.get("cohort")
+    if onsets is None:
+        return None
+    if (
+        cohort is not None
+        and {"stay_id", "label"} <= set(cohort.columns)
+        and "stay_id" in onsets.columns
+    ):
+        return onsets[onsets["stay_id"].isin(cohort.loc[cohort["label"] == 1, "stay_id"])]
+    return onsets
 
 
 def _onset_hours(ctx: dict) -> np.ndarray | None:

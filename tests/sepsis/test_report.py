@@ -234,3 +234,34 @@ def test_pipeline_style_context(tmp_path):
     assert "final_ratio 10.00" in md and "Variables kept: 2" in md and "| hr | 3 |" in md
     assert '"ratio": 10' in md
     assert "src='data:image/png;base64," in paths["report_html"].read_text()
+
+
+def test_sofa_chart_uses_only_cohort_cases(tmp_path, monkeypatch):
+    from sepsis.evaluation import report
+
+    seen = {}
+    real = plots.plot_sofa_components
+
+    def spy(df, path):
+        seen["df"] = df
+        return real(df, path)
+
+    monkeypatch.setattr(report.plots, "plot_sofa_components", spy)
+    pred = fake_predictions(n=40, learners=("a",), horizons=(0,), seeds=(0,))
+    tab = metrics_table(pred, n_resamples=10)
+    onsets = pd.DataFrame(
+        {
+            "stay_id": [1, 2, 3],
+            "onset_hour": [10.0, 11.0, 12.0],
+            "components_rose": ["resp", "cns", "renal"],
+        }
+    )
+    cohort = pd.DataFrame({"stay_id": [1, 2], "label": [1, 0], "onset_hour": [10.0, 10.0]})
+    write_report(
+        tmp_path,
+        pred,
+        tab,
+        summarise_over_seeds(tab),
+        dict(onsets=onsets, cohort=cohort, n_resamples=10),
+    )
+    assert seen["df"]["stay_id"].tolist() == [1]
