@@ -86,8 +86,11 @@ class _Ranked:
     def group_counts(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positive and negative weight per tie group, for weight rows `w` (B, n) in ORIGINAL order."""
         ws = w[:, self.order].astype(np.float64)
-        pos = np.add.reduceat(ws * self.y_sorted, self.starts, axis=1)
-        neg = np.add.reduceat(ws * (1.0 - self.y_sorted), self.starts, axis=1)
+        pos = ws * self.y_sorted
+        neg = ws - pos
+        if len(self.starts) < len(self.order):  # ties: sum within each group of equal scores
+            pos = np.add.reduceat(pos, self.starts, axis=1)
+            neg = np.add.reduceat(neg, self.starts, axis=1)
         return pos, neg
 
 
@@ -154,33 +157,49 @@ def _bootstrap_values(
     stratified: bool,
 ) -> list[np.ndarray]:
     """Metric values over the same resamples for each score vector in `scores`."""
+    return _bootstrap_matrix(y, scores, [metric], n_resamples, seed, stratified)[0]
+
+
+def _bootstrap_matrix(
+    y: np.ndarray,
+    scores: list[np.ndarray],
+    metrics: list[MetricArg],
+    n_resamples: int,
+    seed: int,
+    stratified: bool,
+) -> list[list[np.ndarray]]:
+    """[metric][score] arrays of values over ONE set of resamples shared by all metrics and scores.
+
+    The resamples depend only on (y, n_resamples, seed, stratified), so one metric computed
+    alone or together with others gets identical values.
+    """
     rng = np.random.default_rng(seed)
     n = len(y)
-    out: list[list[np.ndarray]] = [[] for _ in scores]
+    out: list[list[list[np.ndarray]]] = [[[] for _ in scores] for _ in metrics]
     batch = max(1, min(n_resamples, _MAX_BATCH_CELLS // max(n, 1)))
-    fast = isinstance(metric, str)
-    if fast and metric not in _METRICS:
-        raise ValueError(
-            f"metric: expected one of {sorted(_METRICS)} or a callable, got {metric!r}"
-        )
-    ranked = [_Ranked(y, s) for s in scores] if fast else None
+    for m in metrics:
+        if isinstance(m, str) and m not in _METRICS:
+            raise ValueError(f"metric: expected one of {sorted(_METRICS)} or a callable, got {m!r}")
+    ranked = [_Ranked(y, s) for s in scores] if any(isinstance(m, str) for m in metrics) else []
     done = 0
     while done < n_resamples:
         b = min(batch, n_resamples - done)
         idx = _resample_indices(y, b, rng, stratified)
-        if fast:
-            w = _multiplicities(idx, n)
-            for k, r in enumerate(ranked):
-                out[k].append(_batched(metric, r, w))
-        else:
-            for k, s in enumerate(scores):
+        w = _multiplicities(idx, n) if ranked else None
+        for k, s in enumerate(scores):
+            groups = ranked[k].group_counts(w) if ranked else None
+            for mi, m in enumerate(metrics):
+                if isinstance(m, str):
+                    f = _ap_from_groups if m == "auprc" else _auc_from_groups
+                    out[mi][k].append(f(*groups))
+                    continue
                 vals = np.empty(b)
                 for j in range(b):
                     yy = y[idx[j]]
-                    vals[j] = metric(yy, s[idx[j]]) if 0 < yy.sum() < len(yy) else np.nan
-                out[k].append(vals)
+                    vals[j] = m(yy, s[idx[j]]) if 0 < yy.sum() < len(yy) else np.nan
+                out[mi][k].append(vals)
         done += b
-    return [np.concatenate(v) for v in out]
+    return [[np.concatenate(v) for v in per_metric] for per_metric in out]
 
 
 def _point(metric: MetricArg, y: np.ndarray, s: np.ndarray) -> float:
@@ -230,6 +249,27 @@ def bootstrap_ci(
     (vals,) = _bootstrap_values(y, [s], metric, n_resamples, seed, stratified)
     lo, hi = _percentiles(vals, alpha, str(metric))
     return point, lo, hi
+
+
+def bootstrap_cis(
+    y: np.ndarray,
+    s: np.ndarray,
+    metrics: tuple[str, ...] = ("auprc", "auroc"),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    stratified: bool = True,
+) -> dict[str, tuple[float, float, float]]:
+    """`bootstrap_ci` for several metrics over one shared set of resamples (faster, same values)."""
+    y, s = _check_binary(y, s)
+    res = {m: (_point(m, y, s), float("nan"), float("nan")) for m in metrics}
+    todo = [m for m in metrics if np.isfinite(res[m][0])]
+    if not todo or n_resamples <= 0:
+        return res
+    vals = _bootstrap_matrix(y, [s], todo, n_resamples, seed, stratified)
+    for m, v in zip(todo, vals, strict=True):
+        res[m] = (res[m][0], *_percentiles(v[0], alpha, str(m)))
+    return res
 
 
 def paired_bootstrap_diff(
@@ -329,13 +369,13 @@ def metrics_table(
             prevalence=float(y_all.mean()) if len(y_all) else np.nan,
             n_missing_score=n_missing,
         )
-        for name in ("auprc", "auroc"):
-            if len(y) and 0 < y.sum() < len(y):
-                point, lo, hi = bootstrap_ci(
-                    y, s, name, n_resamples=n_resamples, seed=seed, alpha=alpha
-                )
-            else:
-                point = lo = hi = float("nan")
+        if len(y) and 0 < y.sum() < len(y):
+            cis = bootstrap_cis(
+                y, s, ("auprc", "auroc"), n_resamples=n_resamples, seed=seed, alpha=alpha
+            )
+        else:
+            cis = {name: (float("nan"),) * 3 for name in ("auprc", "auroc")}
+        for name, (point, lo, hi) in cis.items():
             row.update({name: point, f"{name}_low": lo, f"{name}_high": hi})
         rows.append(row)
     cols = GROUP_COLUMNS + [

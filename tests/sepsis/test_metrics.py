@@ -58,6 +58,31 @@ def test_batched_resample_values_equal_sklearn_on_resampled_arrays(ys, seed, str
             assert np.isnan(auc[j])
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(3, 50), st.integers(0, 2**31 - 1))
+def test_batched_values_without_ties_equal_sklearn(n, seed):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    y[:2] = [1, 0]
+    s = rng.random(n)  # continuous: no ties, the path that skips the tie grouping
+    idx = M._resample_indices(y, 6, rng, True)
+    w = M._multiplicities(idx, n)
+    ranked = M._Ranked(y, s)
+    assert len(ranked.starts) == n
+    ap, auc = M._batched("auprc", ranked, w), M._batched("auroc", ranked, w)
+    for j in range(6):
+        yy, ss = y[idx[j]], s[idx[j]]
+        assert ap[j] == pytest.approx(average_precision_score(yy, ss), abs=1e-12)
+        assert auc[j] == pytest.approx(roc_auc_score(yy, ss), abs=1e-12)
+
+
+def test_bootstrap_cis_equals_separate_bootstrap_ci():
+    y, s = _data(400, seed=9)
+    both = M.bootstrap_cis(y, s, ("auprc", "auroc"), n_resamples=300, seed=3)
+    assert both["auprc"] == M.bootstrap_ci(y, s, "auprc", n_resamples=300, seed=3)
+    assert both["auroc"] == M.bootstrap_ci(y, s, "auroc", n_resamples=300, seed=3)
+
+
 def _data(n: int, seed: int = 0, prev: float = 0.1, signal: float = 0.8):
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < prev).astype(int)
