@@ -123,6 +123,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "DIAGNOSES_ICD": {"hadm_id": "i64", "icd9_code": "str"},
 }
 _OPTIONAL = {("CHARTEVENTS", "error"), ("INPUTEVENTS_MV", "statusdescription")}
+MAX_BLOCK_BYTES = 16 << 20
 _VALUES_IN_BYTES_EST = 120  # fallback bytes per CSV row when a sample cannot be read
 
 
@@ -381,7 +382,9 @@ class _Scan:
     def _batches(self, typed: bool) -> Iterator[tuple[pa.RecordBatch, pa.NativeFile]]:
         raw = pa.OSFile(str(self.path), "rb")
         stream = pa.CompressedInputStream(raw, "gzip") if self.path.name.lower().endswith(".gz") else raw
-        block = int(min(max(self.params.batch_rows * self.row_bytes, 1 << 16), (1 << 31) - (1 << 20)))
+        # Blocks of at most 16 MiB keep gzip decompression (I/O thread) overlapped with parsing
+        # (CPU threads); 200 MiB blocks halved the throughput in benchmarks/bench_extract.py.
+        block = int(min(max(self.params.batch_rows * self.row_bytes, 1 << 16), MAX_BLOCK_BYTES))
         bad_row: dict = {}
 
         def on_invalid(row) -> str:
@@ -392,7 +395,11 @@ class _Scan:
                            actual=row.actual_columns)
             return "error"
 
-        types = {self.actual[c]: (_KIND_TYPE[k] if typed and k in _NUMERIC else STR) for c, k in self.kinds.items()}
+        # Fast pass: numeric AND timestamp columns are typed by the multithreaded CSV decoder.
+        # Measured on CHARTEVENTS, parsing timestamps there costs less than carrying them as
+        # strings through the ITEMID filter and casting afterwards (the string copy dominates).
+        # The string pass (after a failure) parses timestamps only for the rows kept.
+        types = {self.actual[c]: (_KIND_TYPE[k] if typed and k != "str" else STR) for c, k in self.kinds.items()}
         try:
             reader = pacsv.open_csv(
                 stream,
@@ -446,22 +453,41 @@ class _Scan:
 
 
 class _Writer:
-    """Append record batches to one parquet file (created even when nothing is written)."""
+    """Append tables to one parquet file in row groups of about `group_rows` rows.
 
-    def __init__(self, path: Path, schema: pa.Schema):
-        self.path, self.schema, self.rows = path, schema, 0
+    Created even when nothing is written. Snappy, and dictionary encoding only for string
+    columns: zstd and dictionary-encoded timestamps/floats cost twice the write time.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, group_rows: int = 2_000_000):
+        self.path, self.schema, self.rows, self.group_rows = path, schema, 0, group_rows
         self._w: pq.ParquetWriter | None = None
+        self._buf: list[pa.Table] = []
+        self._buf_rows = 0
+
+    def _open(self) -> pq.ParquetWriter:
+        if self._w is None:
+            strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
+            self._w = pq.ParquetWriter(self.path, self.schema, compression="snappy", use_dictionary=strings)
+        return self._w
 
     def write(self, table: pa.Table) -> None:
         """Append `table` (cast to the declared schema)."""
-        if self._w is None:
-            self._w = pq.ParquetWriter(self.path, self.schema, compression="zstd")
         if table.num_rows:
-            self._w.write_table(table.select(self.schema.names).cast(self.schema))
+            self._buf.append(table.select(self.schema.names).cast(self.schema))
+            self._buf_rows += table.num_rows
             self.rows += table.num_rows
+            if self._buf_rows >= self.group_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._open().write_table(pa.concat_tables(self._buf), row_group_size=max(self._buf_rows, 1))
+            self._buf, self._buf_rows = [], 0
 
     def reset(self) -> None:
         """Discard what was written (the table is being re-read)."""
+        self._buf, self._buf_rows = [], 0
         if self._w is not None:
             self._w.close()
             self._w = None
@@ -470,9 +496,8 @@ class _Writer:
 
     def close(self) -> int:
         """Finish the file; returns the rows written."""
-        if self._w is None:
-            self._w = pq.ParquetWriter(self.path, self.schema, compression="zstd")
-        self._w.close()
+        self._flush()
+        self._open().close()
         return self.rows
 
 
@@ -495,6 +520,15 @@ class _StayIndex:
         self.outtime = _col_us(s["outtime"], np.iinfo(np.int64).max // 2)
         self.intime_known = s["intime"].notna().to_numpy()
         self.outtime_known = s["outtime"].notna().to_numpy()
+        # Stay ids are dense in MIMIC-III (200000-299999): a lookup table beats a binary search.
+        self.lut: np.ndarray | None = None
+        if len(self.ids):
+            self.lut_min = int(self.ids[0])
+            span = int(self.ids[-1]) - self.lut_min + 1
+            if span <= 10 * len(self.ids) + 1_000_000:
+                self.lut = np.full(span, -1, dtype=np.int32)
+                self.lut[self.ids - self.lut_min] = np.arange(len(self.ids), dtype=np.int32)
+        self._windows: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
         # by subject: sorted by (subject, intime)
         k = stays[stays["intime"].notna()].sort_values(["patient_id", "intime"])
         self.k_subject = k["patient_id"].fillna(-2).to_numpy(np.int64)
@@ -504,6 +538,12 @@ class _StayIndex:
 
     def by_id(self, stay: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, position in the sorted stay arrays) for stay ids (-1 = null)."""
+        if self.lut is not None:
+            off = stay - self.lut_min
+            inside = (off >= 0) & (off < len(self.lut))
+            pos = self.lut[np.where(inside, off, 0)]
+            found = inside & (pos >= 0)
+            return found, np.where(found, pos, 0)
         pos = np.searchsorted(self.ids, stay)
         pos = np.minimum(pos, max(len(self.ids) - 1, 0))
         found = (self.ids[pos] == stay) if len(self.ids) else np.zeros(len(stay), bool)
@@ -511,12 +551,14 @@ class _StayIndex:
 
     def in_window(self, pos: np.ndarray, t: np.ndarray, before_h: float, after_h: float) -> np.ndarray:
         """Whether times `t` (us) lie in [intime - before, outtime + after] of stays at `pos`."""
-        lo = self.intime[pos] - int(before_h * US_PER_HOUR)
-        hi = self.outtime[pos] + int(after_h * US_PER_HOUR)
-        ok = np.ones(len(t), dtype=bool)
-        ok &= ~self.intime_known[pos] | (t >= lo)
-        ok &= ~self.outtime_known[pos] | (t <= hi)
-        return ok
+        key = (before_h, after_h)
+        if key not in self._windows:  # unknown bounds become open ends
+            big = np.iinfo(np.int64).max
+            lo = np.where(self.intime_known, self.intime - int(before_h * US_PER_HOUR), -big)
+            hi = np.where(self.outtime_known, self.outtime + int(after_h * US_PER_HOUR), big)
+            self._windows[key] = (lo, hi)
+        lo, hi = self._windows[key]
+        return (t >= lo[pos]) & (t <= hi[pos])
 
     def by_subject_time(self, subject: np.ndarray, t: np.ndarray, lookback_h: float) -> np.ndarray:
         """Stay id of the same subject with intime - lookback <= t <= outtime, else -1.
@@ -739,7 +781,7 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
                  index: _StayIndex, progress: bool) -> tuple[set[int], pd.DataFrame]:
     tr = rep.tables.setdefault("CHARTEVENTS", TableReport("CHARTEVENTS"))
     scan = _Scan(data_dir, "CHARTEVENTS", params, tr, progress)
-    writer = _Writer(out / "chart.parquet", CHART_SCHEMA)
+    writer = _Writer(out / "chart.parquet", CHART_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.chart_itemids_needed()), I32)
     text_items = pa.array(sorted(CHART_TEXT_ITEMIDS), I32)
     weight_items = np.array(sorted({*V.WEIGHT_ITEMIDS_KG, *V.WEIGHT_ITEMIDS_LB}), np.int32)
@@ -953,7 +995,7 @@ def _labevents(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionR
                progress: bool) -> None:
     tr = rep.tables.setdefault("LABEVENTS", TableReport("LABEVENTS"))
     scan = _Scan(data_dir, "LABEVENTS", params, tr, progress)
-    writer = _Writer(out / "lab.parquet", LAB_SCHEMA)
+    writer = _Writer(out / "lab.parquet", LAB_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.lab_itemids_needed()), I32)
 
     def handle(b: _Batch) -> None:
@@ -981,7 +1023,7 @@ def _outputevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extracti
                   progress: bool) -> None:
     tr = rep.tables.setdefault("OUTPUTEVENTS", TableReport("OUTPUTEVENTS"))
     scan = _Scan(data_dir, "OUTPUTEVENTS", params, tr, progress)
-    writer = _Writer(out / "urine.parquet", URINE_SCHEMA)
+    writer = _Writer(out / "urine.parquet", URINE_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.URINE_ITEMIDS), I32)
 
     def handle(b: _Batch) -> None:
@@ -1015,7 +1057,7 @@ def _passthrough(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
     tr = rep.tables.setdefault(table, TableReport(table))
     scan = _Scan(data_dir, table, params, tr, progress)
     schema = SCHEMAS[name]
-    writer = _Writer(out / f"{name}.parquet", schema)
+    writer = _Writer(out / f"{name}.parquet", schema, params.batch_rows)
 
     def handle(b: _Batch) -> None:
         b.convert(*scan.logical)
