@@ -4,6 +4,7 @@ from sepsis.evaluation.metrics import (
     auprc,
     auroc,
     bootstrap_ci,
+    bootstrap_cis,
     check_predictions,
     metrics_table,
     paired_bootstrap_diff,
@@ -15,6 +16,7 @@ from sepsis.evaluation.utility import (
     UtilityParams,
     challenge_labels,
     prediction_utility,
+    utility_curve,
     utility_score,
 )
 
@@ -23,6 +25,7 @@ __all__ = [
     "auprc",
     "auroc",
     "bootstrap_ci",
+    "bootstrap_cis",
     "challenge_labels",
     "check_predictions",
     "cohort_table",
@@ -32,6 +35,7 @@ __all__ = [
     "paired_differences",
     "prediction_utility",
     "summarise_over_seeds",
+    "utility_curve",
     "utility_score",
     "write_report",
 ]

@@ -90,13 +90,13 @@ def prediction_utility(
     return _utility(lab, pred, p)
 
 
-def _utility(lab: np.ndarray, pred: np.ndarray, p: UtilityParams) -> float:
+def _hour_utilities(lab: np.ndarray, p: UtilityParams) -> tuple[np.ndarray, np.ndarray]:
+    """Per-hour utility of an alarm (u_pos) and of no alarm (u_neg) for one stay's labels."""
     n = len(lab)
-    t = np.arange(n, dtype=np.float64)
     if not lab.any():
-        return float(np.where(pred, p.u_fp, p.u_tn).sum())
+        return np.full(n, float(p.u_fp)), np.full(n, float(p.u_tn))
     t_sepsis = float(np.argmax(lab)) - p.dt_optimal
-    d = t - t_sepsis
+    d = np.arange(n, dtype=np.float64) - t_sepsis
     m1 = p.max_u_tp / (p.dt_optimal - p.dt_early)
     b1 = -m1 * p.dt_early
     m2 = -p.max_u_tp / (p.dt_late - p.dt_optimal)
@@ -107,6 +107,11 @@ def _utility(lab: np.ndarray, pred: np.ndarray, p: UtilityParams) -> float:
     late = (d > p.dt_optimal) & (d <= p.dt_late)
     u_pos = np.where(early, np.maximum(m1 * d + b1, p.u_fp), np.where(late, m2 * d + b2, 0.0))
     u_neg = np.where(late, m3 * d + b3, 0.0)
+    return u_pos, u_neg
+
+
+def _utility(lab: np.ndarray, pred: np.ndarray, p: UtilityParams) -> float:
+    u_pos, u_neg = _hour_utilities(lab, p)
     return float(np.where(pred, u_pos, u_neg).sum())
 
 
@@ -160,4 +165,49 @@ def utility_score(
     if best == inaction:
         log.warning("utility_score: no septic stay, the normalised utility is undefined (NaN)")
         return float("nan")
+    return (observed - inaction) / (best - inaction)
+
+
+def utility_curve(
+    labels_per_stay: Sequence[np.ndarray],
+    scores_per_stay: Sequence[np.ndarray],
+    thresholds: np.ndarray,
+    params: UtilityParams | None = None,
+) -> np.ndarray:
+    """Normalised utility for each alarm threshold (alarm = score >= threshold), e.g. to pick
+    the threshold on the validation split. Per-hour utilities are computed once, so a
+    threshold costs one pass over the concatenated hours.
+    """
+    p = params or UtilityParams()
+    p.validate()
+    if len(labels_per_stay) != len(scores_per_stay):
+        raise ValueError(
+            f"{len(labels_per_stay)} label vectors but {len(scores_per_stay)} score vectors"
+        )
+    u_pos, u_neg, sc = [], [], []
+    best = inaction = 0.0
+    for k, (lab_k, s_k) in enumerate(zip(labels_per_stay, scores_per_stay, strict=True)):
+        lab = _check_binary(lab_k, "labels", k)
+        s_arr = np.asarray(s_k, dtype=np.float64)
+        if s_arr.shape != lab.shape:
+            raise ValueError(f"stay {k}: {len(lab)} labels but {len(s_arr)} scores")
+        if np.isnan(s_arr).any():
+            raise ValueError(f"scores of stay {k}: {int(np.isnan(s_arr).sum())} NaN scores")
+        up, un = _hour_utilities(lab, p)
+        best += float(np.where(best_predictions(lab, p).astype(bool), up, un).sum())
+        inaction += float(un.sum())
+        u_pos.append(up)
+        u_neg.append(un)
+        sc.append(s_arr)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if best == inaction:
+        log.warning("utility_curve: no septic stay, the normalised utility is undefined (NaN)")
+        return np.full(len(thresholds), np.nan)
+    up, un, s_all = np.concatenate(u_pos), np.concatenate(u_neg), np.concatenate(sc)
+    # sort by score once: alarms at threshold t are a suffix of the ascending order
+    order = np.argsort(s_all, kind="mergesort")
+    gain = (up - un)[order]
+    suffix = np.r_[np.cumsum(gain[::-1])[::-1], 0.0]  # suffix[i] = sum of gain[i:]
+    first = np.searchsorted(s_all[order], thresholds, side="left")
+    observed = inaction + suffix[first]
     return (observed - inaction) / (best - inaction)

@@ -112,3 +112,20 @@ def test_vectorised_equals_hour_by_hour_rules(n, onset, data):
     assert prediction_utility(lab, pred) == pytest.approx(
         _loop_utility(lab.tolist(), pred.tolist()), abs=1e-12
     )
+
+
+def test_utility_curve_equals_thresholded_utility_score():
+    from sepsis.evaluation.utility import utility_curve
+
+    rng = np.random.default_rng(0)
+    labs = [
+        challenge_labels(int(n), o)
+        for n, o in zip(rng.integers(5, 60, 30), rng.integers(0, 80, 30), strict=True)
+    ]
+    labs[0] = challenge_labels(40, 20)  # at least one septic stay
+    scores = [rng.random(len(lab)) + 0.5 * lab for lab in labs]
+    ts = np.array([-1.0, 0.2, 0.5, 0.7, 0.9, 1.2, 2.0])
+    curve = utility_curve(labs, scores, ts)
+    want = [utility_score(labs, scores, threshold=t) for t in ts]
+    np.testing.assert_allclose(curve, want, atol=1e-12)
+    assert curve[-1] == pytest.approx(0.0)  # no alarm above every score = inaction
