@@ -104,9 +104,9 @@ def plot_metric_vs_horizon(
         ax.plot(
             prev.index,
             prev.to_numpy(),
-            ":",
-            color="0.35",
-            lw=1.8,
+            ls=(0, (6, 3)),  # dashed, finer than the train-once learner lines
+            color="0.3",
+            lw=1.6,
             label="prevalence (random score)",
         )
     elif metric == "auroc":
@@ -262,7 +262,8 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path) -> Path:
         for learner, gl in history.groupby("learner", sort=True):
             if col not in gl or not gl[col].notna().any():
                 continue
-            for _, g in gl.groupby(["seed", "horizon"]):
+            run_keys = [k for k in ("regime", "seed", "horizon") if k in gl.columns]
+            for _, g in gl.groupby(run_keys) if run_keys else [(None, gl)]:
                 g = g.sort_values("epoch")
                 ax.plot(g["epoch"], g[col], color=colours[learner], alpha=0.25, lw=0.8)
             m = gl.groupby("epoch")[col].mean()
