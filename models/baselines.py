@@ -32,6 +32,7 @@ from models.base import SepsisLearner
 log = logging.getLogger(__name__)
 
 FEATURE_STATS = ("last", "mean", "min", "max", "slope", "count")
+_FEATURE_BLOCK_CELLS = 2_000_000
 
 
 def summary_feature_names(variables: tuple[str, ...]) -> list[str]:
@@ -69,6 +70,24 @@ def summary_features(view: GridView, obs_count: np.ndarray | None = None) -> np.
     """
     view.validate()
     n, t, v = view.X.shape
+    if obs_count is not None:
+        obs_count = np.asarray(obs_count, dtype=np.float64)
+        if obs_count.shape != (n, v):
+            raise ValueError(
+                f"obs_count has shape {obs_count.shape}, expected {(n, v)} (stays x variables)"
+            )
+    # blocks of stays bound the float64 temporaries (a few x block x T x V x 8 bytes)
+    block = max(1, _FEATURE_BLOCK_CELLS // max(t * v, 1))
+    if n > block:
+        return np.concatenate(
+            [
+                summary_features(
+                    view.subset(np.arange(i, min(i + block, n))),
+                    None if obs_count is None else obs_count[i : i + block],
+                )
+                for i in range(0, n, block)
+            ]
+        )
     L = view.lengths.astype(np.int64)
     X = view.X.astype(np.float64)
     inside = (np.arange(t)[None, :] < L[:, None])[:, :, None]  # (n, T, 1)
@@ -84,14 +103,7 @@ def summary_features(view: GridView, obs_count: np.ndarray | None = None) -> np.
     sxx = (dt**2).sum(axis=1)  # (n, 1)
     sxy = (dt * (Xz - mean[:, None, :])).sum(axis=1)
     slope = np.divide(sxy, sxx, out=np.zeros_like(sxy), where=sxx > 0)
-    if obs_count is None:
-        count = observation_counts_from_grid(view)
-    else:
-        count = np.asarray(obs_count, dtype=np.float64)
-        if count.shape != (n, v):
-            raise ValueError(
-                f"obs_count has shape {count.shape}, expected {(n, v)} (stays x variables)"
-            )
+    count = observation_counts_from_grid(view) if obs_count is None else obs_count
     return np.concatenate([last, mean, mn, mx, slope, count], axis=1)
 
 

@@ -184,3 +184,13 @@ def test_qsofa_scores_by_hand():
     assert s.tolist() == [2, 0, 1]
     with pytest.raises(ValueError, match="no training mean"):
         qsofa_scores(view, {"resp_rate": 18}, {"resp_rate": 4})
+
+
+def test_summary_features_blocked_equals_unblocked(monkeypatch):
+    import models.baselines as mb
+
+    view, _ = random_grid_view(n=37, n_variables=3, max_len=9, seed=5)
+    counts = np.arange(37 * 3).reshape(37, 3)
+    whole = summary_features(view, obs_count=counts)
+    monkeypatch.setattr(mb, "_FEATURE_BLOCK_CELLS", 9 * 3 * 4)  # blocks of 4 stays
+    np.testing.assert_array_equal(summary_features(view, obs_count=counts), whole)
