@@ -59,7 +59,7 @@ def _write_companions(folder: Path, st: dict[str, np.ndarray]) -> None:
 
     rows = ["ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,DBSOURCE,FIRST_CAREUNIT,LAST_CAREUNIT,FIRST_WARDID,"
             "LAST_WARDID,INTIME,OUTTIME,LOS"]
-    for i, (a, b) in enumerate(zip(fmt(st["intime"]), fmt(st["outtime"]))):
+    for i, (a, b) in enumerate(zip(fmt(st["intime"]), fmt(st["outtime"]), strict=True)):
         db = "metavision" if st["mv"][i] else "carevue"
         rows.append(f"{i},{st['subject'][i]},{st['hadm'][i]},{st['stay'][i]},{db},MICU,MICU,1,1,{a},{b},1.0")
     (folder / "ICUSTAYS.csv").write_text("\n".join(rows) + "\n")

@@ -130,7 +130,7 @@ def test_chart_itemid_filter_window_and_value(mini) -> None:
 def test_lab_assignment_by_subject_and_time(mini) -> None:
     out, rep = mini
     lab = _read(out, "lab").sort_values(["stay_id", "time"])
-    got = list(zip(lab.stay_id, lab.time.astype(str), lab.valuenum))
+    got = list(zip(lab.stay_id, lab.time.astype(str), lab.valuenum, strict=True))
     assert got == [
         (300001, "2150-01-01 00:00:00", 1.0),  # 10 h before intime: within the 24 h look-back
         (300001, "2150-01-02 12:00:00", 1.5),
@@ -164,7 +164,7 @@ def test_vasopressors_carevue_intervals(mini) -> None:
     cv = v[v.stay_id == 300002].sort_values(["drug", "starttime"])
     w = 176 * 0.45359237
     t0 = pd.Timestamp("2150-02-01")
-    got = [(d, s - t0, e - t0, r) for d, s, e, r in zip(cv.drug, cv.starttime, cv.endtime, cv.rate)]
+    got = [(d, s - t0, e - t0, r) for d, s, e, r in zip(cv.drug, cv.starttime, cv.endtime, cv.rate, strict=True)]
     expected = [
         ("dopamine", 3 * H, 7 * H, 5.0),  # no later dopamine rate: 4 h cap
         ("norepinephrine", 1 * H, 2 * H, 8 / w),  # 30047 mcg/min / weight, until 30120 at 02:00
@@ -333,9 +333,9 @@ def test_cv_interval_properties(rows) -> None:
     dur = out["endtime"] - out["starttime"]
     assert (dur > 0).all() and (dur <= 4 * 60 * us_min).all()
     drug = out["itemid"].map(V.VASOPRESSOR_BY_ITEMID)
-    for d, g in out.groupby(drug):
+    for _drug, g in out.groupby(drug):
         times = np.sort(g["starttime"].unique())
-        for s, e in zip(g["starttime"], g["endtime"]):
+        for s, e in zip(g["starttime"], g["endtime"], strict=True):
             later = times[times > s]
             assert e == (min(later[0], s + 4 * 60 * us_min) if len(later) else s + 4 * 60 * us_min)
 
