@@ -129,3 +129,40 @@ def test_utility_curve_equals_thresholded_utility_score():
     want = [utility_score(labs, scores, threshold=t) for t in ts]
     np.testing.assert_allclose(curve, want, atol=1e-12)
     assert curve[-1] == pytest.approx(0.0)  # no alarm above every score = inaction
+
+
+@pytest.mark.realdata
+def test_label_convention_on_physionet_2019_files():
+    """On real challenge files, SepsisLabel == challenge_labels(n, first positive row + 6)."""
+    import io
+    import os
+    import zipfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(
+        os.environ.get(
+            "SEPSIS_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+        )
+    )
+    zpath = root / "physionet2019" / "training_setA.zip"
+    if not zpath.exists():
+        pytest.skip(f"PhysioNet 2019 training set A not found at {zpath} (set SEPSIS_SHARED_DATA)")
+    labs = []
+    with zipfile.ZipFile(zpath) as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".psv"))[:1000]
+        for n in names:
+            lab = pd.read_csv(io.BytesIO(z.read(n)), sep="|", usecols=["SepsisLabel"])[
+                "SepsisLabel"
+            ].to_numpy()
+            labs.append(lab)
+    septic = [lab for lab in labs if lab.any()]
+    assert len(septic) > 20
+    for lab in septic:
+        np.testing.assert_array_equal(challenge_labels(len(lab), int(np.argmax(lab)) + 6), lab)
+    assert utility_score(labs, [best_predictions(lab) for lab in labs]) == pytest.approx(1.0)
+    assert utility_score(labs, [np.zeros_like(lab) for lab in labs]) == pytest.approx(0.0)
+    assert (
+        utility_score(labs, [np.ones_like(lab) for lab in labs]) < 0
+    )  # alarming every hour is worse than silence
