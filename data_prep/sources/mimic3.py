@@ -786,17 +786,21 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
     text_items = pa.array(sorted(CHART_TEXT_ITEMIDS), I32)
     weight_items = np.array(sorted({*V.WEIGHT_ITEMIDS_KG, *V.WEIGHT_ITEMIDS_LB}), np.int32)
     lb_items = np.array(V.WEIGHT_ITEMIDS_LB, np.int32)
-    seen: list[np.ndarray] = []
-    weights: list[pd.DataFrame] = []
+    # Constant-size state, whatever the table size: a flag per stay and one weight per stay.
+    has_chart = np.zeros(len(index.ids), dtype=bool)
+    first_w = _FirstPerStay()
+    implausible = [0]
 
     def reset() -> None:
         writer.reset()
-        seen.clear()
-        weights.clear()
+        has_chart[:] = False
+        first_w.clear()
+        implausible[0] = 0
 
     def handle(b: _Batch) -> None:
         b.convert("icustay_id", "itemid", "valuenum")  # numeric columns: validated on every row
-        seen.append(pc.unique(b["icustay_id"]).drop_null().to_numpy())
+        ids_found, ids_pos = index.by_id(_ids(pc.unique(b["icustay_id"])))
+        has_chart[ids_pos[ids_found]] = True
         n = len(b)
         keep = pc.is_in(b["itemid"], value_set=wanted)
         b.filter(keep)
@@ -830,17 +834,37 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
         if wmask.any():
             vals = pc.fill_null(b["valuenum"], np.nan).to_numpy(zero_copy_only=False)[wmask]
             vals = np.where(np.isin(item_np[wmask], lb_items), vals * LB_TO_KG, vals)
-            weights.append(pd.DataFrame({"stay_id": _ids(b["icustay_id"])[wmask], "t": t[ok][wmask],
-                                         "weight_kg": vals}))
+            plausible = (vals > 0) & (vals <= WEIGHT_MAX_KG)
+            implausible[0] += int((~plausible).sum())
+            first_w.add(_ids(b["icustay_id"])[wmask][plausible], t[ok][wmask][plausible], vals[plausible])
 
     scan.run(handle, reset)
     rep.outputs["chart.parquet"] = writer.close()
-    has = set(np.unique(np.concatenate(seen)).tolist()) if seen else set()
-    wdf = pd.concat(weights) if weights else pd.DataFrame({"stay_id": [], "t": [], "weight_kg": []})
-    plausible = (wdf["weight_kg"] > 0) & (wdf["weight_kg"] <= WEIGHT_MAX_KG)
-    rep.tables.setdefault("stays", TableReport("stays")).drop("implausible_charted_weight", int((~plausible).sum()))
-    first = wdf[plausible].sort_values(["stay_id", "t"]).drop_duplicates("stay_id")[["stay_id", "weight_kg"]]
-    return has, first
+    rep.tables.setdefault("stays", TableReport("stays")).drop("implausible_charted_weight", implausible[0])
+    return set(index.ids[has_chart].tolist()), first_w.result()
+
+
+class _FirstPerStay:
+    """Running first (earliest time) weight per stay, reduced batch by batch to stay bounded."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything (the table is being re-read)."""
+        self.df = pd.DataFrame({"stay_id": np.array([], np.int64), "t": np.array([], np.int64),
+                                "weight_kg": np.array([], np.float64)})
+
+    def add(self, stay: np.ndarray, t: np.ndarray, w: np.ndarray) -> None:
+        """Merge candidate (stay, time, weight) rows."""
+        if len(stay):
+            new = pd.DataFrame({"stay_id": stay, "t": t, "weight_kg": w})
+            both = pd.concat([self.df, new], ignore_index=True)
+            self.df = both.sort_values(["stay_id", "t"], kind="stable").drop_duplicates("stay_id")
+
+    def result(self) -> pd.DataFrame:
+        """(stay_id, weight_kg), one row per stay with a weight."""
+        return self.df[["stay_id", "weight_kg"]].reset_index(drop=True)
 
 
 def _drop_null(b: _Batch, tr: TableReport, col: str, reason: str) -> None:
@@ -858,7 +882,7 @@ def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
     wanted = pa.array(sorted(MV_VASO_ITEMIDS), I32)
     stay_w = chart_weights.set_index("stay_id")["weight_kg"]
     parts: list[pd.DataFrame] = []
-    weights: list[pd.DataFrame] = []
+    weights = _FirstPerStay()
 
     def reset() -> None:
         parts.clear()
@@ -875,9 +899,9 @@ def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 st = None
             if st is not None:
-                weights.append(pd.DataFrame({"stay_id": _ids(pc.filter(b["icustay_id"], has_w)),
-                                             "t": _ts_us(st, np.iinfo(np.int64).max),
-                                             "weight_kg": pc.filter(pw, has_w).to_numpy(zero_copy_only=False)}))
+                w = pc.filter(pw, has_w).to_numpy(zero_copy_only=False)
+                ok = w <= WEIGHT_MAX_KG
+                weights.add(_ids(pc.filter(b["icustay_id"], has_w))[ok], _ts_us(st, np.iinfo(np.int64).max)[ok], w[ok])
         n = len(b)
         b.filter(pc.is_in(b["itemid"], value_set=wanted))
         tr.drop("itemid_not_needed", n - len(b))
@@ -913,11 +937,7 @@ def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
     scan.run(handle, reset)
     cols = ["stay_id", "itemid", "starttime", "endtime", "rate"]
     vaso = pd.concat(parts)[cols] if parts else pd.DataFrame(columns=cols)
-    if not weights:
-        return vaso, pd.DataFrame({"stay_id": [], "weight_kg": []})
-    wdf = pd.concat(weights)
-    wdf = wdf[wdf["weight_kg"] <= WEIGHT_MAX_KG]
-    return vaso, wdf.sort_values(["stay_id", "t"]).drop_duplicates("stay_id")[["stay_id", "weight_kg"]]
+    return vaso, weights.result()
 
 
 def _inputevents_cv(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionReport, index: _StayIndex,
