@@ -1,0 +1,128 @@
+"""DTWKNNClassifier: agreement with tslearn, validation choice of k, cache, learning, I/O."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import average_precision_score
+from tslearn.neighbors import KNeighborsTimeSeriesClassifier
+
+from data_prep.views import random_grid_view, random_irregular_view
+from models.dtw_knn import DTWKNNClassifier
+from models.dtw_knn import classifier as clf_mod
+from models.dtw_knn import search as search_mod
+
+
+def views(n_tr=60, n_te=25, equal=False, signal=0.5, max_len=14):
+    tr, ytr = random_grid_view(n=n_tr, n_variables=3, max_len=max_len, seed=1,
+                               signal=signal, equal_length=equal)
+    te, yte = random_grid_view(n=n_te, n_variables=3, max_len=max_len, seed=2,
+                               signal=signal, equal_length=equal)
+    return tr, ytr, te, yte
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_matches_tslearn_per_variable(weights):
+    tr, ytr, te, _ = views(equal=True)
+    k = 5
+    model = DTWKNNClassifier(n_neighbors=k, weights=weights, progress=False).fit(tr, ytr)
+    per_var = model.kneighbors(te)
+    vp = model.variable_proba(te)
+    for v in range(3):
+        ref = KNeighborsTimeSeriesClassifier(n_neighbors=k, metric="dtw", weights=weights)
+        ref.fit(tr.X[:, :, v : v + 1].astype(np.float64), ytr)
+        Xte = te.X[:, :, v : v + 1].astype(np.float64)
+        rd, ri = ref.kneighbors(Xte, return_distance=True)
+        np.testing.assert_array_equal(per_var[v][1], ri)
+        np.testing.assert_allclose(per_var[v][0], rd, atol=1e-9)
+        np.testing.assert_allclose(vp[:, v], ref.predict_proba(Xte)[:, 1], atol=1e-12)
+    np.testing.assert_allclose(model.predict_proba(te)[:, 1], vp.mean(axis=1))
+
+
+def test_unequal_lengths_and_variable_subset():
+    tr, ytr, te, _ = views(equal=False)
+    assert len(set(tr.lengths.tolist())) > 3
+    model = DTWKNNClassifier(n_neighbors=3, variables=["v2", "v0"], progress=False)
+    p = model.fit(tr, ytr).predict_proba(te)
+    assert model.variables_ == ("v2", "v0")
+    assert p.shape == (len(te), 2) and np.allclose(p.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="not in the GridView"):
+        DTWKNNClassifier(variables=["nope"], progress=False).fit(tr, ytr)
+
+
+def test_k_chosen_on_validation_without_recomputing(monkeypatch):
+    tr, ytr, va, yva = views(n_te=40)
+    calls = []
+    real = clf_mod.knn_search
+
+    def spy(*a, **kw):
+        calls.append(a[2])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(clf_mod, "knn_search", spy)
+    grid = (1, 3, 7, 15)
+    model = DTWKNNClassifier(k_grid=grid, radius_grid=(None, 2), progress=False)
+    model.fit(tr, ytr, va, yva)
+    # one search per (radius, variable), each up to the largest k
+    assert calls == [15] * 6
+    table = model.validation_table_
+    assert [(r["k"], r["radius"]) for r in table] == [(k, r) for r in (None, 2) for k in grid]
+    best = max(table, key=lambda r: r["auprc"])
+    assert model.k_ == best["k"] and model.radius_ == best["radius"]
+    # the table's AUPRC is the AUPRC of the model's own predictions at the chosen k
+    ap = average_precision_score(yva, model.predict_proba(va)[:, 1])
+    assert ap == pytest.approx(best["auprc"], abs=1e-12)
+
+
+def test_cache_hit_skips_search(tmp_path):
+    tr, ytr, va, yva = views()
+    before = dict(search_mod.STATS)
+    m1 = DTWKNNClassifier(cache_dir=str(tmp_path), progress=False).fit(tr, ytr, va, yva)
+    after_first = search_mod.STATS["searches"]
+    assert after_first - before["searches"] == 3
+    files = sorted(tmp_path.glob("dtwknn_*.npz"))
+    assert len(files) == 3
+    hits = clf_mod.CACHE_STATS["hits"]
+    m2 = DTWKNNClassifier(cache_dir=str(tmp_path), progress=False).fit(tr, ytr, va, yva)
+    assert search_mod.STATS["searches"] == after_first  # no DTW at all
+    assert clf_mod.CACHE_STATS["hits"] - hits == 3
+    assert m2.validation_table_ == m1.validation_table_
+    # other data -> other key -> a real search
+    va2, _ = random_grid_view(n=10, n_variables=3, max_len=14, seed=9)
+    m2.predict_proba(va2)
+    assert search_mod.STATS["searches"] > after_first
+
+
+def test_learns_signal():
+    tr, ytr = random_grid_view(n=200, n_variables=3, max_len=12, seed=3, signal=1.0)
+    va, yva = random_grid_view(n=200, n_variables=3, max_len=12, seed=4, signal=1.0)
+    model = DTWKNNClassifier(progress=False).fit(tr, ytr, va, yva)
+    ap = max(r["auprc"] for r in model.validation_table_)
+    assert ap > yva.mean() + 0.25, (ap, yva.mean())
+
+
+def test_contract_and_roundtrip(tmp_path):
+    tr, ytr, te, _ = views()
+    model = DTWKNNClassifier(n_neighbors=4, weights="distance", sakoe_chiba_radius=2,
+                             progress=False)
+    params = model.get_params()
+    with pytest.raises(NotFittedError):
+        model.predict_proba(te)
+    model.fit(tr, ytr)
+    assert model.get_params() == params
+    assert clone(model).get_params() == params
+    p = model.predict_proba(te)
+    assert p.shape == (len(te), 2) and np.allclose(p.sum(axis=1), 1.0)
+    assert ((p >= 0) & (p <= 1)).all()
+    model.save(tmp_path / "m")
+    loaded = DTWKNNClassifier.load(tmp_path / "m")
+    assert loaded.get_params() == params
+    np.testing.assert_array_equal(loaded.predict_proba(te), p)
+    assert not list((tmp_path / "m").glob("*.pkl"))
+    irr, _ = random_irregular_view(n=5)
+    with pytest.raises(TypeError, match="grid"):
+        model.predict_proba(irr)
+    with pytest.raises(TypeError):
+        DTWKNNClassifier(progress=False).fit(irr, ytr[:5])
+    with pytest.raises(ValueError, match="weights"):
+        DTWKNNClassifier(weights="bogus", progress=False).fit(tr, ytr)
