@@ -29,8 +29,9 @@ CACHE_STATS = {"hits": 0, "misses": 0}
 _FORMAT = "dtw_knn/1"
 
 
-def neighbour_proba(dist: np.ndarray, idx: np.ndarray, y_ref: np.ndarray, k: int,
-                    weights: str) -> np.ndarray:
+def neighbour_proba(
+    dist: np.ndarray, idx: np.ndarray, y_ref: np.ndarray, k: int, weights: str
+) -> np.ndarray:
     """Class-1 probability from the first k neighbours (scikit-learn's weighting rules).
 
     ``weights="distance"`` weighs by 1/d; a query with zero-distance neighbours gives
@@ -134,18 +135,28 @@ class DTWKNNClassifier(SepsisLearner):
             radius = None if radius is None else int(radius)
             per_var = self._neighbours(X_val, max(ks), radius)
             for k in ks:
-                p = np.mean([neighbour_proba(d, i, self.y_ref_, k, self.weights)
-                             for d, i in per_var], axis=0)
-                ap = float(average_precision_score(y_val, p)) if y_val.min() != y_val.max() \
+                p = np.mean(
+                    [neighbour_proba(d, i, self.y_ref_, k, self.weights) for d, i in per_var],
+                    axis=0,
+                )
+                ap = (
+                    float(average_precision_score(y_val, p))
+                    if y_val.min() != y_val.max()
                     else float("nan")
+                )
                 table.append({"k": k, "radius": radius, "auprc": ap})
-        best = max(range(len(table)),
-                   key=lambda t: (np.nan_to_num(table[t]["auprc"], nan=-1.0), -t))
+        best = max(
+            range(len(table)), key=lambda t: (np.nan_to_num(table[t]["auprc"], nan=-1.0), -t)
+        )
         self.k_ = int(table[best]["k"])
         self.radius_ = table[best]["radius"]
         self.validation_table_ = table
-        logger.info("DTW-KNN: chose k=%d radius=%s (validation AUPRC %.4f)", self.k_,
-                    self.radius_, table[best]["auprc"])
+        logger.info(
+            "DTW-KNN: chose k=%d radius=%s (validation AUPRC %.4f)",
+            self.k_,
+            self.radius_,
+            table[best]["auprc"],
+        )
         return self
 
     # ------------------------------------------------------------------ neighbours
@@ -177,11 +188,24 @@ class DTWKNNClassifier(SepsisLearner):
                     CACHE_STATS["hits"] += 1
                     continue
                 CACHE_STATS["misses"] += 1
-            d, i, st = knn_search(Qz, Rz, k, radius, lq, lr, n_jobs=self.n_jobs,
-                                  dtype=self.dtype, progress=self.progress,
-                                  desc=f"DTW k-NN {name}")
-            logger.info("DTW k-NN %s: %d pairs, %.1f%% of full DTWs pruned", name, st.pairs,
-                        100 * st.pruned_fraction)
+            d, i, st = knn_search(
+                Qz,
+                Rz,
+                k,
+                radius,
+                lq,
+                lr,
+                n_jobs=self.n_jobs,
+                dtype=self.dtype,
+                progress=self.progress,
+                desc=f"DTW k-NN {name}",
+            )
+            logger.info(
+                "DTW k-NN %s: %d pairs, %.1f%% of full DTWs pruned",
+                name,
+                st.pairs,
+                100 * st.pruned_fraction,
+            )
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
@@ -199,8 +223,9 @@ class DTWKNNClassifier(SepsisLearner):
     def variable_proba(self, X) -> np.ndarray:
         """Per-variable class-1 probabilities ``(n, n_variables_used)`` at the chosen k."""
         per_var = self.kneighbors(X)
-        return np.stack([neighbour_proba(d, i, self.y_ref_, self.k_, self.weights)
-                         for d, i in per_var], axis=1)
+        return np.stack(
+            [neighbour_proba(d, i, self.y_ref_, self.k_, self.weights) for d, i in per_var], axis=1
+        )
 
     def predict_proba(self, X) -> np.ndarray:
         """``(n, 2)``: [1 - p, p] with p the mean of the per-variable class-1 probabilities."""
@@ -214,14 +239,20 @@ class DTWKNNClassifier(SepsisLearner):
         self._fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        np.savez(path / "model.npz", X_ref=self.X_ref_, lengths_ref=self.lengths_ref_,
-                 y_ref=self.y_ref_)
+        np.savez(
+            path / "model.npz", X_ref=self.X_ref_, lengths_ref=self.lengths_ref_, y_ref=self.y_ref_
+        )
         params = self.get_params()
         params["k_grid"] = list(params["k_grid"])
         params["radius_grid"] = list(params["radius_grid"])
-        meta = {"format": _FORMAT, "params": params, "k_": self.k_, "radius_": self.radius_,
-                "variables_": list(self.variables_),
-                "validation_table_": self.validation_table_}
+        meta = {
+            "format": _FORMAT,
+            "params": params,
+            "k_": self.k_,
+            "radius_": self.radius_,
+            "variables_": list(self.variables_),
+            "validation_table_": self.validation_table_,
+        }
         (path / "model.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -230,7 +261,9 @@ class DTWKNNClassifier(SepsisLearner):
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
         if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path / 'model.json'}: format {meta.get('format')!r}, expected {_FORMAT!r}")
+            raise ValueError(
+                f"{path / 'model.json'}: format {meta.get('format')!r}, expected {_FORMAT!r}"
+            )
         p = meta["params"]
         p["k_grid"] = tuple(p["k_grid"])
         p["radius_grid"] = tuple(p["radius_grid"])

@@ -101,42 +101,42 @@ def lane_dtw_full(q, n, C, clen, thresh, prev, cur, out):
     M = C.shape[0]
     inf = np.inf
     for j in range(M + 1):
-        for l in range(LANES):
-            prev[j, l] = inf
-    for l in range(LANES):
-        prev[0, l] = 0.0
+        for ln in range(LANES):
+            prev[j, ln] = inf
+    for ln in range(LANES):
+        prev[0, ln] = 0.0
     check = thresh < inf
     for i in range(n):
         qi = q[i]
-        for l in range(LANES):
-            cur[0, l] = inf
+        for ln in range(LANES):
+            cur[0, ln] = inf
         for j in range(M):
-            for l in range(LANES):
-                a = prev[j, l]
-                b = prev[j + 1, l]
-                c = cur[j, l]
+            for ln in range(LANES):
+                a = prev[j, ln]
+                b = prev[j + 1, ln]
+                c = cur[j, ln]
                 m = a if a < b else b
                 m = m if m < c else c
-                d = qi - C[j, l]
-                cur[j + 1, l] = d * d + m
+                d = qi - C[j, ln]
+                cur[j + 1, ln] = d * d + m
         if check and (i & 3) == 3 and i < n - 1:
             # the best path crosses row i, so min(row) lower-bounds the final cost
             alive = False
-            for l in range(LANES):
+            for ln in range(LANES):
                 rm = inf
-                for j in range(clen[l]):
-                    v = cur[j + 1, l]
+                for j in range(clen[ln]):
+                    v = cur[j + 1, ln]
                     rm = v if v < rm else rm
                 if rm <= thresh:
                     alive = True
                     break
             if not alive:
-                for l in range(LANES):
-                    out[l] = inf
+                for ln in range(LANES):
+                    out[ln] = inf
                 return False
         prev, cur = cur, prev
-    for l in range(LANES):
-        out[l] = prev[clen[l], l]
+    for ln in range(LANES):
+        out[ln] = prev[clen[ln], ln]
     return True
 
 
@@ -144,27 +144,27 @@ def lane_dtw_full(q, n, C, clen, thresh, prev, cur, out):
 def lane_dtw_band(q, n, C, clen, radius, thresh, prev, cur, lo, hi, out):
     """As `lane_dtw_full` with a Sakoe-Chiba band of ``radius`` (tslearn's unequal-length mask).
 
-    ``lo``/``hi`` are float workspaces of LANES: lane l allows ``lo[l] <= j - i <= hi[l]``.
+    ``lo``/``hi`` are float workspaces of LANES: lane ln allows ``lo[ln] <= j - i <= hi[ln]``.
     Only the union of the lanes' bands is swept; cells outside a lane's band are +inf.
     """
     M = C.shape[0]
     inf = np.inf
     dlo = 1 << 30
     dhi = -(1 << 30)
-    for l in range(LANES):
-        d = clen[l] - n
+    for ln in range(LANES):
+        d = clen[ln] - n
         a = (d if d < 0 else 0) - radius
         b = (d if d > 0 else 0) + radius
-        lo[l] = a
-        hi[l] = b
+        lo[ln] = a
+        hi[ln] = b
         dlo = a if a < dlo else dlo
         dhi = b if b > dhi else dhi
     for j in range(M + 1):
-        for l in range(LANES):
-            prev[j, l] = inf
-            cur[j, l] = inf
-    for l in range(LANES):
-        prev[0, l] = 0.0
+        for ln in range(LANES):
+            prev[j, ln] = inf
+            cur[j, ln] = inf
+    for ln in range(LANES):
+        prev[0, ln] = 0.0
     check = thresh < inf
     for i in range(n):
         qi = q[i]
@@ -174,40 +174,40 @@ def lane_dtw_band(q, n, C, clen, radius, thresh, prev, cur, lo, hi, out):
         jhi = i + dhi
         if jhi > M - 1:
             jhi = M - 1
-        for l in range(LANES):
-            cur[jlo, l] = inf  # column jlo-1: outside the band for this and later rows
+        for ln in range(LANES):
+            cur[jlo, ln] = inf  # column jlo-1: outside the band for this and later rows
         for j in range(jlo, jhi + 1):
             k = float(j - i)
-            for l in range(LANES):
-                a = prev[j, l]
-                b = prev[j + 1, l]
-                c = cur[j, l]
+            for ln in range(LANES):
+                a = prev[j, ln]
+                b = prev[j + 1, ln]
+                c = cur[j, ln]
                 m = a if a < b else b
                 m = m if m < c else c
-                d = qi - C[j, l]
+                d = qi - C[j, ln]
                 v = d * d + m
-                ok = (k >= lo[l]) & (k <= hi[l])
-                cur[j + 1, l] = v if ok else inf
+                ok = (k >= lo[ln]) & (k <= hi[ln])
+                cur[j + 1, ln] = v if ok else inf
         if jhi + 2 <= M:
-            for l in range(LANES):
-                cur[jhi + 2, l] = inf  # column jhi+1, read by the next row as "above"
+            for ln in range(LANES):
+                cur[jhi + 2, ln] = inf  # column jhi+1, read by the next row as "above"
         if check and (i & 3) == 3 and i < n - 1:
             alive = False
-            for l in range(LANES):
+            for ln in range(LANES):
                 rm = inf
-                for j in range(jlo, min(jhi + 1, clen[l])):
-                    v = cur[j + 1, l]
+                for j in range(jlo, min(jhi + 1, clen[ln])):
+                    v = cur[j + 1, ln]
                     rm = v if v < rm else rm
                 if rm <= thresh:
                     alive = True
                     break
             if not alive:
-                for l in range(LANES):
-                    out[l] = inf
+                for ln in range(LANES):
+                    out[ln] = inf
                 return False
         prev, cur = cur, prev
-    for l in range(LANES):
-        out[l] = prev[clen[l], l]
+    for ln in range(LANES):
+        out[ln] = prev[clen[ln], ln]
     return True
 
 
@@ -240,16 +240,16 @@ def pack_blocks(R, rlen, order):
     nb = (nr + LANES - 1) // LANES
     B = np.zeros((nb, T, LANES), R.dtype)
     L = np.ones((nb, LANES), np.int64)
-    I = np.full((nb, LANES), -1, np.int64)
+    IDX = np.full((nb, LANES), -1, np.int64)
     for p in range(nr):
         b = p // LANES
-        l = p % LANES
+        ln = p % LANES
         r = order[p]
         for t in range(rlen[r]):
-            B[b, t, l] = R[r, t]
-        L[b, l] = rlen[r]
-        I[b, l] = r
-    return B, L, I
+            B[b, t, ln] = R[r, t]
+        L[b, ln] = rlen[r]
+        IDX[b, ln] = r
+    return B, L, IDX
 
 
 @njit(cache=True, parallel=True, boundscheck=False)
@@ -272,10 +272,10 @@ def _cdist_chunk(Q, qlen, B, BL, BI, bmax, radius, out):
                 lane_dtw_full(q, n, C, BL[b], np.inf, prev, cur, res)
             else:
                 lane_dtw_band(q, n, C, BL[b], radius, np.inf, prev, cur, lo, hi, res)
-            for l in range(LANES):
-                r = BI[b, l]
+            for ln in range(LANES):
+                r = BI[b, ln]
                 if r >= 0:
-                    out[s, r] = res[l]
+                    out[s, r] = res[ln]
 
 
 def cdist_dtw(
@@ -311,8 +311,13 @@ def cdist_dtw(
     old = numba.get_num_threads()
     numba.set_num_threads(n_threads(n_jobs))
     try:
-        with tqdm(total=Qa.shape[0] * Rb.shape[0], unit="pair", unit_scale=True,
-                  disable=not progress, desc="DTW") as bar:
+        with tqdm(
+            total=Qa.shape[0] * Rb.shape[0],
+            unit="pair",
+            unit_scale=True,
+            disable=not progress,
+            desc="DTW",
+        ) as bar:
             for s in range(0, Qa.shape[0], chunk):
                 e = min(s + chunk, Qa.shape[0])
                 _cdist_chunk(Qa[s:e], la[s:e], blocks, bl, bi, bmax, radius, out[s:e])

@@ -192,20 +192,20 @@ def _search_chunk(Q, n, Rt, rlen, elo, eup, radius, k, out_d, out_i, stats):
             if bounds[order[p0]] > bd[k - 1]:
                 break
             mx = 1
-            for l in range(LANES):
-                p = p0 + l
+            for ln in range(LANES):
+                p = p0 + ln
                 if p < nr:
                     r = order[p]
                     m = rlen[r]
                     for t in range(m):
-                        C[t, l] = Rt[t, r]
-                    cl[l] = m
-                    ci[l] = r
+                        C[t, ln] = Rt[t, r]
+                    cl[ln] = m
+                    ci[ln] = r
                     mx = m if m > mx else mx
                 else:
-                    C[0, l] = 0.0
-                    cl[l] = 1
-                    ci[l] = -1
+                    C[0, ln] = 0.0
+                    cl[ln] = 1
+                    ci[ln] = -1
             live = min(LANES, nr - p0)
             in_kernel += live
             if radius < 0:
@@ -215,8 +215,8 @@ def _search_chunk(Q, n, Rt, rlen, elo, eup, radius, k, out_d, out_i, stats):
             if not done:
                 abandoned += live
                 continue
-            for l in range(live):
-                _insert(bd, bi, k, res[l], ci[l])
+            for ln in range(live):
+                _insert(bd, bi, k, res[ln], ci[ln])
         for j in range(k):
             out_d[s, j] = np.sqrt(bd[j])
             out_i[s, j] = bi[j]
@@ -259,8 +259,9 @@ def knn_search(
     old = numba.get_num_threads()
     numba.set_num_threads(n_threads(n_jobs))
     try:
-        with tqdm(total=nq * nr, unit="pair", unit_scale=True, disable=not progress,
-                  desc=desc) as bar:
+        with tqdm(
+            total=nq * nr, unit="pair", unit_scale=True, disable=not progress, desc=desc
+        ) as bar:
             # envelopes depend on the query length (band geometry), so group queries by it
             for n in np.unique(lq):
                 rows = np.flatnonzero(lq == n)
@@ -270,8 +271,9 @@ def knn_search(
                     d = np.empty((sel.size, k), Qz.dtype)
                     i = np.empty((sel.size, k), np.int64)
                     st = np.zeros((sel.size, 2), np.int64)
-                    _search_chunk(np.ascontiguousarray(Qz[sel]), int(n), Rt, lr, elo, eup,
-                                  radius, k, d, i, st)
+                    _search_chunk(
+                        np.ascontiguousarray(Qz[sel]), int(n), Rt, lr, elo, eup, radius, k, d, i, st
+                    )
                     dist[sel], idx[sel], stats[sel] = d, i, st
                     bar.update(sel.size * nr)
     finally:
@@ -308,8 +310,9 @@ def knn_bruteforce(
     ar = np.arange(nr)
     for s in range(0, Qz.shape[0], chunk):
         e = min(s + chunk, Qz.shape[0])
-        D = cdist_dtw(Qz[s:e], Rz, sakoe_chiba_radius, lq[s:e], lr, n_jobs, dtype,
-                      progress=progress)
+        D = cdist_dtw(
+            Qz[s:e], Rz, sakoe_chiba_radius, lq[s:e], lr, n_jobs, dtype, progress=progress
+        )
         for t in range(e - s):
             o = np.lexsort((ar, D[t]))[:k]
             dist[s + t], idx[s + t] = D[t, o], o

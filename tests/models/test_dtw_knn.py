@@ -14,10 +14,12 @@ from models.dtw_knn import search as search_mod
 
 
 def views(n_tr=60, n_te=25, equal=False, signal=0.5, max_len=14):
-    tr, ytr = random_grid_view(n=n_tr, n_variables=3, max_len=max_len, seed=1,
-                               signal=signal, equal_length=equal)
-    te, yte = random_grid_view(n=n_te, n_variables=3, max_len=max_len, seed=2,
-                               signal=signal, equal_length=equal)
+    tr, ytr = random_grid_view(
+        n=n_tr, n_variables=3, max_len=max_len, seed=1, signal=signal, equal_length=equal
+    )
+    te, yte = random_grid_view(
+        n=n_te, n_variables=3, max_len=max_len, seed=2, signal=signal, equal_length=equal
+    )
     return tr, ytr, te, yte
 
 
@@ -103,8 +105,9 @@ def test_learns_signal():
 
 def test_contract_and_roundtrip(tmp_path):
     tr, ytr, te, _ = views()
-    model = DTWKNNClassifier(n_neighbors=4, weights="distance", sakoe_chiba_radius=2,
-                             progress=False)
+    model = DTWKNNClassifier(
+        n_neighbors=4, weights="distance", sakoe_chiba_radius=2, progress=False
+    )
     params = model.get_params()
     with pytest.raises(NotFittedError):
         model.predict_proba(te)
