@@ -23,8 +23,10 @@ import gzip
 import json
 import logging
 import math
+import queue
 import resource
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -123,7 +125,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "DIAGNOSES_ICD": {"hadm_id": "i64", "icd9_code": "str"},
 }
 _OPTIONAL = {("CHARTEVENTS", "error"), ("INPUTEVENTS_MV", "statusdescription")}
-MAX_BLOCK_BYTES = 16 << 20
+MAX_BLOCK_BYTES = 32 << 20  # decompressed bytes per chunk handed to the CSV parser
 _VALUES_IN_BYTES_EST = 120  # fallback bytes per CSV row when a sample cannot be read
 
 
@@ -231,7 +233,7 @@ def _header_and_row_bytes(path: Path) -> tuple[list[str], float]:
     return names, max(row_bytes, 8.0)
 
 
-def _resolve_columns(path: Path, table: str, data_dir: Path) -> tuple[dict[str, str], float]:
+def _resolve_columns(path: Path, table: str, data_dir: Path) -> tuple[dict[str, str], float, list[str]]:
     """Map our lower-case column names to the file's spelling; clear error for missing ones."""
     names, row_bytes = _header_and_row_bytes(path)
     by_lower = {n.strip().lower(): n for n in names}
@@ -246,7 +248,7 @@ def _resolve_columns(path: Path, table: str, data_dir: Path) -> tuple[dict[str, 
         raise ValueError(
             f"MIMIC-III table {table} ({path.name} in folder {data_dir}) lacks required column(s) "
             f"{', '.join(missing)}; its header has: {', '.join(names)}")
-    return out, row_bytes
+    return out, row_bytes, names
 
 
 # --------------------------------------------------------------------------------------
@@ -354,7 +356,7 @@ class _Scan:
     def __init__(self, data_dir: Path, table: str, params: ReaderParams, report: TableReport, progress: bool):
         self.table = table
         self.path = find_table(data_dir, table)
-        self.actual, self.row_bytes = _resolve_columns(self.path, table, data_dir)
+        self.actual, self.row_bytes, self.names = _resolve_columns(self.path, table, data_dir)
         self.logical = list(self.actual)
         self.kinds = {c: TABLE_COLUMNS[table][c] for c in self.logical}
         self.params = params
@@ -379,17 +381,78 @@ class _Scan:
         self.report.rows_per_s = self.report.rows_read / max(self.report.seconds, 1e-9)
         self.report.peak_rss_mb = peak_rss_mb()
 
-    def _batches(self, typed: bool) -> Iterator[tuple[pa.RecordBatch, pa.NativeFile]]:
-        raw = pa.OSFile(str(self.path), "rb")
-        stream = pa.CompressedInputStream(raw, "gzip") if self.path.name.lower().endswith(".gz") else raw
-        # Blocks of at most 16 MiB keep gzip decompression (I/O thread) overlapped with parsing
-        # (CPU threads); 200 MiB blocks halved the throughput in benchmarks/bench_extract.py.
-        block = int(min(max(self.params.batch_rows * self.row_bytes, 1 << 16), MAX_BLOCK_BYTES))
+    def _chunks(self, stop: threading.Event) -> Iterator[tuple[bytes, int] | BaseException]:
+        """Decompressed text in chunks of whole lines, read ahead by a background thread.
+
+        pyarrow's own streaming reader (open_csv) reads ahead without bound when the consumer
+        is slower than gunzip: its memory grew ~40 MB/s on CHARTEVENTS. Here at most two chunks
+        wait in the queue, while decompression (which releases the GIL) still overlaps parsing.
+        Yields (data, position in the raw file) pairs; data starts after the header line.
+        """
+        chunk_bytes = int(min(max(self.params.batch_rows * self.row_bytes, 1 << 16), MAX_BLOCK_BYTES))
+        q: queue.Queue = queue.Queue(maxsize=2)
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                with pa.OSFile(str(self.path), "rb") as raw:
+                    gz = self.path.name.lower().endswith(".gz")
+                    stream = pa.CompressedInputStream(raw, "gzip") if gz else raw
+                    leftover, header_done = b"", False
+                    while not stop.is_set():
+                        buf = stream.read(chunk_bytes)
+                        if not buf:
+                            if header_done and leftover.strip():
+                                put((leftover + b"\n", raw.tell()))
+                            break
+                        data = leftover + buf if leftover else buf
+                        if not header_done:
+                            i = data.find(b"\n")
+                            if i < 0:
+                                leftover = data
+                                continue
+                            data, header_done = data[i + 1:], True
+                        j = data.rfind(b"\n")
+                        if j < 0:
+                            leftover = data
+                            continue
+                        leftover = data[j + 1:]
+                        if not put((data[: j + 1], raw.tell())):
+                            return
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+            finally:
+                put(None)
+
+        thread = threading.Thread(target=produce, name=f"gunzip-{self.table}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def _batches(self, typed: bool) -> Iterator[tuple[pa.RecordBatch, int, int]]:
+        """(record batch, data row number of its first row, raw file position) of the table."""
         bad_row: dict = {}
+        skipped = [0]
 
         def on_invalid(row) -> str:
             if self.params.on_bad_rows == "skip-and-count":
                 self.report.drop("malformed_row", 1)
+                skipped[0] += 1
                 return "skip"
             bad_row.update(number=row.number, text=row.text, expected=row.expected_columns,
                            actual=row.actual_columns)
@@ -400,32 +463,41 @@ class _Scan:
         # strings through the ITEMID filter and casting afterwards (the string copy dominates).
         # The string pass (after a failure) parses timestamps only for the rows kept.
         types = {self.actual[c]: (_KIND_TYPE[k] if typed and k != "str" else STR) for c, k in self.kinds.items()}
-        try:
-            reader = pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(use_threads=True, block_size=block),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=[self.actual[c] for c in self.logical], column_types=types,
-                    strings_can_be_null=True, quoted_strings_can_be_null=True),
-            )
-            while True:
-                try:
-                    rb = reader.read_next_batch()
-                except StopIteration:
-                    break
-                yield rb, raw
-        except pa.ArrowInvalid as exc:
-            if bad_row:
-                where = f"line {bad_row['number']}" if bad_row.get("number") is not None else "a row"
-                raise MalformedRowError(
-                    f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
-                    f"(table {self.table}): {bad_row['text'][:200]!r}") from None
-            if typed and "conversion error" in str(exc).lower():
-                raise _Restart(str(exc).splitlines()[0]) from None
-            raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
-        finally:
-            raw.close()
+        parse = pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False)
+        convert = pacsv.ConvertOptions(include_columns=[self.actual[c] for c in self.logical], column_types=types,
+                                       strings_can_be_null=True, quoted_strings_can_be_null=True)
+        first_row = 1
+        stop = threading.Event()
+        for item in self._chunks(stop):
+            if isinstance(item, BaseException):
+                raise item
+            data, pos = item
+            # Blocks of a quarter chunk: both cores parse one chunk in parallel.
+            opts = pacsv.ReadOptions(column_names=self.names, use_threads=True,
+                                     block_size=max(len(data) // 4 + 1, 1 << 16))
+            try:
+                table = pacsv.read_csv(pa.py_buffer(data), read_options=opts, parse_options=parse,
+                                       convert_options=convert)
+            except pa.ArrowInvalid as exc:
+                if bad_row:
+                    # the parser knows no row number when multithreaded: find the row's text
+                    at = data.find(bad_row["text"].encode())
+                    n = first_row + data.count(b"\n", 0, at) if at >= 0 else None
+                    where = f"data row {n} (line {n + 1})" if n is not None else "a row"
+                    raise MalformedRowError(
+                        f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
+                        f"(table {self.table}): {bad_row['text'][:200]!r}") from None
+                if typed and "conversion error" in str(exc).lower():
+                    raise _Restart(str(exc).splitlines()[0]) from None
+                raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
+            row = first_row
+            for rb in table.to_batches():
+                yield rb, row, pos
+                row += rb.num_rows
+            # data rows in the chunk = parsed + skipped (blank lines, which the parser ignores,
+            # would shift later numbers; MIMIC-III files have none)
+            first_row += table.num_rows + skipped[0]
+            skipped[0] = 0
 
     def _run(self, handler: Callable[[_Batch], None], typed: bool) -> None:
         size = self.path.stat().st_size
@@ -434,12 +506,11 @@ class _Scan:
         seen = 0
         t0 = time.perf_counter()
         try:
-            for rb, raw in self._batches(typed):
-                batch = _Batch(self, rb, rows + 1)
+            for rb, first_row, pos in self._batches(typed):
+                batch = _Batch(self, rb, first_row)
                 rows += rb.num_rows
                 self.report.rows_read += rb.num_rows
                 handler(batch)
-                pos = raw.tell()
                 bar.update(max(pos - seen, 0))
                 seen = pos
                 bar.set_postfix(rows=f"{rows:,}", rows_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
@@ -788,7 +859,7 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
     lb_items = np.array(V.WEIGHT_ITEMIDS_LB, np.int32)
     # Constant-size state, whatever the table size: a flag per stay and one weight per stay.
     has_chart = np.zeros(len(index.ids), dtype=bool)
-    first_w = _FirstPerStay()
+    first_w = _FirstPerStay(index)
     implausible = [0]
 
     def reset() -> None:
@@ -845,26 +916,34 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
 
 
 class _FirstPerStay:
-    """Running first (earliest time) weight per stay, reduced batch by batch to stay bounded."""
+    """Running first (earliest time) weight per stay in arrays over the stay index: O(stays) memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: _StayIndex) -> None:
+        self.index = index
         self.clear()
 
     def clear(self) -> None:
         """Forget everything (the table is being re-read)."""
-        self.df = pd.DataFrame({"stay_id": np.array([], np.int64), "t": np.array([], np.int64),
-                                "weight_kg": np.array([], np.float64)})
+        self.t = np.full(len(self.index.ids), np.iinfo(np.int64).max, dtype=np.int64)
+        self.w = np.full(len(self.index.ids), np.nan)
 
     def add(self, stay: np.ndarray, t: np.ndarray, w: np.ndarray) -> None:
-        """Merge candidate (stay, time, weight) rows."""
-        if len(stay):
-            new = pd.DataFrame({"stay_id": stay, "t": t, "weight_kg": w})
-            both = pd.concat([self.df, new], ignore_index=True)
-            self.df = both.sort_values(["stay_id", "t"], kind="stable").drop_duplicates("stay_id")
+        """Merge candidate (stay id, time us, weight) rows; unknown stays are ignored."""
+        found, pos = self.index.by_id(stay)
+        pos, t, w = pos[found], t[found], w[found]
+        if not len(pos):
+            return
+        before = self.t.copy()
+        np.minimum.at(self.t, pos, t)
+        better = (t == self.t[pos]) & (t < before[pos])
+        # among rows tying at the new earliest time, the first one in file order wins
+        order = np.flatnonzero(better)[::-1]
+        self.w[pos[order]] = w[order]
 
     def result(self) -> pd.DataFrame:
         """(stay_id, weight_kg), one row per stay with a weight."""
-        return self.df[["stay_id", "weight_kg"]].reset_index(drop=True)
+        has = ~np.isnan(self.w)
+        return pd.DataFrame({"stay_id": self.index.ids[has], "weight_kg": self.w[has]})
 
 
 def _drop_null(b: _Batch, tr: TableReport, col: str, reason: str) -> None:
@@ -882,7 +961,7 @@ def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
     wanted = pa.array(sorted(MV_VASO_ITEMIDS), I32)
     stay_w = chart_weights.set_index("stay_id")["weight_kg"]
     parts: list[pd.DataFrame] = []
-    weights = _FirstPerStay()
+    weights = _FirstPerStay(index)
 
     def reset() -> None:
         parts.clear()
