@@ -311,6 +311,9 @@ class _Batch:
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     bad = _locate_bad(arr, target, first_only=self.scan.params.on_bad_rows == "error")
                     rows = self.row_numbers()
+                    if not len(bad):  # whole column fails but no single value does: not expected
+                        raise MalformedRowError(f"{self.scan.path}: column {name!r} cannot be read as {target} "
+                                                f"in data rows {rows[0]}-{rows[-1]}") from None
                     if self.scan.params.on_bad_rows == "error":
                         i = int(bad[0])
                         raise MalformedRowError(_bad_message(self.scan, int(rows[i]), name, arr[i].as_py(), kind)) \
