@@ -106,19 +106,29 @@ def lane_dtw_full(q, n, C, clen, thresh, prev, cur, out):
     for ln in range(LANES):
         prev[0, ln] = 0.0
     check = thresh < inf
+    # the left neighbour lives in a small lane array: reading it back from `cur` made
+    # every cell wait on a store->load round trip (1.5x slower, measured)
+    left = np.empty(LANES, C.dtype)
     for i in range(n):
         qi = q[i]
         for ln in range(LANES):
             cur[0, ln] = inf
+            left[ln] = inf
         for j in range(M):
+            pj = prev[j]
+            pj1 = prev[j + 1]
+            cj = C[j]
+            cw = cur[j + 1]
             for ln in range(LANES):
-                a = prev[j, ln]
-                b = prev[j + 1, ln]
-                c = cur[j, ln]
+                a = pj[ln]
+                b = pj1[ln]
+                c = left[ln]
                 m = a if a < b else b
                 m = m if m < c else c
-                d = qi - C[j, ln]
-                cur[j + 1, ln] = d * d + m
+                d = qi - cj[ln]
+                v = d * d + m
+                left[ln] = v
+                cw[ln] = v
         if check and (i & 3) == 3 and i < n - 1:
             # the best path crosses row i, so min(row) lower-bounds the final cost
             alive = False
@@ -166,6 +176,7 @@ def lane_dtw_band(q, n, C, clen, radius, thresh, prev, cur, lo, hi, out):
     for ln in range(LANES):
         prev[0, ln] = 0.0
     check = thresh < inf
+    left = np.empty(LANES, C.dtype)
     for i in range(n):
         qi = q[i]
         jlo = i + dlo
@@ -176,18 +187,25 @@ def lane_dtw_band(q, n, C, clen, radius, thresh, prev, cur, lo, hi, out):
             jhi = M - 1
         for ln in range(LANES):
             cur[jlo, ln] = inf  # column jlo-1: outside the band for this and later rows
+            left[ln] = inf
         for j in range(jlo, jhi + 1):
             k = float(j - i)
+            pj = prev[j]
+            pj1 = prev[j + 1]
+            cj = C[j]
+            cw = cur[j + 1]
             for ln in range(LANES):
-                a = prev[j, ln]
-                b = prev[j + 1, ln]
-                c = cur[j, ln]
+                a = pj[ln]
+                b = pj1[ln]
+                c = left[ln]
                 m = a if a < b else b
                 m = m if m < c else c
-                d = qi - C[j, ln]
+                d = qi - cj[ln]
                 v = d * d + m
                 ok = (k >= lo[ln]) & (k <= hi[ln])
-                cur[j + 1, ln] = v if ok else inf
+                v = v if ok else inf
+                left[ln] = v
+                cw[ln] = v
         if jhi + 2 <= M:
             for ln in range(LANES):
                 cur[jhi + 2, ln] = inf  # column jhi+1, read by the next row as "above"

@@ -119,11 +119,15 @@ def lower_bounds(q, n, Rt, rlen, elo, eup, radius, out):
         if n > 1 or rlen[r] > 1:
             out[r] += b * b
     rows = np.zeros(nr, out.dtype)
+    # full window: every row's envelope is the candidate's min/max, so read row 0 only
+    # (streaming the whole (n, n_ref) envelope per query cost more than the pruned DTWs)
+    er = n if radius >= 0 else 1
     for i in range(1, n - 1):
         qi = q[i]
+        ei = i if i < er else 0
         for r in range(nr):
-            u = qi - eup[i, r]
-            w = elo[i, r] - qi
+            u = qi - eup[ei, r]
+            w = elo[ei, r] - qi
             v = u if u > w else w
             v = v if v > 0.0 else 0.0
             rows[r] += v * v
