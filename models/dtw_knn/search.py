@@ -39,9 +39,9 @@ from models.dtw_knn.dtw import (
 
 logger = logging.getLogger(__name__)
 
-# bounds and DTW sum the same costs in different orders; shrink bounds by a few ulps so
-# rounding can never prune a candidate whose true distance ties the k-th best
-_SAFE = 1.0 - 1e-12
+# bounds and DTW sum the same costs in different orders; shrink bounds by far more than the
+# accumulated rounding (~T ulps) so rounding can never prune a candidate that ties the k-th
+_SAFE = {"float64": 1.0 - 1e-12, "float32": 1.0 - 1e-4}
 
 #: process-wide counters (tests use them to prove cache hits skip the kernels)
 STATS = {"searches": 0, "pairs": 0, "pairs_in_kernel": 0, "pairs_abandoned": 0}
@@ -109,7 +109,7 @@ def candidate_envelopes(Rt, rlen, n, radius):
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def lower_bounds(q, n, Rt, rlen, elo, eup, radius, out):
+def lower_bounds(q, n, Rt, rlen, elo, eup, radius, safe, out):
     """Squared lower bound of DTW(q[:n], candidate) for every candidate (layout (T, n_ref))."""
     nr = Rt.shape[1]
     for r in range(nr):
@@ -150,7 +150,7 @@ def lower_bounds(q, n, Rt, rlen, elo, eup, radius, out):
         for r in range(nr):
             rows[r] = rows[r] if rows[r] > cols[r] else cols[r]
     for r in range(nr):
-        out[r] = (out[r] + rows[r]) * _SAFE
+        out[r] = (out[r] + rows[r]) * safe
 
 
 @njit(cache=True, nogil=True)
@@ -170,7 +170,7 @@ def _insert(bd, bi, k, d, idx):
 
 
 @njit(cache=True, parallel=True, boundscheck=False)
-def _search_chunk(Q, n, Rt, rlen, elo, eup, radius, k, out_d, out_i, stats):
+def _search_chunk(Q, n, Rt, rlen, elo, eup, radius, safe, k, out_d, out_i, stats):
     """Pruned k-NN for queries Q (all of length n); stats[s] = (in kernel, abandoned)."""
     nq = Q.shape[0]
     T = Rt.shape[0]
@@ -178,7 +178,7 @@ def _search_chunk(Q, n, Rt, rlen, elo, eup, radius, k, out_d, out_i, stats):
     for s in prange(nq):
         q = Q[s]
         bounds = np.empty(nr, Q.dtype)
-        lower_bounds(q, n, Rt, rlen, elo, eup, radius, bounds)
+        lower_bounds(q, n, Rt, rlen, elo, eup, radius, safe, bounds)
         order = np.argsort(bounds)
         C = np.zeros((T, LANES), Q.dtype)
         cl = np.ones(LANES, np.int64)
@@ -256,6 +256,7 @@ def knn_search(
     if radius < NO_BAND:
         raise ValueError(f"sakoe_chiba_radius must be None or >= 0, got {sakoe_chiba_radius}")
     Rt = np.ascontiguousarray(Rz.T)
+    safe = _SAFE[np.dtype(dtype).name]
     nq = Qz.shape[0]
     dist = np.empty((nq, k), Qz.dtype)
     idx = np.empty((nq, k), np.int64)
@@ -276,7 +277,18 @@ def knn_search(
                     i = np.empty((sel.size, k), np.int64)
                     st = np.zeros((sel.size, 2), np.int64)
                     _search_chunk(
-                        np.ascontiguousarray(Qz[sel]), int(n), Rt, lr, elo, eup, radius, k, d, i, st
+                        np.ascontiguousarray(Qz[sel]),
+                        int(n),
+                        Rt,
+                        lr,
+                        elo,
+                        eup,
+                        radius,
+                        safe,
+                        k,
+                        d,
+                        i,
+                        st,
                     )
                     dist[sel], idx[sel], stats[sel] = d, i, st
                     bar.update(sel.size * nr)

@@ -98,3 +98,15 @@ def test_search_prunes_most_pairs_and_handles_ties():
     d2, i2 = knn_bruteforce(Q, R2, 10)
     np.testing.assert_array_equal(i, i2)
     assert (d[:, 0] == d[:, 1]).all() and (i[:, 1] - i[:, 0] == 50).all()
+
+
+@pytest.mark.parametrize("radius", [None, 2])
+def test_pruned_search_float32_equals_bruteforce(radius):
+    rng = np.random.default_rng(21)
+    Q, _ = random_series(rng, 15, 20)
+    R, _ = random_series(rng, 400, 20)
+    d, i, _ = knn_search(Q, R, 6, radius, dtype="float32")
+    d2, i2 = knn_bruteforce(Q, R, 6, radius, dtype="float32")
+    assert d.dtype == np.float32
+    np.testing.assert_array_equal(i, i2)
+    np.testing.assert_array_equal(d, d2)
