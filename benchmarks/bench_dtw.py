@@ -188,6 +188,11 @@ def main() -> None:
         "",
         "The references ran on the first queries only (all references) and are scaled to "
         "cells/s; their distances are compared with ours on those queries.",
+        "Contention: with ~7 engineers on 2 cores, the load moves within seconds and the "
+        "references' OpenMP/joblib workers suffer from it more than ours; between runs on "
+        "the same day the paired ratio vs the best of dtaidistance/aeon moved between about "
+        "5.6x and 19x, and vs tslearn between about 46x and 87x. Rerun on a quiet machine for "
+        "absolute numbers.",
         "Definitions: tslearn and dtaidistance return sqrt(sum of squared differences along the "
         "best path) — the definition used here; aeon's `dtw_distance` returns the accumulated "
         "squared cost without the root, so its output is square-rooted before the comparison.",

@@ -124,6 +124,7 @@ class DTWKNNClassifier(SepsisLearner):
             self.k_ = min(int(self.n_neighbors), n_ref)
             self.radius_ = self.sakoe_chiba_radius
             self.validation_table_ = []
+            self.pruned_fraction_ = {}
             return self
         self._check_view(X_val)
         y_val = np.asarray(y_val).astype(np.int64)
@@ -131,9 +132,14 @@ class DTWKNNClassifier(SepsisLearner):
             raise ValueError(f"y_val has shape {y_val.shape}, expected ({len(X_val)},)")
         ks = sorted({min(int(k), n_ref) for k in self.k_grid})
         table = []
+        # per radius, per variable: fraction of full DTWs the pruned search skipped
+        # (None where the neighbour lists came from the cache)
+        self.pruned_fraction_ = {}
         for radius in self.radius_grid:
             radius = None if radius is None else int(radius)
-            per_var = self._neighbours(X_val, max(ks), radius)
+            stats: dict = {}
+            per_var = self._neighbours(X_val, max(ks), radius, stats)
+            self.pruned_fraction_[str(radius)] = stats
             for k in ks:
                 p = np.mean(
                     [neighbour_proba(d, i, self.y_ref_, k, self.weights) for d, i in per_var],
@@ -170,7 +176,9 @@ class DTWKNNClassifier(SepsisLearner):
         h.update(repr((radius, int(k), self.dtype, "dtw-sq-euclid")).encode())
         return h.hexdigest()[:32]
 
-    def _neighbours(self, X, k: int, radius: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _neighbours(
+        self, X, k: int, radius: int | None, stats: dict | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per variable (in `variables_` order): (dist, idx) of the k nearest references."""
         lengths = np.asarray(X.lengths, dtype=np.int64)
         out = []
@@ -185,6 +193,8 @@ class DTWKNNClassifier(SepsisLearner):
                 if path.exists():
                     with np.load(path) as z:
                         out.append((z["dist"], z["idx"]))
+                    if stats is not None:
+                        stats[name] = None
                     CACHE_STATS["hits"] += 1
                     continue
                 CACHE_STATS["misses"] += 1
@@ -211,6 +221,8 @@ class DTWKNNClassifier(SepsisLearner):
                 tmp = path.with_suffix(".tmp.npz")
                 np.savez(tmp, dist=d, idx=i)
                 tmp.replace(path)  # atomic: a crash never leaves a half cache file
+            if stats is not None:
+                stats[name] = st.pruned_fraction
             out.append((d, i))
         return out
 

@@ -89,6 +89,9 @@ def test_cache_hit_skips_search(tmp_path):
     assert search_mod.STATS["searches"] == after_first  # no DTW at all
     assert clf_mod.CACHE_STATS["hits"] - hits == 3
     assert m2.validation_table_ == m1.validation_table_
+    fr1, fr2 = m1.pruned_fraction_["None"], m2.pruned_fraction_["None"]
+    assert set(fr1) == {"v0", "v1", "v2"} and all(0.0 <= f <= 1.0 for f in fr1.values())
+    assert all(f is None for f in fr2.values())  # served from the cache
     # other data -> other key -> a real search
     va2, _ = random_grid_view(n=10, n_variables=3, max_len=14, seed=9)
     m2.predict_proba(va2)
