@@ -179,7 +179,7 @@ def _search_chunk(Q, n, Rt, rlen, elo, eup, radius, safe, k, out_d, out_i, stats
         q = Q[s]
         bounds = np.empty(nr, Q.dtype)
         lower_bounds(q, n, Rt, rlen, elo, eup, radius, safe, bounds)
-        order = np.argsort(bounds)
+        order = np.argsort(bounds, kind="mergesort")  # quicksort degrades on many tied bounds
         C = np.zeros((T, LANES), Q.dtype)
         cl = np.ones(LANES, np.int64)
         ci = np.full(LANES, -1, np.int64)
