@@ -205,7 +205,10 @@ NOTES = """## What limits it
   without bound when the consumer is slower than the decompressor (its allocations grew
   ~40 MB/s on CHARTEVENTS, 920 MiB at 20 M rows); the reader therefore feeds pyarrow
   32 MiB chunks of whole lines from a queue of at most two, and keeps only per-stay state
-  (has_chart flags, first weight). Parquet row groups are `batch_rows` (2 M) rows.
+  (has_chart flags, first weight). Parquet row groups are `batch_rows` (2 M) rows. Peak RSS
+  varies between runs; in one earlier run (under load) it rose from 468 to 556 MiB between
+  5 M and 50 M rows (allocator fragmentation and parquet footer metadata are the suspects;
+  not profiled further): far from 3 GB, but not proven exactly flat.
 * Full MIMIC-III CHARTEVENTS (330 M rows, ~4 GB gzipped) extrapolates to ~3.5-5.5 min at
   1.0-1.6 M rows/s. A faster inflate (python-isal / igzip, ~2-3x zlib) would raise the
   ceiling; it is not a dependency of the project.
