@@ -1,0 +1,447 @@
+"""Hourly SOFA score (six organ systems) for every hour of every ICU stay, vectorised.
+
+PIPELINE.md section 1. Hour ``k`` is ``[k, k + 1)`` hours after ``intime``; SOFA at hour
+``k`` uses data with ``time`` in ``[intime + k + 1 - L, intime + k + 1)`` (``L`` =
+``sofa_lookback_hours``, 24 by default). Each component is its worst score in that window;
+a component without data in the window scores 0 (the other components are still scored:
+the reference code zeroed the whole SOFA of such hours, which is not reproduced).
+
+Implementation: one flat int8 array holds, per stay, ``L - 1`` padding hours, the optional
+pre-ICU hours (``pre_hours``) and the stay's hours. Each event is binned to
+``floor(hours since intime)``; the per-hour maximum of every component is written by
+fancy indexing, the trailing-window maximum is a sliding-window max over the flat array
+(the padding keeps windows inside their stay), and 24-h urine sums are cumulative-sum
+differences. No Python loop over hours or stays.
+
+Component rules (choices documented here):
+* respiration: each arterial PaO2 (lab 50821) is divided by the most recent FiO2 (lab
+  50816 or charted 3420/190/223835/3422; a value > 1 is a percentage and divided by 100;
+  valid fractions 0.21-1.0) charted at most ``fio2_lookback_hours`` before the gas (the
+  highest FiO2 wins among simultaneous ones). Without any FiO2 the gas is scored with FiO2
+  = 0.21 (room air): true FiO2 is never below 0.21, so this P/F is an upper bound and the
+  score a lower bound of the true one - never worse than ignoring the gas. Points <400:1,
+  <300:2, <200:3 and <100:4 only when ventilated (any ``VENT_ITEMIDS`` chart row within
+  ``VENT_HOLD_HOURS`` before the gas); without ventilation the score is capped at 2.
+* coagulation: platelets 51265 <150/<100/<50/<20 -> 1/2/3/4.
+* liver: bilirubin 50885 >=1.2/>=2/>=6/>=12.
+* cardiovascular: MAP (``MAP_ITEMIDS``) <70 -> 1; vasopressor infusions (rate > 0
+  mcg/kg/min) count in every hour their ``[starttime, endtime)`` touches: dopamine <=5 or
+  any dobutamine -> 2; dopamine >5, epinephrine <=0.1 or norepinephrine <=0.1 -> 3;
+  dopamine >15, epinephrine >0.1 or norepinephrine >0.1 -> 4.
+* CNS: GCS total (198) or the sum of eye/verbal/motor charted at the same instant; a verbal
+  score charted as intubated ("No Response-ETT", "1.0 ET/Trach") makes GCS 15 at that
+  instant (mimic-code convention: sedated/intubated patients are not scored as comatose).
+  13-14:1, 10-12:2, 6-9:3, <6:4.
+* renal: creatinine 50912 >=1.2/>=2/>=3.5/>=5; urine output summed over the window (scaled
+  to mL/24 h when ``L`` != 24) <500 -> 3, <200 -> 4, scored only from hour ``L - 1`` on
+  (the stay observed for a full window) and only when at least one urine row is in the
+  window (no rows = no data, not anuria).
+
+Implausible values (NaN, outside the ranges of ``variables.py``) are dropped and counted.
+Structural problems (unknown stay, missing time, endtime < starttime, unknown drug) raise
+unless ``on_bad_rows == "skip-and-count"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from data_prep.concepts import variables as V
+
+if TYPE_CHECKING:
+    from data_prep.sepsis3 import LabelParams
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("resp", "coag", "liver", "cardio", "cns", "renal")
+SOFA_COLUMNS = ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS]
+DEFAULT_FIO2 = 0.21
+US_PER_HOUR = 3_600_000_000
+INTUBATED_TEXT = frozenset(t.strip().lower() for t in V.GCS_INTUBATED_TEXT)
+_RANGE = {n: (V.VARIABLES_BY_NAME[n].low, V.VARIABLES_BY_NAME[n].high)
+          for n in ("platelets", "bilirubin", "creatinine", "po2", "mbp", "fio2")}
+
+
+# --------------------------------------------------------------------------------------
+# scoring tables (pure, vectorised)
+# --------------------------------------------------------------------------------------
+
+def score_respiration(pf: np.ndarray, ventilated: np.ndarray) -> np.ndarray:
+    """Respiration points from PaO2/FiO2 (mmHg) and ventilation status."""
+    pf = np.asarray(pf, float)
+    vent = np.asarray(ventilated, bool)
+    s = np.select([pf < 100, pf < 200, pf < 300, pf < 400], [4, 3, 2, 1], 0)
+    return np.where(vent, s, np.minimum(s, 2)).astype(np.int8)
+
+
+def score_coagulation(platelets: np.ndarray) -> np.ndarray:
+    """Coagulation points from platelets (10^3/uL)."""
+    x = np.asarray(platelets, float)
+    return np.select([x < 20, x < 50, x < 100, x < 150], [4, 3, 2, 1], 0).astype(np.int8)
+
+
+def score_liver(bilirubin: np.ndarray) -> np.ndarray:
+    """Liver points from bilirubin (mg/dL)."""
+    x = np.asarray(bilirubin, float)
+    return np.select([x >= 12, x >= 6, x >= 2, x >= 1.2], [4, 3, 2, 1], 0).astype(np.int8)
+
+
+def score_map(mean_bp: np.ndarray) -> np.ndarray:
+    """Cardiovascular points from mean arterial pressure alone (mmHg)."""
+    return (np.asarray(mean_bp, float) < 70).astype(np.int8)
+
+
+def score_vasopressor(drug: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """Cardiovascular points of one infusion (drug name, rate in mcg/kg/min > 0)."""
+    d = np.asarray(drug, object)
+    r = np.asarray(rate, float)
+    dopa, dobu = d == "dopamine", d == "dobutamine"
+    adr = (d == "epinephrine") | (d == "norepinephrine")
+    return np.select(
+        [dopa & (r > 15), dopa & (r > 5), dopa, dobu, adr & (r > 0.1), adr],
+        [4, 3, 2, 2, 4, 3], 0).astype(np.int8)
+
+
+def score_cns(gcs: np.ndarray) -> np.ndarray:
+    """CNS points from the Glasgow coma scale total (3-15)."""
+    x = np.asarray(gcs, float)
+    return np.select([x < 6, x < 10, x < 13, x < 15], [4, 3, 2, 1], 0).astype(np.int8)
+
+
+def score_creatinine(creatinine: np.ndarray) -> np.ndarray:
+    """Renal points from creatinine (mg/dL)."""
+    x = np.asarray(creatinine, float)
+    return np.select([x >= 5, x >= 3.5, x >= 2, x >= 1.2], [4, 3, 2, 1], 0).astype(np.int8)
+
+
+def score_urine(ml_per_24h: np.ndarray) -> np.ndarray:
+    """Renal points from urine output (mL per 24 h)."""
+    x = np.asarray(ml_per_24h, float)
+    return np.select([x < 200, x < 500], [4, 3], 0).astype(np.int8)
+
+
+def fio2_fraction(values: np.ndarray) -> np.ndarray:
+    """FiO2 as a fraction: values > 1 are percentages."""
+    v = np.asarray(values, float)
+    return np.where(v > 1, v / 100.0, v)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+def _us(s: pd.Series) -> np.ndarray:
+    """Timestamps as int64 microseconds (NaT -> INT64 min)."""
+    return pd.to_datetime(s).to_numpy(dtype="datetime64[us]").astype(np.int64)
+
+
+def _bad(mask: np.ndarray, df: pd.DataFrame, table: str, column: str, what: str,
+         params: LabelParams, counts: dict[str, int], key: str) -> np.ndarray:
+    """Raise or count structurally bad rows; returns the mask of rows to keep."""
+    n = int(mask.sum())
+    if n:
+        if params.on_bad_rows == "error":
+            row = df.index[np.flatnonzero(mask)[0]]
+            raise ValueError(f"{table}: column {column!r}, row {row}: {what} "
+                             f"({n} such rows; labels.on_bad_rows=skip-and-count skips them)")
+        counts[key] = counts.get(key, 0) + n
+    return ~mask
+
+
+def _count(counts: dict[str, int], key: str, n: int) -> None:
+    if n:
+        counts[key] = counts.get(key, 0) + int(n)
+
+
+class _Grid:
+    """Flat hourly grid: per stay ``pad`` + ``pre`` + ``n_hours`` cells."""
+
+    def __init__(self, stays: pd.DataFrame, lookback: int, pre: int):
+        s = stays.sort_values("stay_id")
+        self.stay_ids = s["stay_id"].to_numpy(np.int64)
+        if len(np.unique(self.stay_ids)) != len(self.stay_ids):
+            raise ValueError("stays: column 'stay_id': duplicated stay ids")
+        self.intime = _us(s["intime"])
+        outtime = _us(s["outtime"])
+        los = (outtime - self.intime) / US_PER_HOUR
+        self.n_hours = np.maximum(np.ceil(los), 0).astype(np.int64)
+        self.pad, self.pre = lookback - 1, pre
+        seg = self.pad + pre + self.n_hours
+        self.seg_start = np.concatenate([[0], np.cumsum(seg)[:-1]]).astype(np.int64)
+        self.origin = self.seg_start + self.pad + pre  # cell of hour 0
+        self.size = int(seg.sum())
+
+    def locate(self, stay_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(stay index, found mask) of each event's stay."""
+        idx = np.searchsorted(self.stay_ids, stay_id)
+        idx = np.minimum(idx, max(len(self.stay_ids) - 1, 0))
+        found = (self.stay_ids[idx] == stay_id) if len(self.stay_ids) else np.zeros(len(stay_id), bool)
+        return idx, found
+
+    def hours(self, idx: np.ndarray, t_us: np.ndarray) -> np.ndarray:
+        """Hours since the stay's intime."""
+        return (t_us - self.intime[idx]) / US_PER_HOUR
+
+    def cells(self, idx: np.ndarray, hour_bin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cell index, inside-grid mask) of integer hour bins."""
+        inside = (hour_bin >= -(self.pad + self.pre)) & (hour_bin < self.n_hours[idx])
+        return self.origin[idx] + hour_bin, inside
+
+    def output_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(stay_id, hour, cell) of every output hour (-pre .. n_hours - 1)."""
+        n_out = self.pre + self.n_hours
+        rep = np.repeat(np.arange(len(self.stay_ids)), n_out)
+        first = np.concatenate([[0], np.cumsum(n_out)[:-1]]).astype(np.int64)
+        within = np.arange(int(n_out.sum()), dtype=np.int64) - np.repeat(first, n_out)
+        hour = within - self.pre
+        return self.stay_ids[rep], hour, self.origin[rep] + hour
+
+
+def _put_max(arr: np.ndarray, cells: np.ndarray, score: np.ndarray) -> None:
+    """arr[cells] = max(arr[cells], score), by ascending score level (no ufunc.at)."""
+    for level in range(1, 5):
+        sel = score == level
+        if sel.any():
+            c = cells[sel]
+            arr[c] = np.maximum(arr[c], level)
+
+
+def _window_max(arr: np.ndarray, lookback: int) -> np.ndarray:
+    """out[i] = max(arr[i - lookback + 1 .. i]); valid for i >= lookback - 1."""
+    out = np.zeros_like(arr)
+    if len(arr) >= lookback:
+        out[lookback - 1:] = np.lib.stride_tricks.sliding_window_view(arr, lookback).max(axis=1)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# events per component: (stay_id, time_us, score)
+# --------------------------------------------------------------------------------------
+
+def _point_events(df: pd.DataFrame, table: str, grid: _Grid, params: LabelParams,
+                  counts: dict[str, int]) -> pd.DataFrame:
+    """Validate stay_id/time of a point-event table; adds columns idx, t_us."""
+    keep = _bad(df["stay_id"].isna().to_numpy(), df, table, "stay_id", "missing stay_id",
+                params, counts, f"{table}_rows_no_stay")
+    keep &= _bad(df["time"].isna().to_numpy() & keep, df, table, "time", "missing time",
+                 params, counts, f"{table}_rows_no_time")
+    df = df[keep]
+    idx, found = grid.locate(df["stay_id"].to_numpy(np.int64))
+    keep = _bad(~found, df, table, "stay_id", "stay_id not in stays", params, counts,
+                f"{table}_rows_unknown_stay")
+    df = df[keep].assign(idx=idx[keep])
+    return df.assign(t_us=_us(df["time"]))
+
+
+def _in_range(df: pd.DataFrame, name: str, table: str, counts: dict[str, int],
+              low: float | None = None, high: float | None = None) -> pd.DataFrame:
+    lo, hi = _RANGE.get(name, (low, high))
+    lo = lo if low is None else low
+    hi = hi if high is None else high
+    v = df["valuenum"].to_numpy(float)
+    ok = np.isfinite(v) & (v >= lo) & (v <= hi)
+    _count(counts, f"{table}_{name}_implausible", (~ok).sum())
+    return df[ok]
+
+
+def _respiration_events(chart: pd.DataFrame, lab: pd.DataFrame, params: LabelParams,
+                        counts: dict[str, int]) -> pd.DataFrame:
+    gas = lab[lab["itemid"] == V.LAB_PO2]
+    gas = _in_range(gas, "po2", "lab", counts, low=1e-9)
+    fio2 = pd.concat([
+        lab.loc[lab["itemid"] == V.LAB_FIO2, ["stay_id", "t_us", "valuenum"]],
+        chart.loc[chart["itemid"].isin(V.CHART_FIO2), ["stay_id", "t_us", "valuenum"]],
+    ])
+    fio2 = fio2.assign(fio2=fio2_fraction(fio2["valuenum"].to_numpy(float)))
+    ok = np.isfinite(fio2["fio2"]) & fio2["fio2"].between(*_RANGE["fio2"])
+    _count(counts, "fio2_implausible", (~ok).sum())
+    fio2 = fio2[ok].sort_values(["t_us", "fio2"])
+    vent = chart.loc[chart["itemid"].isin(V.VENT_ITEMIDS), ["stay_id", "t_us"]].drop_duplicates()
+    g = gas[["stay_id", "idx", "t_us", "valuenum"]].sort_values("t_us")
+    if g.empty:
+        return pd.DataFrame({"idx": [], "t_us": [], "score": []})
+    g = pd.merge_asof(g, fio2[["stay_id", "t_us", "fio2"]], on="t_us", by="stay_id",
+                      direction="backward",
+                      tolerance=int(params.fio2_lookback_hours * US_PER_HOUR))
+    no_fio2 = g["fio2"].isna()
+    _count(counts, "pao2_without_fio2_assumed_room_air", no_fio2.sum())
+    g["fio2"] = g["fio2"].fillna(DEFAULT_FIO2)
+    vent = vent.sort_values("t_us").assign(vent_t=lambda d: d["t_us"])
+    g = pd.merge_asof(g, vent, on="t_us", by="stay_id", direction="backward",
+                      tolerance=int(V.VENT_HOLD_HOURS * US_PER_HOUR))
+    pf = g["valuenum"].to_numpy(float) / g["fio2"].to_numpy(float)
+    return pd.DataFrame({"idx": g["idx"].to_numpy(), "t_us": g["t_us"].to_numpy(),
+                         "score": score_respiration(pf, g["vent_t"].notna().to_numpy())})
+
+
+def _gcs_events(chart: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    kinds = {V.GCS_TOTAL: "total"}
+    kinds.update({i: "eye" for i in V.GCS_EYE})
+    kinds.update({i: "verbal" for i in V.GCS_VERBAL})
+    kinds.update({i: "motor" for i in V.GCS_MOTOR})
+    c = chart[chart["itemid"].isin(list(kinds))][["stay_id", "idx", "t_us", "itemid", "valuenum", "value"]]
+    c = c.assign(kind=c["itemid"].map(kinds))
+    text = c["value"].astype("string").str.strip().str.lower()
+    intub = (c["kind"] == "verbal") & text.isin(INTUBATED_TEXT).fillna(False)
+    intub_keys = c.loc[intub, ["stay_id", "idx", "t_us"]].drop_duplicates()
+    c = c[~intub]
+    hi = c["kind"].map({"total": 15, "eye": 4, "verbal": 5, "motor": 6}).to_numpy(float)
+    lo = np.where(c["kind"] == "total", 3, 1)
+    v = c["valuenum"].to_numpy(float)
+    ok = np.isfinite(v) & (v >= lo) & (v <= hi)
+    _count(counts, "gcs_implausible", (~ok).sum())
+    c = c[ok]
+    totals = c.loc[c["kind"] == "total", ["stay_id", "idx", "t_us", "valuenum"]]
+    comp = c[c["kind"] != "total"].drop_duplicates(["stay_id", "t_us", "kind"], keep="last")
+    wide = comp.pivot(index=["stay_id", "idx", "t_us"], columns="kind", values="valuenum")
+    wide = wide.reindex(columns=["eye", "verbal", "motor"])
+    complete = wide.notna().all(axis=1)
+    _count(counts, "gcs_incomplete_component_sets", (~complete).sum())
+    sums = wide[complete].sum(axis=1).rename("valuenum").reset_index()
+    ev = pd.concat([totals, sums], ignore_index=True)
+    # an intubated verbal overrides every GCS value charted at the same instant
+    key = ["stay_id", "t_us"]
+    ev = ev.merge(intub_keys[key].assign(_i=True), on=key, how="left")
+    ev = ev[ev["_i"].isna()].drop(columns="_i")
+    ev = pd.concat([ev, intub_keys.assign(valuenum=15.0)], ignore_index=True)
+    return pd.DataFrame({"idx": ev["idx"].to_numpy(), "t_us": ev["t_us"].to_numpy(),
+                         "score": score_cns(ev["valuenum"].to_numpy(float))})
+
+
+def hourly_sofa(
+    stays: pd.DataFrame,
+    chart: pd.DataFrame,
+    lab: pd.DataFrame,
+    vasopressors: pd.DataFrame,
+    urine: pd.DataFrame,
+    params: LabelParams,
+    pre_hours: int = 0,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Hourly SOFA and its components for every hour of every stay.
+
+    ``stays`` needs stay_id, intime, outtime (stays without both times are left out and
+    counted). The other tables follow CONTRACTS.md (`prepared/extracted/`). With
+    ``pre_hours > 0`` the hours ``-pre_hours .. -1`` before ICU admission are scored too
+    (from whatever data exists then, e.g. pre-ICU labs), which the onset baseline uses.
+    Returns (frame with ``SOFA_COLUMNS``, hour int32 and scores int8; counts).
+    """
+    counts: dict[str, int] = {}
+    lookback = int(params.sofa_lookback_hours)
+    st = stays[["stay_id", "intime", "outtime"]]
+    has_times = st["intime"].notna() & st["outtime"].notna()
+    _count(counts, "stays_without_times", (~has_times).sum())
+    grid = _Grid(st[has_times], lookback, pre_hours)
+    _count(counts, "stays_without_hours", (grid.n_hours == 0).sum())
+
+    chart = _point_events(chart, "chart", grid, params, counts)
+    lab = _point_events(lab, "lab", grid, params, counts)
+    urine = _point_events(urine, "urine", grid, params, counts)
+
+    events: dict[str, list[pd.DataFrame]] = {c: [] for c in COMPONENTS}
+    events["resp"].append(_respiration_events(chart, lab, params, counts))
+    for name, item, fn, comp in (("platelets", V.LAB_PLATELETS, score_coagulation, "coag"),
+                                 ("bilirubin", V.LAB_BILIRUBIN, score_liver, "liver"),
+                                 ("creatinine", V.LAB_CREATININE, score_creatinine, "renal")):
+        x = _in_range(lab[lab["itemid"] == item], name, "lab", counts)
+        events[comp].append(pd.DataFrame({"idx": x["idx"], "t_us": x["t_us"],
+                                          "score": fn(x["valuenum"].to_numpy(float))}))
+    mbp = _in_range(chart[chart["itemid"].isin(V.MAP_ITEMIDS)], "mbp", "chart", counts, low=1e-9)
+    events["cardio"].append(pd.DataFrame({"idx": mbp["idx"], "t_us": mbp["t_us"],
+                                          "score": score_map(mbp["valuenum"].to_numpy(float))}))
+    events["cns"].append(_gcs_events(chart, counts))
+
+    grids: dict[str, np.ndarray] = {}
+    for comp in COMPONENTS:
+        arr = np.zeros(grid.size, np.int8)
+        for ev in events[comp]:
+            if ev.empty:
+                continue
+            idx = ev["idx"].to_numpy(np.int64)
+            b = np.floor(grid.hours(idx, ev["t_us"].to_numpy(np.int64))).astype(np.int64)
+            cells, inside = grid.cells(idx, b)
+            _count(counts, f"{comp}_events_outside_grid", (~inside).sum())
+            _put_max(arr, cells[inside], ev["score"].to_numpy(np.int8)[inside])
+        grids[comp] = arr
+
+    _vasopressor_cells(vasopressors, grid, grids["cardio"], params, counts)
+
+    out_stay, out_hour, out_cell = grid.output_cells()
+    cols: dict[str, np.ndarray] = {"stay_id": out_stay, "hour": out_hour.astype(np.int32)}
+    for comp in COMPONENTS:
+        cols[f"sofa_{comp}"] = _window_max(grids[comp], lookback)[out_cell]
+    cols["sofa_renal"] = np.maximum(cols["sofa_renal"],
+                                    _urine_scores(urine, grid, out_hour, out_cell, lookback, counts))
+    total = sum(cols[f"sofa_{c}"].astype(np.int16) for c in COMPONENTS)
+    cols["sofa"] = np.asarray(total, np.int16).astype(np.int8)
+    return pd.DataFrame(cols)[SOFA_COLUMNS], counts
+
+
+def _vasopressor_cells(vaso: pd.DataFrame, grid: _Grid, cardio: np.ndarray,
+                       params: LabelParams, counts: dict[str, int]) -> None:
+    """Mark the cardiovascular score of every hour an infusion interval touches."""
+    if vaso.empty:
+        return
+    v = vaso.assign(time=vaso["starttime"])
+    v = _point_events(v, "vasopressors", grid, params, counts)
+    drug = v["drug"].astype("string").str.strip().str.lower()
+    keep = _bad(~drug.isin(list(V.VASOPRESSORS)).fillna(False).to_numpy(), v, "vasopressors",
+                "drug", f"expected one of {sorted(V.VASOPRESSORS)}", params, counts,
+                "vasopressors_rows_unknown_drug")
+    s_us = v["t_us"].to_numpy()
+    e_us = _us(v["endtime"])
+    no_end = v["endtime"].isna().to_numpy()
+    _count(counts, "vasopressors_rows_no_endtime_as_point", (no_end & keep).sum())
+    e_us = np.where(no_end, s_us, e_us)
+    keep &= _bad((e_us < s_us) & keep, v, "vasopressors", "endtime", "endtime before starttime",
+                 params, counts, "vasopressors_rows_end_before_start")
+    rate = v["rate"].to_numpy(float)
+    ok_rate = np.isfinite(rate) & (rate > 0)
+    _count(counts, "vasopressors_rows_no_positive_rate", (keep & ~ok_rate).sum())
+    keep &= ok_rate
+    idx = v["idx"].to_numpy(np.int64)[keep]
+    score = score_vasopressor(drug.to_numpy(object)[keep], rate[keep])
+    hs = grid.hours(idx, s_us[keep])
+    he = grid.hours(idx, e_us[keep])
+    b0 = np.floor(hs).astype(np.int64)
+    b1 = np.maximum(np.ceil(he).astype(np.int64) - 1, b0)  # [s, e) touches bins b0..b1
+    lo = -(grid.pad + grid.pre)
+    hi = grid.n_hours[idx] - 1
+    inside = (b1 >= lo) & (b0 <= hi)
+    _count(counts, "vasopressors_rows_outside_grid", (~inside).sum())
+    b0, b1 = np.maximum(b0, lo), np.minimum(b1, hi)
+    c0, c1 = grid.origin[idx] + b0, grid.origin[idx] + b1
+    for level in range(2, 5):
+        sel = inside & (score == level)
+        if not sel.any():
+            continue
+        diff = np.bincount(c0[sel], minlength=grid.size + 1)[: grid.size + 1].astype(np.int64)
+        diff -= np.bincount(c1[sel] + 1, minlength=grid.size + 1)[: grid.size + 1]
+        covered = np.cumsum(diff)[: grid.size] > 0
+        cardio[covered] = np.maximum(cardio[covered], level)
+
+
+def _urine_scores(urine: pd.DataFrame, grid: _Grid, out_hour: np.ndarray,
+                  out_cell: np.ndarray, lookback: int, counts: dict[str, int]) -> np.ndarray:
+    """Renal points from the urine output summed over each hour's trailing window."""
+    res = np.zeros(len(out_cell), np.int8)
+    if urine.empty:
+        return res
+    val = urine["value"].to_numpy(float)
+    ok = np.isfinite(val) & (val >= 0)
+    _count(counts, "urine_rows_implausible", (~ok).sum())
+    idx = urine["idx"].to_numpy(np.int64)[ok]
+    b = np.floor(grid.hours(idx, urine["t_us"].to_numpy(np.int64)[ok])).astype(np.int64)
+    cells, inside = grid.cells(idx, b)
+    cells, vol = cells[inside], val[ok][inside]
+    csum = np.concatenate([[0.0], np.cumsum(np.bincount(cells, vol, minlength=grid.size))])
+    ccnt = np.concatenate([[0], np.cumsum(np.bincount(cells, minlength=grid.size))])
+    # out cells are always >= pad, so the window start index never underflows
+    total = csum[out_cell + 1] - csum[out_cell + 1 - lookback]
+    n = ccnt[out_cell + 1] - ccnt[out_cell + 1 - lookback]
+    scored = (out_hour >= lookback - 1) & (n > 0)
+    res[scored] = score_urine(total[scored] * 24.0 / lookback)
+    return res

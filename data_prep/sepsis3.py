@@ -1,0 +1,274 @@
+"""Sepsis-3 onset per ICU stay from hourly SOFA and suspected infection, with an audit table.
+
+PIPELINE.md section 1; inputs are the `prepared/extracted/` parquet files (CONTRACTS.md).
+
+Onset rule, exactly as implemented:
+* SI window hours: hour k (= [k, k+1) after intime) is in the window iff it overlaps the
+  closed interval [SI - before, SI + after], i.e. floor(SI - before) <= k <= floor(SI + after).
+* Window hours before ICU admission are scored too (hours -72..-1 on the same grid; they
+  see only pre-ICU data such as the labs of the 24 h before admission, and a component
+  without data scores 0). This follows Singer et al. 2016 (Sepsis-3): "the baseline SOFA
+  score should be assumed to be zero in patients not known to have preexisting organ
+  dysfunction", while pre-ICU lab evidence of dysfunction still raises the baseline. So a
+  patient admitted with SI and SOFA >= 2 gets onset at hour 0 instead of never (which
+  would make a septic patient a control).
+* onset = the first ICU hour t (0 <= t < n_hours) in the window with
+  SOFA(t) - baseline(t) >= threshold. baseline "running_min": min SOFA over the window
+  hours before t (so never at the window's first hour); "window_start": SOFA at the
+  window's first hour. A criterion met only in pre-ICU hours is counted
+  (`criterion_met_before_icu`); the onset is then the first ICU hour that meets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from data_prep.concepts import variables as V
+from data_prep.concepts.infection import suspected_infection
+from data_prep.concepts.sofa import COMPONENTS, hourly_sofa
+
+log = logging.getLogger(__name__)
+
+LABEL_COLUMNS = ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS] + [
+    "si_window", "sepsis"]
+ONSET_COLUMNS = ["stay_id", "si_time", "si_hour", "antibiotic", "antibiotic_time",
+                 "culture_time", "culture_specimen", "onset_hour", "onset_time",
+                 "sofa_baseline", "sofa_at_onset", "components_rose"]
+CHUNK_STAYS = 5000  # stays per chunk: bounds memory on full MIMIC-III
+
+
+@dataclass(frozen=True)
+class LabelParams:
+    """YAML section `labels`: suspected infection, SOFA and onset options."""
+
+    si_time: str = "earlier"  # "earlier" (Seymour 2016) | "culture" (reference code)
+    culture_then_abx_hours: float = 72.0
+    abx_then_culture_hours: float = 24.0
+    date_only_culture_window_hours: float = 96.0  # culture with only chartdate
+    si_window_before_hours: float = 48.0
+    si_window_after_hours: float = 24.0
+    sofa_threshold: int = 2
+    baseline: str = "running_min"  # "running_min" | "window_start"
+    sofa_lookback_hours: float = 24.0
+    fio2_lookback_hours: float = 4.0
+    on_bad_rows: str = "error"  # "error" | "skip-and-count"
+
+    def validate(self) -> None:
+        """Raise ValueError("labels.<key>: ...") for impossible values."""
+        if self.si_time not in ("earlier", "culture"):
+            raise ValueError("labels.si_time: expected 'earlier' or 'culture'")
+        if self.baseline not in ("running_min", "window_start"):
+            raise ValueError("labels.baseline: expected 'running_min' or 'window_start'")
+        if self.on_bad_rows not in ("error", "skip-and-count"):
+            raise ValueError("labels.on_bad_rows: expected 'error' or 'skip-and-count'")
+        for key in ("culture_then_abx_hours", "abx_then_culture_hours",
+                    "date_only_culture_window_hours", "si_window_before_hours",
+                    "si_window_after_hours", "fio2_lookback_hours"):
+            v = getattr(self, key)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"labels.{key}: expected a finite number >= 0, got {v!r}")
+        lb = self.sofa_lookback_hours
+        if not (isinstance(lb, (int, float)) and lb >= 1 and float(lb).is_integer()):
+            raise ValueError(f"labels.sofa_lookback_hours: expected a whole number >= 1, got {lb!r}")
+        if not (isinstance(self.sofa_threshold, int) and 1 <= self.sofa_threshold <= 24):
+            raise ValueError(f"labels.sofa_threshold: expected an integer 1..24, got {self.sofa_threshold!r}")
+
+    @property
+    def pre_hours(self) -> int:
+        """Pre-ICU hours scored so that any SI window overlapping the stay is covered."""
+        return int(math.ceil(self.si_window_before_hours + self.si_window_after_hours))
+
+
+def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -> pd.DataFrame:
+    """Onset per stay with SI.
+
+    ``sofa``: hourly SOFA from `hourly_sofa(..., pre_hours=params.pre_hours)` (hours
+    -pre .. n-1 contiguous per stay). ``si``: stay_id, si_hour (hours since intime).
+    Returns one row per row of ``si``: stay_id, window_first, window_last, onset_hour
+    (NaN if none), sofa_baseline, sofa_at_onset, components_rose, criterion_met_before_icu.
+    """
+    pre = params.pre_hours
+    s = sofa.sort_values(["stay_id", "hour"]).reset_index(drop=True)
+    sid = s["stay_id"].to_numpy(np.int64)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.array([], int)
+    ustay = sid[starts]
+    ends = np.r_[starts[1:], len(sid)]
+    n_hours = (ends - starts) - pre
+    si = si.reset_index(drop=True)
+    m = len(si)
+    pos = np.searchsorted(ustay, si["stay_id"].to_numpy(np.int64))
+    pos = np.minimum(pos, max(len(ustay) - 1, 0))
+    found = (ustay[pos] == si["stay_id"].to_numpy(np.int64)) if len(ustay) else np.zeros(m, bool)
+    si_h = si["si_hour"].to_numpy(float)
+    first = np.floor(si_h - params.si_window_before_hours).astype(np.int64)
+    last = np.floor(si_h + params.si_window_after_hours).astype(np.int64)
+    W = int(max((last - first).max() + 1, 1)) if m else 1
+    j = np.arange(W)
+    k = first[:, None] + j[None, :]  # hour of each window cell
+    nh = n_hours[pos][:, None]
+    valid = found[:, None] & (k <= last[:, None]) & (k >= -pre) & (k < nh)
+    row = np.where(valid, starts[pos][:, None] + k + pre, 0)
+    val = np.where(valid, s["sofa"].to_numpy(np.int64)[row] if len(s) else 0, 0)
+    BIG = np.int64(1) << 40
+    enc = np.where(valid, val * W + j, BIG)  # min -> lowest SOFA, earliest hour
+    if params.baseline == "running_min":
+        cum = np.minimum.accumulate(enc, axis=1)
+        base_enc = np.concatenate([np.full((m, 1), BIG), cum[:, :-1]], axis=1)
+    else:
+        base_enc = np.repeat(enc[:, :1], W, axis=1)
+        base_enc[:, 0] = BIG
+    has_base = base_enc < BIG
+    base_val = np.where(has_base, base_enc // W, 0)
+    base_j = np.where(has_base, base_enc % W, 0)
+    meets = valid & has_base & (val - base_val >= params.sofa_threshold)
+    icu = meets & (k >= 0)
+    any_on = icu.any(axis=1)
+    jon = icu.argmax(axis=1)
+    r = np.arange(m)
+    out = pd.DataFrame({
+        "stay_id": si["stay_id"].to_numpy(np.int64),
+        "window_first": first, "window_last": last,
+        "onset_hour": np.where(any_on, k[r, jon], np.nan).astype(float),
+        "sofa_baseline": pd.array(np.where(any_on, base_val[r, jon], 0), dtype="Int8"),
+        "sofa_at_onset": pd.array(np.where(any_on, val[r, jon], 0), dtype="Int8"),
+        "criterion_met_before_icu": (meets & (k < 0)).any(axis=1),
+    })
+    out.loc[~any_on, ["sofa_baseline", "sofa_at_onset"]] = pd.NA
+    rose = np.full(m, None, object)
+    if any_on.any():
+        on_row = row[r, jon][any_on]
+        b_row = row[r, base_j[r, jon]][any_on]
+        up = np.stack([s[f"sofa_{c}"].to_numpy()[on_row] > s[f"sofa_{c}"].to_numpy()[b_row]
+                       for c in COMPONENTS], axis=1)
+        names = np.array(COMPONENTS)
+        rose[any_on] = [",".join(names[u]) for u in up]
+    out["components_rose"] = pd.array(rose, dtype="string")
+    return out
+
+
+def _read(path: Path, columns: list[str], filters: list | None = None) -> pd.DataFrame:
+    """Read a parquet file (only `columns`, optional pyarrow filters)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing extracted table (run the MIMIC-III reader)")
+    return pq.read_table(path, columns=columns, filters=filters).to_pandas()
+
+
+def _sofa_chart_items() -> list[int]:
+    items = set(V.CHART_FIO2) | set(V.VENT_ITEMIDS) | set(V.MAP_ITEMIDS)
+    items |= {V.GCS_TOTAL, *V.GCS_EYE, *V.GCS_VERBAL, *V.GCS_MOTOR}
+    return sorted(items)
+
+
+def label_stays(
+    stays: pd.DataFrame, si: pd.DataFrame, chart: pd.DataFrame, lab: pd.DataFrame,
+    vasopressors: pd.DataFrame, urine: pd.DataFrame, params: LabelParams,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Labels and onsets for a set of stays (in memory); `si` from `suspected_infection`.
+
+    Returns (labels_hourly rows for hours >= 0, onsets rows for every stay, counts).
+    """
+    sofa, counts = hourly_sofa(stays, chart, lab, vasopressors, urine, params,
+                               pre_hours=params.pre_hours)
+    st = stays[["stay_id", "intime"]].copy()
+    st["intime"] = pd.to_datetime(st["intime"]).astype("datetime64[us]")
+    si = si.merge(st, on="stay_id", how="inner")
+    si["si_hour"] = (si["si_time"] - si["intime"]) / pd.Timedelta(hours=1)
+    on = onset_from_sofa(sofa, si[["stay_id", "si_hour"]], params)
+    counts["criterion_met_before_icu"] = int(on["criterion_met_before_icu"].sum())
+    lab_h = sofa[sofa["hour"] >= 0].reset_index(drop=True)
+    w = lab_h[["stay_id"]].merge(on[["stay_id", "window_first", "window_last", "onset_hour"]],
+                                 on="stay_id", how="left")
+    h = lab_h["hour"].to_numpy()
+    lab_h["si_window"] = ((h >= w["window_first"].to_numpy(float))
+                          & (h <= w["window_last"].to_numpy(float)))
+    lab_h["sepsis"] = h >= w["onset_hour"].to_numpy(float)  # NaN compares False
+    onsets = stays[["stay_id", "intime"]].merge(si.drop(columns="intime"), on="stay_id", how="left")
+    onsets = onsets.merge(on.drop(columns=["window_first", "window_last",
+                                           "criterion_met_before_icu"]), on="stay_id", how="left")
+    onsets["onset_time"] = (pd.to_datetime(onsets["intime"]).astype("datetime64[us]")
+                            + pd.to_timedelta(onsets["onset_hour"], unit="h"))
+    return lab_h[LABEL_COLUMNS], _onset_dtypes(onsets[ONSET_COLUMNS]), counts
+
+
+def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
+    o = o.copy()
+    o["stay_id"] = o["stay_id"].astype(np.int64)
+    for c in ("si_time", "antibiotic_time", "culture_time", "onset_time"):
+        o[c] = pd.to_datetime(o[c]).astype("datetime64[us]")
+    for c in ("si_hour", "onset_hour"):
+        o[c] = o[c].astype(float)
+    for c in ("antibiotic", "culture_specimen", "components_rose"):
+        o[c] = o[c].astype("string")
+    for c in ("sofa_baseline", "sofa_at_onset"):
+        o[c] = o[c].astype("Int8")
+    return o
+
+
+def derive_labels(
+    extracted_dir: Path, params: LabelParams, progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Build (labels_hourly, onsets, attrition counts) from `prepared/extracted/`."""
+    params.validate()
+    d = Path(extracted_dir)
+    stays = _read(d / "stays.parquet", ["stay_id", "hadm_id", "intime", "outtime"])
+    stays = stays.sort_values("stay_id").reset_index(drop=True)
+    pres = _read(d / "prescriptions.parquet",
+                 ["subject_id", "hadm_id", "startdate", "drug", "drug_type", "route"])
+    micro = _read(d / "microbiology.parquet",
+                  ["subject_id", "hadm_id", "charttime", "chartdate", "spec_type_desc"])
+    si, counts = suspected_infection(pres, micro, stays, params)
+    del pres, micro
+    chart_items = _sofa_chart_items()
+    lab_items = [V.LAB_PO2, V.LAB_FIO2, V.LAB_PLATELETS, V.LAB_BILIRUBIN, V.LAB_CREATININE]
+    labels, onsets = [], []
+    bar = tqdm(total=len(stays), desc="sepsis-3 labels", unit="stay", disable=not progress)
+    for a in range(0, max(len(stays), 1), CHUNK_STAYS):
+        chunk = stays.iloc[a:a + CHUNK_STAYS]
+        if chunk.empty:
+            break
+        ids = chunk["stay_id"].astype(np.int64).tolist()
+        sf = [("stay_id", "in", ids)]
+        chart = _read(d / "chart.parquet", ["stay_id", "time", "itemid", "valuenum", "value"],
+                      sf + [("itemid", "in", chart_items)])
+        lab = _read(d / "lab.parquet", ["stay_id", "time", "itemid", "valuenum"],
+                    sf + [("itemid", "in", lab_items)])
+        vaso = _read(d / "vasopressors.parquet",
+                     ["stay_id", "starttime", "endtime", "drug", "rate"], sf)
+        urine = _read(d / "urine.parquet", ["stay_id", "time", "value"], sf)
+        lh, on, c = label_stays(chunk, si[si["stay_id"].isin(ids)], chart, lab, vaso, urine,
+                                params)
+        labels.append(lh)
+        onsets.append(on)
+        for key, v in c.items():
+            counts[key] = counts.get(key, 0) + v
+        bar.update(len(chunk))
+    bar.close()
+    labels_hourly = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(
+        columns=LABEL_COLUMNS)
+    onsets_df = pd.concat(onsets, ignore_index=True) if onsets else pd.DataFrame(
+        columns=ONSET_COLUMNS)
+    has_si = onsets_df["si_time"].notna()
+    has_on = onsets_df["onset_hour"].notna()
+    counts.update({
+        "stays_total": len(stays),
+        "stays_no_si": int((~has_si).sum()),
+        "stays_si_no_onset": int((has_si & ~has_on).sum()),
+        "stays_with_onset": int(has_on.sum()),
+        "onsets_at_hour_0": int((onsets_df["onset_hour"] == 0).sum()),
+        "labels_hours": len(labels_hourly),
+    })
+    rose = onsets_df.loc[has_on, "components_rose"].fillna("")
+    for comp in COMPONENTS:
+        counts[f"onsets_with_{comp}_rise"] = int(rose.str.split(",").apply(
+            lambda x, c=comp: c in x).sum()) if len(rose) else 0
+    log.info("sepsis-3: %d stays, %d with SI, %d with onset", len(stays), int(has_si.sum()),
+             int(has_on.sum()))
+    return labels_hourly, onsets_df, counts
