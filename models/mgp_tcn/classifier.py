@@ -71,7 +71,9 @@ class MGPTCNNet(nn.Module):
         """Logits (S, n_samples, 2); `b` holds the GP inputs in the GP's dtype."""
         z = self.gp.sample(b, n_samples, generator, sampler)  # (S, n, G, V), float32/64
         s, n, g, v = z.shape
-        x = z.reshape(s * n, g, v).transpose(1, 2).float()
+        x = (
+            z.reshape(s * n, g, v).transpose(1, 2).float().contiguous()
+        )  # (B, V, G); strided input sends conv1d down a slow path
         mask = left_pad_mask(grid_lengths, g).repeat_interleave(n, 0)
         ctx = (
             torch.autocast(device_type=x.device.type, dtype=autocast_dtype)

@@ -190,3 +190,21 @@ def test_pathwise_gradients_reach_gp_parameters():
     (out**2).sum().backward()
     for name, p in gp.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_spd_solve_gradient_matches_autograd_through_cholesky():
+    from models.mgp_tcn.gp import spd_solve
+
+    torch.manual_seed(0)
+    a = torch.randn(2, 5, 5, dtype=torch.float64)
+    k = (a @ a.mT + torch.eye(5, dtype=torch.float64)).requires_grad_()
+    r = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda k_, r_: spd_solve(0.5 * (k_ + k_.mT), r_), (k, r))
+    w = torch.randn(2, 5, 3, dtype=torch.float64)
+    g1 = torch.autograd.grad((spd_solve(k, r) * w).sum(), (k, r))
+    g2 = torch.autograd.grad((torch.cholesky_solve(r, torch.linalg.cholesky(k)) * w).sum(), (k, r))
+    # autograd through cholesky returns the symmetrised gradient; both agree on symmetric directions
+    sym = lambda g: 0.5 * (g + g.mT)  # noqa: E731
+    assert torch.allclose(sym(g1[0]), sym(g2[0]), atol=1e-10) and torch.allclose(
+        g1[1], g2[1], atol=1e-10
+    )

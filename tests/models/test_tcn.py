@@ -53,3 +53,16 @@ def test_residual_projection_and_receptive_field():
     assert net.receptive_field == 1 + 2 * 2 * (1 + 2 + 4 + 8)
     y = net(torch.randn(2, 5, 30), torch.ones(2, 30, dtype=torch.bool))
     assert y.shape == (2, 7, 30)
+
+
+def test_skipping_taps_that_read_only_padding_is_exact():
+    from models.mgp_tcn.tcn import CausalConv1d
+
+    torch.manual_seed(0)
+    for k, d, t in [(5, 64, 49), (5, 16, 49), (3, 4, 5), (3, 1, 1), (5, 8, 33)]:
+        conv = CausalConv1d(3, 4, k, d)
+        x = torch.randn(2, 3, t)
+        full = torch.nn.functional.conv1d(
+            torch.nn.functional.pad(x, (conv.left, 0)), conv.weight, conv.bias, dilation=d
+        )
+        assert torch.allclose(conv(x), full, atol=1e-6), (k, d, t)
