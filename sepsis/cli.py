@@ -1,0 +1,124 @@
+"""The `sepsis` command: generate, prepare, train, evaluate, report (and `run` = all of them).
+
+Every sub-command takes `--config configs/<name>.yaml` and `key=value` overrides, e.g.
+
+    sepsis prepare --config configs/physionet2019.yaml data_dir=/data/training_setA.zip
+    sepsis train --config configs/default.yaml train.horizons=[0,7] mgp_tcn.epochs=5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+EPILOG = """\
+overrides:
+  key=value pairs after the options change the config, e.g. data_dir=/path,
+  output_dir=runs/try2, cohort.control_ratio=5, train.horizons=[0,3,7],
+  mgp_tcn.epochs=3. Values are parsed as YAML.
+
+outputs (under output_dir, default runs/<config name>/):
+  extracted/  prepared/  models/<learner>/<regime>/h<H>/seed<S>/  evaluation/  reports/
+  Each folder has a manifest.json; a stage whose manifest matches is skipped (--force redoes it).
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                   help=f"run config YAML (default: {DEFAULT_CONFIG}, the embedded synthetic cohort)")
+    p.add_argument("--force", action="store_true", help="redo the stage even if its manifest matches")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sepsis",
+        description="Sepsis early warning: hourly Sepsis-3 labels from ICU records, a matched "
+        "case-control cohort, MGP-TCN and DTW-KNN learners, and AUPRC 0-7 h before onset.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    helps = {
+        "generate": "write the synthetic MIMIC-III-format database (source: synthetic) to data_dir",
+        "prepare": "raw records -> hourly SOFA, suspected infection, Sepsis-3 onsets -> matched cohort "
+        "(runs `generate` first for source: synthetic)",
+        "train": "fit the learners for each horizon and split seed; write test-split predictions",
+        "evaluate": "AUPRC/AUROC per learner and horizon with bootstrap CIs (metrics.csv)",
+        "report": "evaluate, then write report.md, report.html and plots under reports/",
+        "run": "prepare -> train -> report, printing where the report is",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(p)
+        if name in ("evaluate", "report"):
+            p.add_argument("--models", metavar="RUN_DIR", default=None,
+                           help="external validation: evaluate the models of another run "
+                           "(e.g. runs/physionet2019) on this config's dataset")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    # default: the pipeline's own INFO lines, libraries' warnings; -v: every INFO line; -vv: debug
+    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.verbose == 0:
+        logging.getLogger("sepsis").setLevel(logging.INFO)
+    from sepsis.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"sepsis {args.command}: config error: {err}", file=sys.stderr)
+        return 2
+    from sepsis import pipeline
+
+    progress = not args.no_progress
+    t0 = time.time()
+    try:
+        if args.command == "generate":
+            path = pipeline.generate(cfg, force=args.force, progress=progress)
+            print(f"synthetic database: {path}")
+        elif args.command == "prepare":
+            path = pipeline.prepare(cfg, force=args.force, progress=progress)
+            print(pipeline.describe_prepared(path))
+            print(f"prepared cohort: {path}")
+        elif args.command == "train":
+            path = pipeline.train(cfg, force=args.force, progress=progress)
+            print(f"models and test-split predictions: {path}")
+        elif args.command in ("evaluate", "report"):
+            models = Path(args.models) if args.models else None
+            path = pipeline.evaluate(cfg, force=args.force, progress=progress, models_run=models)
+            if args.command == "report":
+                path = pipeline.report(cfg, force=args.force, models_run=models)
+                print(f"report: {path / 'report.html'} (and report.md)")
+            else:
+                print(f"metrics: {path / 'metrics.csv'}")
+        elif args.command == "run":
+            pipeline.prepare(cfg, force=args.force, progress=progress)
+            pipeline.train(cfg, force=args.force, progress=progress)
+            pipeline.evaluate(cfg, force=args.force, progress=progress)
+            path = pipeline.report(cfg, force=args.force)
+            print(f"report: {path / 'report.html'} (and report.md)")
+    except pipeline.PipelineError as err:
+        print(f"sepsis {args.command}: {err}", file=sys.stderr)
+        return 1
+    print(f"done in {time.time() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

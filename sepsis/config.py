@@ -1,0 +1,421 @@
+"""Typed run configuration: YAML files in `configs/` mapped onto the stages' dataclasses.
+
+A run config has a few top-level keys (`source`, `data_dir`, `output_dir`, ...) and one
+section per stage. Each section is the parameter dataclass the stage itself declares
+(`data_prep.sepsis3.LabelParams`, `data_prep.cohort.CohortParams`, ...) or, for the
+learners, the keyword parameters of the estimator. Unknown or misspelled keys, wrong types
+and impossible values are rejected with a `ConfigError` naming the file and the key.
+
+Paths may use `${VAR}` or `${VAR:-default}`; relative paths are taken from the current
+directory (the repository root when run through `make`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SOURCES = ("synthetic", "mimic3", "physionet2019")
+LEARNERS = ("mgp_tcn", "dtw_knn", "logreg", "gbm", "sofa")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and key it concerns."""
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Which learners to fit, at which horizons, in which regime (YAML section `train`)."""
+
+    # learners fitted once per horizon on windows ending at onset - h
+    per_horizon: tuple[str, ...] = ("dtw_knn", "logreg", "gbm", "sofa")
+    # learners fitted at horizon 0 and applied at every horizon
+    train_once: tuple[str, ...] = ("mgp_tcn", "dtw_knn", "logreg", "gbm")
+    horizons: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
+    split_seeds: tuple[int, ...] | None = None  # None: every seed of cohort.split_seeds
+    mgp_search_trials: int = 0  # >0: random search of MGP-TCN hyperparameters on validation
+    shuffle_train_labels: bool = False  # leakage check only: permute training labels
+    threads: int = 2
+
+    def validate(self) -> None:
+        for key in ("per_horizon", "train_once"):
+            for name in getattr(self, key):
+                if name not in LEARNERS:
+                    raise ValueError(f"train.{key}: unknown learner '{name}', expected one of {LEARNERS}")
+        if "sofa" in self.train_once:
+            raise ValueError("train.train_once: 'sofa' is a score without training; list it under per_horizon")
+        if not self.horizons or any(h < 0 for h in self.horizons):
+            raise ValueError(f"train.horizons: expected non-negative hours, got {self.horizons}")
+        if self.mgp_search_trials < 0:
+            raise ValueError("train.mgp_search_trials: expected >= 0")
+        if self.threads < 1:
+            raise ValueError("train.threads: expected >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Bootstrap and reporting settings (YAML section `evaluate`)."""
+
+    n_bootstrap: int = 1000
+    bootstrap_seed: int = 0
+    alpha: float = 0.05
+
+    def validate(self) -> None:
+        if self.n_bootstrap < 1:
+            raise ValueError("evaluate.n_bootstrap: expected >= 1")
+        if not 0 < self.alpha < 1:
+            raise ValueError("evaluate.alpha: expected 0 < alpha < 1")
+
+
+def _section_classes() -> dict[str, type]:
+    # imported lazily so that `sepsis --help` stays fast
+    from data_prep.cohort import CohortParams
+    from data_prep.sepsis3 import LabelParams
+    from data_prep.sources.synthetic import SyntheticParams
+
+    return {
+        "synthetic": SyntheticParams,
+        "labels": LabelParams,
+        "cohort": CohortParams,
+        "train": TrainParams,
+        "evaluate": EvaluateParams,
+    }
+
+
+def _learner_classes() -> dict[str, type]:
+    from models.baselines import GradientBoostingBaseline, LogisticRegressionBaseline
+    from models.dtw_knn import DTWKNNClassifier
+    from models.mgp_tcn import MGPTCNClassifier
+
+    return {
+        "mgp_tcn": MGPTCNClassifier,
+        "dtw_knn": DTWKNNClassifier,
+        "logreg": LogisticRegressionBaseline,
+        "gbm": GradientBoostingBaseline,
+    }
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A resolved run configuration."""
+
+    name: str
+    source: str
+    data_dir: Path
+    output_dir: Path
+    config_file: Path | None
+    sections: dict[str, Any] = field(default_factory=dict)  # dataclass instances
+    learners: dict[str, dict[str, Any]] = field(default_factory=dict)  # estimator kwargs
+    raw: dict[str, Any] = field(default_factory=dict)  # the merged YAML, for the record
+
+    def __getattr__(self, item: str) -> Any:
+        sections = object.__getattribute__(self, "sections")
+        if item in sections:
+            return sections[item]
+        raise AttributeError(item)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved configuration (defaults filled in), JSON-serialisable."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "source": self.source,
+            "data_dir": str(self.data_dir),
+            "output_dir": str(self.output_dir),
+        }
+        for key, value in self.sections.items():
+            out[key] = _jsonable(dataclasses.asdict(value))
+        for key, value in self.learners.items():
+            out[key] = _jsonable(value)
+        return out
+
+    def section_hash(self, *keys: str) -> str:
+        """Hash of the named parts of the resolved config (what a stage depends on)."""
+        full = self.to_dict()
+        part = {k: full.get(k) for k in keys}
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_path(value: str) -> Path:
+    """Expand `${VAR}` / `${VAR:-default}` and `~` in a path string."""
+
+    def repl(m: re.Match) -> str:
+        var, default = m.group(1), m.group(2)
+        got = os.environ.get(var)
+        if got is None:
+            if default is None:
+                raise KeyError(var)
+            return default
+        return got
+
+    try:
+        return Path(_VAR.sub(repl, value)).expanduser()
+    except KeyError as err:
+        raise ConfigError(f"environment variable {err.args[0]} is not set (used in path '{value}')") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the type annotation `tp`; return it converted (lists -> tuples)."""
+    origin = tp if tp in (tuple, list) else typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        return tuple(coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {coerce(k, kt, where): coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a path, got {value!r}")
+        return expand_path(str(value))
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def build_dataclass(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """Instantiate the parameter dataclass `cls` from a YAML mapping, checking every key."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, names)}; valid keys: {', '.join(names)}")
+        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        try:
+            obj.validate()
+        except ValueError as err:
+            msg = str(err)
+            raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    return obj
+
+
+def build_learner_params(cls: type, data: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """Check a learner section against the estimator's keyword parameters and their defaults."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    sig = inspect.signature(cls.__init__)
+    params = {k: p for k, p in sig.parameters.items() if k != "self"}
+    out = {}
+    for key, value in data.items():
+        if key not in params:
+            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, list(params))}; valid keys: {', '.join(params)}")
+        default = params[key].default
+        if value is not None and default is not None and default is not inspect.Parameter.empty:
+            # the default's type is the declared type of a learner's keyword parameter
+            kind = bool if isinstance(default, bool) else type(default)
+            if kind in (bool, int, float, str):
+                value = coerce(value, kind, f"{where}.{key}")
+            elif isinstance(default, tuple):
+                value = coerce(value, tuple, f"{where}.{key}")
+        out[key] = value
+    try:
+        cls(**out).get_params()
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return out
+
+
+def _suggest(key: str, names: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`cohort.control_ratio=5` -> (["cohort", "control_ratio"], 5); values parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key=value (e.g. data_dir=/path or cohort.control_ratio=5)")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}': empty key")
+    return key.split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+TOP_KEYS = ("name", "source", "data_dir", "output_dir", "extends")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), check_paths: bool = True
+) -> RunConfig:
+    """Load and validate a run config; `overrides` are `key=value` strings applied on top."""
+    path = Path(path) if path else None
+    where_file = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist (configs in ./configs: "
+                              f"{', '.join(sorted(p.name for p in Path('configs').glob('*.yaml')))})")
+        raw = _read_yaml(path)
+        if "extends" in raw:
+            parent = path.parent / raw.pop("extends")
+            raw = _merge(_read_yaml(parent), raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{text}': '{k}' is not a section")
+        node[keys[-1]] = value
+
+    def fail(msg: str) -> ConfigError:
+        return ConfigError(f"{where_file}: {msg}")
+
+    sections = _section_classes()
+    learners = _learner_classes()
+    known = set(TOP_KEYS) | set(sections) | set(learners)
+    for key in raw:
+        if key not in known:
+            raise fail(f"{key}: unknown key{_suggest(key, sorted(known))}; valid keys: {', '.join(sorted(known))}")
+
+    name = raw.get("name") or (path.stem if path else "default")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise fail(f"name: expected letters, digits, '.', '_' or '-', got {name!r}")
+    source = raw.get("source", "synthetic")
+    if source not in SOURCES:
+        raise fail(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
+    if "data_dir" not in raw and source != "synthetic":
+        raise fail("data_dir: required for source " + source)
+    try:
+        data_dir = coerce(raw.get("data_dir", f"data/synthetic-{name}"), Path, "data_dir")
+        output_dir = coerce(raw.get("output_dir", f"runs/{name}"), Path, "output_dir")
+    except ConfigError as err:
+        raise fail(str(err)) from None
+    if check_paths and source != "synthetic" and not data_dir.exists():
+        raise fail(f"data_dir: {data_dir} does not exist (source {source}); pass data_dir=/path/to/data")
+
+    built: dict[str, Any] = {}
+    for key, cls in sections.items():
+        try:
+            built[key] = build_dataclass(cls, raw.get(key), key)
+        except ConfigError as err:
+            raise fail(str(err)) from None
+    learner_params: dict[str, dict[str, Any]] = {}
+    for key, cls in learners.items():
+        try:
+            learner_params[key] = build_learner_params(cls, raw.get(key), key)
+        except ConfigError as err:
+            raise fail(str(err)) from None
+    cfg = RunConfig(name=name, source=source, data_dir=data_dir, output_dir=output_dir,
+                    config_file=path, sections=built, learners=learner_params, raw=raw)
+    _cross_check(cfg, fail)
+    return cfg
+
+
+def _cross_check(cfg: RunConfig, fail) -> None:
+    cohort = cfg.sections["cohort"]
+    train = cfg.sections["train"]
+    bad = [h for h in train.horizons if h not in tuple(cohort.horizons)]
+    if bad:
+        raise fail(f"train.horizons: {bad} not prepared (cohort.horizons = {list(cohort.horizons)})")
+    if train.split_seeds is not None:
+        missing = [s for s in train.split_seeds if s not in tuple(cohort.split_seeds)]
+        if missing:
+            raise fail(f"train.split_seeds: {missing} not in cohort.split_seeds = {list(cohort.split_seeds)}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def split_seeds(cfg: RunConfig) -> tuple[int, ...]:
+    """The split seeds a run trains and evaluates."""
+    train = cfg.sections["train"]
+    return tuple(train.split_seeds) if train.split_seeds is not None else tuple(cfg.sections["cohort"].split_seeds)

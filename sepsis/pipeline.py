@@ -1,0 +1,550 @@
+"""The pipeline stages: generate -> prepare -> train -> evaluate -> report.
+
+Each stage writes one folder under the run's output directory through `sepsis.manifest.Stage`
+(temporary folder renamed into place, manifest with config hash and input hashes; skipped
+when current). Training is split into one unit per (learner, regime, horizon, seed), each
+its own stage folder, so an interrupted `make train` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sepsis.config import RunConfig, split_seeds
+from sepsis.manifest import Stage, hash_path, stage_fingerprint
+
+log = logging.getLogger(__name__)
+
+REGIMES = ("per_horizon", "train_once")
+
+
+class PipelineError(RuntimeError):
+    """A stage cannot run (missing input, unbuilt learner, bad data); the message says why."""
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
+
+
+# ---------------------------------------------------------------------------------------
+# generate / prepare
+# ---------------------------------------------------------------------------------------
+
+
+def generate(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Write the synthetic MIMIC-III-format database into `cfg.data_dir` (skipped if current)."""
+    from data_prep.sources.synthetic import generate as gen
+
+    if cfg.source != "synthetic":
+        raise PipelineError(f"generate: config source is '{cfg.source}', not 'synthetic'")
+    stage = Stage("generate", cfg.data_dir, {"synthetic": _asdict(cfg.synthetic)}, force=force)
+    if stage.is_current():
+        log.info("generate: %s is current, skipped", cfg.data_dir)
+        return cfg.data_dir
+    counts: dict[str, Any] = {}
+    with stage.writing(counts) as tmp:
+        report = gen(tmp, cfg.synthetic, progress=progress)
+        counts.update(_report_counts(report))
+    return cfg.data_dir
+
+
+def _report_counts(report: Any) -> dict[str, Any]:
+    if report is None:
+        return {}
+    if dataclasses.is_dataclass(report):
+        return json.loads(json.dumps(dataclasses.asdict(report), default=str))
+    if isinstance(report, dict):
+        return json.loads(json.dumps(report, default=str))
+    return {"report": str(report)}
+
+
+def _reader_params(cfg: RunConfig):
+    from data_prep.sources.mimic3 import ReaderParams
+
+    return ReaderParams(on_bad_rows=cfg.labels.on_bad_rows)
+
+
+def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Stream the raw MIMIC-III tables into compact parquet (`extracted/`)."""
+    from data_prep.sources.mimic3 import extract as mimic_extract
+
+    if not cfg.data_dir.exists():
+        raise PipelineError(f"data_dir {cfg.data_dir} does not exist")
+    reader = _reader_params(cfg)
+    out = cfg.output_dir / "extracted"
+    stage = Stage("extract", out, {"source": cfg.source, "reader": _asdict(reader)},
+                  inputs={"data_dir": hash_path(cfg.data_dir)}, force=force)
+    if stage.is_current():
+        log.info("extract: %s is current, skipped", out)
+        return out
+    counts: dict[str, Any] = {}
+    with stage.writing(counts) as tmp:
+        report = mimic_extract(cfg.data_dir, tmp / "tables", reader, progress=progress)
+        # the reader writes atomically into its own folder; flatten it into the stage folder
+        for f in (tmp / "tables").iterdir():
+            os.replace(f, tmp / f.name)
+        (tmp / "tables").rmdir()
+        counts.update(_report_counts(report))
+    return out
+
+
+def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Raw records -> Sepsis-3 labels -> matched cohort and windows (`prepared/`)."""
+    from data_prep.cohort import prepare_from_tables
+
+    out = cfg.output_dir / "prepared"
+    stage_cfg = {"source": cfg.source, "labels": _asdict(cfg.labels), "cohort": _asdict(cfg.cohort)}
+    if cfg.source == "synthetic":
+        generate(cfg, force=force, progress=progress)
+    if cfg.source in ("synthetic", "mimic3"):
+        extracted = extract(cfg, force=force, progress=progress)
+        inputs = {"extracted": stage_fingerprint(extracted)}
+    elif cfg.source == "physionet2019":
+        if not cfg.data_dir.exists():
+            raise PipelineError(f"data_dir {cfg.data_dir} does not exist")
+        inputs = {"data_dir": hash_path(cfg.data_dir)}
+    else:  # pragma: no cover - config validation rejects other sources
+        raise PipelineError(f"unknown source {cfg.source}")
+    stage = Stage("prepare", out, stage_cfg, inputs=inputs, force=force)
+    if stage.is_current():
+        log.info("prepare: %s is current, skipped", out)
+        return out
+    counts: dict[str, Any] = {}
+    with stage.writing(counts) as tmp:
+        if cfg.source == "physionet2019":
+            from data_prep.sources.physionet2019 import PhysioNetParams, read_physionet2019
+
+            tables = read_physionet2019(cfg.data_dir, PhysioNetParams(on_bad_rows=cfg.labels.on_bad_rows),
+                                        progress=progress)
+            result = prepare_from_tables(
+                stays=tables.stays, onsets=tables.onsets, labels_hourly=tables.labels_hourly,
+                diagnoses=tables.diagnoses, observations=tables.observations, params=cfg.cohort, out_dir=tmp,
+                dropped_values=tables.dropped_values, source_attrition=list(tables.source_attrition),
+            )
+        else:
+            from data_prep.observations import observations_from_extracted
+            from data_prep.sepsis3 import derive_labels
+
+            labels_hourly, onsets, label_counts = derive_labels(extracted, cfg.labels, progress=progress)
+            stays = pd.read_parquet(extracted / "stays.parquet")
+            diagnoses = pd.read_parquet(extracted / "diagnoses.parquet")
+            observations, dropped = observations_from_extracted(extracted, stays, progress=progress)
+            extraction = json.loads((extracted / "manifest.json").read_text()).get("counts", {})
+            result = prepare_from_tables(
+                stays=stays, onsets=onsets, labels_hourly=labels_hourly, diagnoses=diagnoses,
+                observations=observations, params=cfg.cohort, out_dir=tmp, dropped_values=dropped,
+                source_attrition=[{"step": "sepsis-3 labels", "detail": label_counts},
+                                  {"step": "extraction", "detail": extraction}],
+            )
+        counts.update(_prepare_counts(result))
+    return out
+
+
+def _prepare_counts(attrition: dict) -> dict[str, Any]:
+    """The headline numbers of a prepared cohort, for the manifest."""
+    steps = attrition.get("steps", [])
+    last = steps[-1] if steps else {}
+    return {"cases": last.get("cases"), "controls": last.get("controls"), "remaining": last.get("remaining"),
+            "prevalence": attrition.get("prevalence"), "split_counts": attrition.get("split_counts")}
+
+
+def describe_prepared(prepared: Path) -> str:
+    """A short text summary of a prepared cohort (printed by `sepsis prepare`)."""
+    cohort = pd.read_parquet(prepared / "cohort.parquet")
+    n_case = int((cohort["label"] == 1).sum())
+    n_ctrl = int((cohort["label"] == 0).sum())
+    prev = n_case / max(len(cohort), 1)
+    lines = [f"cohort: {n_case} cases, {n_ctrl} controls, prevalence {prev:.3f}"]
+    att = prepared / "attrition.json"
+    if att.exists():
+        data = json.loads(att.read_text())
+        steps = data.get("steps", data) if isinstance(data, dict) else data
+        if isinstance(steps, list):
+            lines.append("attrition:")
+            for s in steps:
+                if isinstance(s, dict) and "step" in s:
+                    lines.append(f"  {s['step']:<48} removed {s.get('removed', ''):>7}  remaining {s.get('remaining', ''):>7}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One training unit: a learner fitted at one horizon for one split seed."""
+
+    learner: str
+    regime: str
+    horizon: int  # horizon the model is trained at (0 for train_once)
+    seed: int
+
+    def folder(self, models_dir: Path) -> Path:
+        return models_dir / self.learner / self.regime / f"h{self.horizon}" / f"seed{self.seed}"
+
+
+def plan_units(cfg: RunConfig) -> list[Unit]:
+    """Every (learner, regime, horizon, seed) the config asks for."""
+    units = []
+    horizons = tuple(cfg.train.horizons)
+    for seed in split_seeds(cfg):
+        for learner in cfg.train.per_horizon:
+            for h in horizons:
+                units.append(Unit(learner, "per_horizon", h, seed))
+        for learner in cfg.train.train_once:
+            units.append(Unit(learner, "train_once", 0, seed))
+    return units
+
+
+def make_learner(cfg: RunConfig, name: str, seed: int, progress: bool):
+    """A fresh estimator for learner `name` with the config's parameters."""
+    from sepsis.config import _learner_classes
+
+    cls = _learner_classes()[name]
+    params = dict(cfg.learners.get(name, {}))
+    import inspect
+
+    sig = inspect.signature(cls.__init__).parameters
+    if "progress" in sig and "progress" not in params:
+        params["progress"] = progress
+    if "seed" in sig and "seed" not in params:
+        params["seed"] = seed
+    return cls(**params)
+
+
+def _set_threads(n: int) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except Exception:  # pragma: no cover
+        pass
+
+
+def train(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Fit every planned unit (skipping current ones) and write test-split predictions."""
+    from tqdm.auto import tqdm
+
+    from data_prep.dataset import CohortDataset
+
+    prepared = cfg.output_dir / "prepared"
+    if not (prepared / "manifest.json").exists():
+        raise PipelineError(f"no prepared cohort at {prepared}: run `sepsis prepare --config {cfg.config_file}` first")
+    _set_threads(cfg.train.threads)
+    ds = CohortDataset.load(prepared)
+    models_dir = cfg.output_dir / "models"
+    units = plan_units(cfg)
+    prepared_fp = stage_fingerprint(prepared)
+    t0 = time.time()
+    bar = tqdm(units, desc="train", unit="model", disable=not progress)
+    for unit in bar:
+        bar.set_postfix_str(f"{unit.learner} {unit.regime} h{unit.horizon} seed{unit.seed}")
+        _train_unit(cfg, ds, unit, models_dir, prepared_fp, force=force, progress=progress)
+    log.info("train: %d units in %.1f s", len(units), time.time() - t0)
+    preds = collect_predictions(models_dir, units)
+    if len(preds):
+        print("\nTest-split AUPRC (point estimates, mean over split seeds; `sepsis report` adds bootstrap CIs):")
+        print(point_summary(preds).to_string())
+    return models_dir
+
+
+def point_summary(preds: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
+    """Learner x horizon table of a metric's point estimate, averaged over split seeds."""
+    from sepsis.evaluation.metrics import auprc, auroc
+
+    fn = auprc if metric == "auprc" else auroc
+    rows = []
+    for (learner, regime, h, seed), g in preds.groupby(["learner", "regime", "horizon", "seed"]):
+        ok = np.isfinite(g["score"].to_numpy(float))
+        y, sc = g["y_true"].to_numpy()[ok], g["score"].to_numpy(float)[ok]
+        val = fn(y, sc) if len(y) and 0 < y.sum() < len(y) else np.nan
+        rows.append({"learner": f"{learner} ({regime})", "horizon": int(h), "seed": seed, metric: val})
+    df = pd.DataFrame(rows).groupby(["learner", "horizon"])[metric].mean().unstack("horizon")
+    df.columns = [f"{c}h" for c in df.columns]
+    return df.round(3)
+
+
+def _unit_config(cfg: RunConfig, unit: Unit) -> dict[str, Any]:
+    return {
+        "unit": dataclasses.asdict(unit),
+        "learner_params": cfg.learners.get(unit.learner, {}),
+        "horizons": list(cfg.train.horizons),
+        "shuffle_train_labels": cfg.train.shuffle_train_labels,
+        "mgp_search_trials": cfg.train.mgp_search_trials if unit.learner == "mgp_tcn" else 0,
+    }
+
+
+def _view(ds, learner_view: str, h: int, split: str | None, seed: int):
+    return ds.irregular(h, split=split, seed=seed) if learner_view == "irregular" else ds.grid(h, split=split, seed=seed)
+
+
+def _train_unit(cfg: RunConfig, ds, unit: Unit, models_dir: Path, prepared_fp: str,
+                force: bool, progress: bool) -> Path:
+    out = unit.folder(models_dir)
+    stage = Stage("train", out, _unit_config(cfg, unit), inputs={"prepared": prepared_fp}, force=force)
+    if stage.is_current():
+        return out
+    horizons = [unit.horizon] if unit.regime == "per_horizon" else list(cfg.train.horizons)
+    counts: dict[str, Any] = {}
+    with stage.writing(counts) as tmp:
+        rows = []
+        if unit.learner == "sofa":
+            rows = _sofa_scores(cfg, ds, unit, horizons)
+        else:
+            learner = make_learner(cfg, unit.learner, unit.seed, progress)
+            X_tr, y_tr = _view(ds, learner.view, unit.horizon, "train", unit.seed)
+            X_va, y_va = _view(ds, learner.view, unit.horizon, "val", unit.seed)
+            if cfg.train.shuffle_train_labels:
+                y_tr = np.random.default_rng(unit.seed).permutation(y_tr)
+            if unit.learner == "mgp_tcn" and cfg.train.mgp_search_trials > 0:
+                from models.mgp_tcn import search_hyperparameters
+
+                best, trials = search_hyperparameters(X_tr, y_tr, X_va, y_va,
+                                                      n_trials=cfg.train.mgp_search_trials, seed=unit.seed)
+                trials.to_csv(tmp / "search_trials.csv", index=False)
+                learner.set_params(**best)
+            t_fit = time.time()
+            learner.fit(X_tr, y_tr, X_val=X_va, y_val=y_va)
+            counts["fit_seconds"] = round(time.time() - t_fit, 2)
+            counts["n_train"] = int(len(y_tr))
+            counts["n_val"] = int(len(y_va))
+            learner.save(tmp / "model")
+            hist = getattr(learner, "history_", None)
+            if hist is not None and len(hist):
+                hist = pd.DataFrame(hist)
+                hist["learner"], hist["regime"], hist["horizon"], hist["seed"] = (
+                    unit.learner, unit.regime, unit.horizon, unit.seed)
+                hist.to_parquet(tmp / "history.parquet", index=False)
+            from sepsis.evaluation.metrics import auprc
+
+            val_scores = learner.predict_proba(X_va)[:, 1]
+            counts["val_auprc"] = float(auprc(y_va, val_scores))
+            # the test split is read only here, after the model and its hyperparameters are fixed
+            for h in horizons:
+                X_te, y_te = _view(ds, learner.view, h, "test", unit.seed)
+                scores = learner.predict_proba(X_te)[:, 1]
+                rows.append(_pred_frame(unit, h, X_te.stay_id, y_te, scores))
+        preds = pd.concat(rows, ignore_index=True)
+        preds.to_parquet(tmp / "predictions.parquet", index=False)
+        counts["n_test"] = int(preds["stay_id"].nunique())
+    return out
+
+
+def _pred_frame(unit: Unit, h: int, stay_id, y, scores, external: bool = False) -> pd.DataFrame:
+    return pd.DataFrame({
+        "learner": unit.learner,
+        "horizon": np.int32(h),
+        "seed": np.int32(unit.seed),
+        "stay_id": np.asarray(stay_id, dtype=np.int64),
+        "y_true": np.asarray(y, dtype=np.int8),
+        "score": np.asarray(scores, dtype=np.float64),
+        "regime": unit.regime,
+        "external": external,
+    })
+
+
+def _sofa_scores(cfg: RunConfig, ds, unit: Unit, horizons: list[int]) -> list[pd.DataFrame]:
+    """The clinical baseline: SOFA increase at prediction time (no training)."""
+    from models.baselines import sofa_increase_scores
+
+    labels_hourly = pd.read_parquet(cfg.output_dir / "prepared" / "labels_hourly.parquet",
+                                    columns=["stay_id", "hour", "sofa"])
+    cohort = ds.cohort.set_index("stay_id")
+    ids = ds.stays_in("test", unit.seed)
+    sub = cohort.loc[ids]
+    rows = []
+    for h in horizons:
+        scores = sofa_increase_scores(labels_hourly, ids, sub["onset_hour"].to_numpy(float) - h,
+                                      window_hours=cfg.cohort.window_hours)
+        rows.append(_pred_frame(unit, h, ids, sub["label"].to_numpy(), scores))
+    return rows
+
+
+def collect_predictions(models_dir: Path, units: list[Unit] | None = None) -> pd.DataFrame:
+    """Concatenate the test-split predictions of finished training units."""
+    files = ([u.folder(models_dir) / "predictions.parquet" for u in units] if units is not None
+             else sorted(models_dir.rglob("predictions.parquet")))
+    frames = [pd.read_parquet(f) for f in files if f.exists()]
+    if not frames:
+        return pd.DataFrame(columns=["learner", "horizon", "seed", "stay_id", "y_true", "score", "regime", "external"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def collect_histories(models_dir: Path) -> pd.DataFrame:
+    frames = [pd.read_parquet(f) for f in sorted(models_dir.rglob("history.parquet"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate / report
+# ---------------------------------------------------------------------------------------
+
+
+def evaluate(cfg: RunConfig, force: bool = False, progress: bool = True, models_run: Path | None = None) -> Path:
+    """Metrics with bootstrap CIs for every learner, regime and horizon (`evaluation/`)."""
+    from sepsis.evaluation.metrics import metrics_table, paired_differences, summarise_over_seeds
+
+    models_dir = cfg.output_dir / "models"
+    if models_run is not None:
+        models_dir = _external_predictions(cfg, Path(models_run), progress=progress)
+    if not models_dir.exists():
+        raise PipelineError(f"no trained models at {models_dir}: run `sepsis train` first")
+    units = None if models_run is not None else [u for u in plan_units(cfg)]
+    preds = collect_predictions(models_dir, units)
+    if preds.empty:
+        raise PipelineError(f"no predictions under {models_dir}: run `sepsis train` first")
+    out = cfg.output_dir / ("evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}")
+    fp = {"predictions": str(pd.util.hash_pandas_object(preds, index=False).sum())}
+    stage = Stage("evaluate", out, {"evaluate": _asdict(cfg.evaluate)}, inputs=fp, force=force)
+    if stage.is_current():
+        return out
+    counts: dict[str, Any] = {}
+    with stage.writing(counts) as tmp:
+        table = metrics_table(preds, n_resamples=cfg.evaluate.n_bootstrap, seed=cfg.evaluate.bootstrap_seed)
+        summary = summarise_over_seeds(table)
+        diffs = paired_differences(preds, n_resamples=cfg.evaluate.n_bootstrap, seed=cfg.evaluate.bootstrap_seed)
+        preds.to_parquet(tmp / "predictions.parquet", index=False)
+        table.to_csv(tmp / "metrics.csv", index=False)
+        summary.to_csv(tmp / "summary.csv", index=False)
+        diffs.to_csv(tmp / "paired_differences.csv", index=False)
+        counts.update({"n_predictions": int(len(preds)), "n_metric_rows": int(len(table))})
+    from sepsis.evaluation.report import format_summary_table
+
+    print(format_summary_table(summary))
+    return out
+
+
+def report(cfg: RunConfig, force: bool = False, models_run: Path | None = None) -> Path:
+    """Render report.md / report.html with tables and plots (`reports/`)."""
+    from sepsis.evaluation.report import write_report
+
+    ev = cfg.output_dir / ("evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}")
+    if not (ev / "manifest.json").exists():
+        raise PipelineError(f"no evaluation at {ev}: run `sepsis evaluate` first")
+    out = cfg.output_dir / ("reports" if models_run is None else f"reports-external-{Path(models_run).name}")
+    stage = Stage("report", out, {"name": cfg.name}, inputs={"evaluation": stage_fingerprint(ev)}, force=force)
+    if stage.is_current():
+        return out
+    preds = pd.read_parquet(ev / "predictions.parquet")
+    metrics = pd.read_csv(ev / "metrics.csv")
+    summary = pd.read_csv(ev / "summary.csv")
+    context = report_context(cfg, ev, models_run)
+    with stage.writing({}) as tmp:
+        write_report(tmp, preds, metrics, summary, context)
+    return out
+
+
+def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[str, Any]:
+    """Everything the report shows besides the metrics: cohort, attrition, labels, timings."""
+    prepared = cfg.output_dir / "prepared"
+    ctx: dict[str, Any] = {
+        "name": cfg.name,
+        "source": cfg.source,
+        "config_hash": cfg.section_hash("source", "synthetic", "labels", "cohort", "train",
+                                        "mgp_tcn", "dtw_knn", "logreg", "gbm", "evaluate"),
+        "config": cfg.to_dict(),
+        "external": models_run is not None,
+        "models_run": str(models_run) if models_run else None,
+    }
+    ctx["command"] = _stage_commands(cfg)
+    ctx["wall_seconds"] = _stage_times(cfg)
+    if (prepared / "attrition.json").exists():
+        att = json.loads((prepared / "attrition.json").read_text())
+        ctx["attrition"] = att.get("steps", att) if isinstance(att, dict) else att
+        ctx["attrition_full"] = att
+    for name in ("cohort", "onsets", "splits"):
+        f = prepared / f"{name}.parquet"
+        if f.exists():
+            ctx[name] = pd.read_parquet(f)
+    hist = collect_histories(cfg.output_dir / "models")
+    if not hist.empty:
+        ctx["history"] = hist
+    diffs = ev / "paired_differences.csv"
+    if diffs.exists():
+        ctx["paired_differences"] = pd.read_csv(diffs)
+    return ctx
+
+
+def _stage_commands(cfg: RunConfig) -> dict[str, str]:
+    out = {}
+    for stage in ("prepared", "models", "evaluation"):
+        for m in sorted((cfg.output_dir / stage).rglob("manifest.json"))[:1] if (cfg.output_dir / stage).exists() else []:
+            out[stage] = json.loads(m.read_text()).get("command", "")
+    return out
+
+
+def _stage_times(cfg: RunConfig) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for stage in ("extracted", "prepared", "models", "evaluation"):
+        d = cfg.output_dir / stage
+        if d.exists():
+            out[stage] = round(sum(json.loads(m.read_text()).get("wall_seconds", 0.0) for m in d.rglob("manifest.json")), 1)
+    return out
+
+
+def _external_predictions(cfg: RunConfig, models_run: Path, progress: bool) -> Path:
+    """Apply another run's fitted models to every stay of this config's cohort (external validation).
+
+    The other run's training-split normalisation (per split seed) and variable set are used,
+    so the models see inputs scaled exactly as in training; a variable this source lacks is
+    never observed (the views impute it as 0, the training mean). Predictions carry
+    `external = True` and go to `<output_dir>/external/<run name>/`.
+    """
+    from tqdm.auto import tqdm
+
+    from data_prep.dataset import CohortDataset
+    from sepsis.config import _learner_classes
+
+    prepared = cfg.output_dir / "prepared"
+    if not (prepared / "manifest.json").exists():
+        raise PipelineError(f"no prepared cohort at {prepared}: run `sepsis prepare --config {cfg.config_file}` first")
+    norm = models_run / "prepared" / "normalisation.parquet"
+    if not norm.exists():
+        raise PipelineError(f"{models_run}: no prepared/normalisation.parquet; expected the output_dir of a trained run")
+    if models_run.resolve() == cfg.output_dir.resolve():
+        raise PipelineError("--models points at this run itself; external validation needs another run")
+    model_dirs = sorted(p.parent for p in (models_run / "models").glob("*/*/h*/seed*/model/"))
+    if not model_dirs:
+        raise PipelineError(f"{models_run}/models holds no fitted models: run `sepsis train` there first")
+    ds = CohortDataset.load(prepared, normalisation_override=norm)
+    classes = _learner_classes()
+    out_root = cfg.output_dir / "external" / models_run.name
+    fp = {"models_run": stage_fingerprint(models_run / "prepared"), "prepared": stage_fingerprint(prepared)}
+    for unit_dir in tqdm(model_dirs, desc="external", unit="model", disable=not progress):
+        learner, regime, hdir, sdir = unit_dir.parts[-4:]
+        unit = Unit(learner, regime, int(hdir[1:]), int(sdir[4:]))
+        if learner not in classes:
+            continue
+        out = unit.folder(out_root)
+        man = json.loads((unit_dir / "manifest.json").read_text()) if (unit_dir / "manifest.json").exists() else {}
+        stage = Stage("external", out, {"unit": dataclasses.asdict(unit), "model_config": man.get("config_hash")},
+                      inputs=fp)
+        if stage.is_current():
+            continue
+        model = classes[learner].load(unit_dir / "model")
+        horizons = [unit.horizon] if regime == "per_horizon" else list(cfg.train.horizons)
+        with stage.writing({}) as tmp:
+            rows = []
+            for h in horizons:
+                X, y = _view(ds, model.view, h, "all", unit.seed)
+                rows.append(_pred_frame(unit, h, X.stay_id, y, model.predict_proba(X)[:, 1], external=True))
+            pd.concat(rows, ignore_index=True).to_parquet(tmp / "predictions.parquet", index=False)
+    return out_root
