@@ -30,7 +30,24 @@ def _dtw_knn():
     return cls(**kw)
 
 
-FACTORIES = [pytest.param(_mgp_tcn, id="mgp_tcn"), pytest.param(_dtw_knn, id="dtw_knn")]
+def _logreg():
+    from models.baselines import LogisticRegressionBaseline
+
+    return LogisticRegressionBaseline()
+
+
+def _gbm():
+    from models.baselines import GradientBoostingBaseline
+
+    return GradientBoostingBaseline(min_samples_leaf=3, max_iter=30)
+
+
+FACTORIES = [
+    pytest.param(_mgp_tcn, id="mgp_tcn"),
+    pytest.param(_dtw_knn, id="dtw_knn"),
+    pytest.param(_logreg, id="logreg"),
+    pytest.param(_gbm, id="gbm"),
+]
 
 
 def _views(learner, seed=0, n=24):
