@@ -373,16 +373,20 @@ def read_physionet2019(
     tables.bad_rows = bad_msgs
     tables.attrition = [
         {"step": "members found", "count": n_members, "detail": f".psv files in {path}"},
-        {"step": "members read", "count": len(names), "detail": "limit" if limit else "all"},
+        {
+            "step": "members read",
+            "count": len(names),
+            "detail": f"first {limit} by name" if limit else "all",
+        },
         {
             "step": "files with a bad header skipped",
             "count": counts["bad_header_files"],
-            "detail": "on_bad_rows=skip-and-count",
+            "detail": f"on_bad_rows={params.on_bad_rows}",
         },
         {
             "step": "bad rows skipped",
             "count": counts["bad_rows"],
-            "detail": "on_bad_rows=skip-and-count",
+            "detail": f"on_bad_rows={params.on_bad_rows}",
         },
         {
             "step": "files without rows",
