@@ -196,11 +196,9 @@ def test_synthetic_onsets_match_design(tmp_path):
     except ImportError as e:
         pytest.skip(f"data_prep.sources.synthetic not importable: {e}")
     mimic3 = _reader()
-    params = synthetic.SyntheticParams(**({"n_stays": 40} if "n_stays" in
-                                          synthetic.SyntheticParams.__dataclass_fields__ else {}))
+    params = synthetic.SyntheticParams(n_patients=60)
     raw = tmp_path / "raw"
-    raw.mkdir()
-    synthetic.generate(params, raw)
+    synthetic.generate(raw, params, progress=False)
     ext = tmp_path / "extracted"
     mimic3.extract(raw, ext, mimic3.ReaderParams(), progress=False)
     _, onsets, _ = derive_labels(ext, LabelParams(), progress=False)
