@@ -570,13 +570,8 @@ class _Rows:
         n = max((len(v) for v in cols.values() if isinstance(v, np.ndarray)), default=1)
         if n == 0:
             return
-        for k, v in cols.items():
-            arr = (
-                v
-                if isinstance(v, np.ndarray)
-                else np.full(n, v, dtype=object if isinstance(v, str) else None)
-            )
-            self.cols.setdefault(k, []).append((self.n, arr))
+        for k, v in cols.items():  # scalars are broadcast when the block is assembled
+            self.cols.setdefault(k, []).append((self.n, n, v))
         self.n += n
 
     def frame(self, first_row_id: int) -> pd.DataFrame:
@@ -598,8 +593,8 @@ class _Rows:
                 full = np.full(self.n, -1, dtype=np.int64)
             else:
                 full = np.full(self.n, None, dtype=object)
-            for start, arr in parts:
-                full[start : start + len(arr)] = arr
+            for start, m, arr in parts:
+                full[start : start + m] = arr
             if kind == "ts":
                 full = pd.Series(full.astype("datetime64[ns]")).dt.strftime(TS_FMT).to_numpy(object)
             elif kind == "int":
