@@ -272,7 +272,8 @@ def _respiration_events(chart: pd.DataFrame, lab: pd.DataFrame, params: LabelPar
     g["fio2"] = g["fio2"].fillna(DEFAULT_FIO2)
     vent = vent.sort_values("t_us").assign(vent_t=lambda d: d["t_us"])
     g = pd.merge_asof(g, vent, on="t_us", by="stay_id", direction="backward",
-                      tolerance=int(V.VENT_HOLD_HOURS * US_PER_HOUR))
+                      # [t, t + 8 h): merge_asof's tolerance is inclusive, times are integer us
+                      tolerance=int(V.VENT_HOLD_HOURS * US_PER_HOUR) - 1)
     pf = g["valuenum"].to_numpy(float) / g["fio2"].to_numpy(float)
     return pd.DataFrame({"idx": g["idx"].to_numpy(), "t_us": g["t_us"].to_numpy(),
                          "score": score_respiration(pf, g["vent_t"].notna().to_numpy())})
@@ -335,6 +336,13 @@ def hourly_sofa(
     has_times = st["intime"].notna() & st["outtime"].notna()
     _count(counts, "stays_without_times", (~has_times).sum())
     grid = _Grid(st[has_times], lookback, pre_hours)
+    if not has_times.all():  # their events are left out with them (and counted), not an error
+        timeless = st.loc[~has_times, "stay_id"].to_numpy()
+        for name, frame in (("chart", chart), ("lab", lab), ("urine", urine), ("vasopressors", vasopressors)):
+            drop = frame["stay_id"].isin(timeless)
+            _count(counts, f"{name}_rows_of_stays_without_times", drop.sum())
+        chart, lab, urine, vasopressors = (f[~f["stay_id"].isin(timeless)]
+                                           for f in (chart, lab, urine, vasopressors))
     _count(counts, "stays_without_hours", (grid.n_hours == 0).sum())
 
     chart = _point_events(chart, "chart", grid, params, counts)

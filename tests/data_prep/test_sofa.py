@@ -477,14 +477,6 @@ def test_ventilation_hold_window(vent_t, expected):
     assert got == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "variables.VENT_HOLD_HOURS documents ventilation on the half-open [t, t + 8 h), but "
-        "sofa._respiration_events uses merge_asof tolerance (inclusive), so a gas exactly 8 h "
-        "after the ventilator row is still scored as ventilated"
-    ),
-)
 def test_ventilation_hold_is_half_open_at_exactly_8h():
     got, _ = _resp(45.0, [(GAS_T - 1, 223835, 100.0)], vent_t=GAS_T - 8.0, los=14)
     assert got == 2  # [t, t + 8 h) excludes t + 8 h: not ventilated -> capped at 2
@@ -728,16 +720,6 @@ def test_lab_row_of_unknown_stay_raises_naming_table_and_column():
     assert counts["lab_rows_unknown_stay"] == 1 and series(df, "sofa") == [0, 0, 0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason=(
-        "hourly_sofa leaves stays without intime/outtime out of the grid (sofa.py lines 335-337) "
-        "but then validates their event rows against that grid, so their rows raise 'stay_id not "
-        "in stays' in the default on_bad_rows='error' mode; the MIMIC-III reader keeps ICUSTAYS "
-        "rows with a null OUTTIME and assigns chart/lab rows to them"
-    ),
-)
 def test_stay_without_outtime_is_left_out_not_an_error():
     stays = make_stays([10, 10])
     stays.loc[1, "outtime"] = pd.NaT
