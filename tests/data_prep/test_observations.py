@@ -80,3 +80,16 @@ def test_observations_missing_column_is_named(tmp_path):
 
 def test_variable_order_puts_dictionary_first():
     assert variable_order(["zzz", "sbp", "heart_rate"]) == ("heart_rate", "sbp", "zzz")
+
+
+def test_anion_gap_is_matched_and_item_ids_are_unambiguous():
+    """The reference code never matched anion gap (wrong ITEMID); LABEVENTS 50868 is it."""
+    from data_prep.concepts.variables import VARIABLES
+
+    lab = pd.DataFrame({"stay_id": [1], "time": [T0 + pd.Timedelta(hours=2)], "itemid": [50868],
+                        "valuenum": [14.0]})
+    obs, _ = observations_from_frames(_chart().iloc[:0], lab, _stays())
+    assert obs[["variable", "value"]].values.tolist() == [["anion_gap", 14.0]]
+    for table in ("chartevents", "labevents"):
+        ids = [i for v in VARIABLES if v.table == table for i in v.itemids]
+        assert len(ids) == len(set(ids)), f"an ITEMID of {table} maps to two variables"
