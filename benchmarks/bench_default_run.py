@@ -29,7 +29,9 @@ def _stage_seconds(run: Path) -> dict[str, float]:
     for stage in ("extracted", "prepared", "models", "evaluation", "reports"):
         d = run / stage
         if d.exists():
-            out[stage] = sum(json.loads(m.read_text()).get("wall_seconds", 0.0) for m in d.rglob("manifest.json"))
+            out[stage] = sum(
+                json.loads(m.read_text()).get("wall_seconds", 0.0) for m in d.rglob("manifest.json")
+            )
     return out
 
 
@@ -40,8 +42,15 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data, run = Path(tmp) / "db", Path(tmp) / "run"
-        cmd = [str(Path(sys.executable).parent / "sepsis"), "run", "--config", args.config, "--no-progress",
-               f"data_dir={data}", f"output_dir={run}"]
+        cmd = [
+            str(Path(sys.executable).parent / "sepsis"),
+            "run",
+            "--config",
+            args.config,
+            "--no-progress",
+            f"data_dir={data}",
+            f"output_dir={run}",
+        ]
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.time() - t0
@@ -51,7 +60,7 @@ def main() -> int:
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         stages = _stage_seconds(run)
         gen = json.loads((data / "manifest.json").read_text()).get("wall_seconds", 0.0)
-        summary = proc.stdout[proc.stdout.find("AUPRC (mean"):]
+        summary = proc.stdout[proc.stdout.find("AUPRC (mean") :]
     lines = [
         "# The embedded default run, end to end",
         "",

@@ -34,8 +34,23 @@ sys.path.insert(0, str(ROOT))
 
 from data_prep.concepts import variables as V  # noqa: E402
 
-CHART_COLUMNS = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "ICUSTAY_ID", "ITEMID", "CHARTTIME", "STORETIME", "CGID",
-                 "VALUE", "VALUENUM", "VALUEUOM", "WARNING", "ERROR", "RESULTSTATUS", "STOPPED"]
+CHART_COLUMNS = [
+    "ROW_ID",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "ICUSTAY_ID",
+    "ITEMID",
+    "CHARTTIME",
+    "STORETIME",
+    "CGID",
+    "VALUE",
+    "VALUENUM",
+    "VALUEUOM",
+    "WARNING",
+    "ERROR",
+    "RESULTSTATUS",
+    "STOPPED",
+]
 N_STAYS = 20_000
 CHUNK = 1_000_000
 T0 = np.datetime64("2150-01-01T00:00:00", "s")
@@ -45,9 +60,14 @@ def _stays(n_stays: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     subject = np.arange(n_stays, dtype=np.int64) + 10_000
     intime = T0 + rng.integers(0, 50 * 365 * 86400, n_stays).astype("timedelta64[s]")
     los_s = rng.integers(12 * 3600, 20 * 86400, n_stays)
-    return {"subject": subject, "hadm": subject + 100_000, "stay": subject + 200_000,
-            "intime": intime, "outtime": intime + los_s.astype("timedelta64[s]"),
-            "mv": rng.random(n_stays) < 0.5}
+    return {
+        "subject": subject,
+        "hadm": subject + 100_000,
+        "stay": subject + 200_000,
+        "intime": intime,
+        "outtime": intime + los_s.astype("timedelta64[s]"),
+        "mv": rng.random(n_stays) < 0.5,
+    }
 
 
 def _write_companions(folder: Path, st: dict[str, np.ndarray]) -> None:
@@ -57,11 +77,15 @@ def _write_companions(folder: Path, st: dict[str, np.ndarray]) -> None:
     def fmt(t: np.ndarray) -> list[str]:
         return [str(x).replace("T", " ") for x in t]
 
-    rows = ["ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,DBSOURCE,FIRST_CAREUNIT,LAST_CAREUNIT,FIRST_WARDID,"
-            "LAST_WARDID,INTIME,OUTTIME,LOS"]
+    rows = [
+        "ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,DBSOURCE,FIRST_CAREUNIT,LAST_CAREUNIT,FIRST_WARDID,"
+        "LAST_WARDID,INTIME,OUTTIME,LOS"
+    ]
     for i, (a, b) in enumerate(zip(fmt(st["intime"]), fmt(st["outtime"]), strict=True)):
         db = "metavision" if st["mv"][i] else "carevue"
-        rows.append(f"{i},{st['subject'][i]},{st['hadm'][i]},{st['stay'][i]},{db},MICU,MICU,1,1,{a},{b},1.0")
+        rows.append(
+            f"{i},{st['subject'][i]},{st['hadm'][i]},{st['stay'][i]},{db},MICU,MICU,1,1,{a},{b},1.0"
+        )
     (folder / "ICUSTAYS.csv").write_text("\n".join(rows) + "\n")
     rows = ["ROW_ID,SUBJECT_ID,GENDER,DOB,DOD,DOD_HOSP,DOD_SSN,EXPIRE_FLAG"]
     for i in range(n):
@@ -76,7 +100,7 @@ def _write_companions(folder: Path, st: dict[str, np.ndarray]) -> None:
         "LABEVENTS": "ROW_ID,SUBJECT_ID,HADM_ID,ITEMID,CHARTTIME,VALUE,VALUENUM,VALUEUOM,FLAG",
         "OUTPUTEVENTS": "ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,CHARTTIME,ITEMID,VALUE,VALUEUOM",
         "INPUTEVENTS_MV": "ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,STARTTIME,ENDTIME,ITEMID,RATE,RATEUOM,"
-                          "PATIENTWEIGHT,STATUSDESCRIPTION",
+        "PATIENTWEIGHT,STATUSDESCRIPTION",
         "INPUTEVENTS_CV": "ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,CHARTTIME,ITEMID,RATE,RATEUOM",
         "PRESCRIPTIONS": "ROW_ID,SUBJECT_ID,HADM_ID,ICUSTAY_ID,STARTDATE,ENDDATE,DRUG_TYPE,DRUG,ROUTE",
         "MICROBIOLOGYEVENTS": "ROW_ID,SUBJECT_ID,HADM_ID,CHARTDATE,CHARTTIME,SPEC_ITEMID,SPEC_TYPE_DESC",
@@ -86,40 +110,125 @@ def _write_companions(folder: Path, st: dict[str, np.ndarray]) -> None:
         (folder / f"{name}.csv").write_text(header + "\n")
 
 
-def _chart_chunk(start: int, n: int, st: dict[str, np.ndarray], rng: np.random.Generator) -> pa.Table:
+def _chart_chunk(
+    start: int, n: int, st: dict[str, np.ndarray], rng: np.random.Generator
+) -> pa.Table:
     """n CHARTEVENTS rows: ~65% needed ITEMIDs, numeric values with some text, MIMIC column set."""
     needed = np.array(sorted(V.chart_itemids_needed()), np.int64)
-    other = np.array([2, 3, 5, 26, 31, 32, 80, 87, 113, 161, 184 + 1000, 212, 432, 467, 547, 550, 593, 599,
-                      617, 640, 644, 674, 707, 1125, 1126, 1484, 3353, 3450, 5815, 5817, 5819, 5820, 8549,
-                      220046, 220047, 220048, 223751, 223752, 223791, 223792, 223794, 223795, 224015, 224054,
-                      224055, 224056, 224058, 224059, 224080, 224082, 224084, 224086, 224087, 224088, 224089,
-                      224093, 226531, 227944, 228096], np.int64)
+    other = np.array(
+        [
+            2,
+            3,
+            5,
+            26,
+            31,
+            32,
+            80,
+            87,
+            113,
+            161,
+            184 + 1000,
+            212,
+            432,
+            467,
+            547,
+            550,
+            593,
+            599,
+            617,
+            640,
+            644,
+            674,
+            707,
+            1125,
+            1126,
+            1484,
+            3353,
+            3450,
+            5815,
+            5817,
+            5819,
+            5820,
+            8549,
+            220046,
+            220047,
+            220048,
+            223751,
+            223752,
+            223791,
+            223792,
+            223794,
+            223795,
+            224015,
+            224054,
+            224055,
+            224056,
+            224058,
+            224059,
+            224080,
+            224082,
+            224084,
+            224086,
+            224087,
+            224088,
+            224089,
+            224093,
+            226531,
+            227944,
+            228096,
+        ],
+        np.int64,
+    )
     stay_i = rng.integers(0, len(st["stay"]), n)
     wanted = rng.random(n) < 0.65
-    itemid = np.where(wanted, needed[rng.integers(0, len(needed), n)], other[rng.integers(0, len(other), n)])
+    itemid = np.where(
+        wanted, needed[rng.integers(0, len(needed), n)], other[rng.integers(0, len(other), n)]
+    )
     span = (st["outtime"][stay_i] - st["intime"][stay_i]).astype(np.int64)
     charttime = st["intime"][stay_i] + (rng.random(n) * span).astype("timedelta64[s]")
     storetime = charttime + rng.integers(0, 3600, n).astype("timedelta64[s]")
     numeric = rng.random(n) < 0.8
     valuenum = np.round(rng.normal(80, 25, n), 1)
     vnum = pa.array(valuenum, mask=~numeric)
-    text_vocab = pa.array(["Normal <3 secs", "Sinus Rhythm", "Oriented x 3", "No Response-ETT", "Assist Control",
-                           "Clear", "Diminished", "None", "Other/Remarks", "Yes"])
+    text_vocab = pa.array(
+        [
+            "Normal <3 secs",
+            "Sinus Rhythm",
+            "Oriented x 3",
+            "No Response-ETT",
+            "Assist Control",
+            "Clear",
+            "Diminished",
+            "None",
+            "Other/Remarks",
+            "Yes",
+        ]
+    )
     text = pc.take(text_vocab, pa.array(rng.integers(0, len(text_vocab), n)))
     value = pc.if_else(pa.array(numeric), pc.cast(vnum.fill_null(0.0), pa.string()), text)
     uom_vocab = pa.array(["bpm", "mmHg", "%", "insp/min", "Deg. F", None])
     mv = st["mv"][stay_i]
-    return pa.table({
-        "ROW_ID": pa.array(np.arange(start, start + n, dtype=np.int64)),
-        "SUBJECT_ID": pa.array(st["subject"][stay_i]), "HADM_ID": pa.array(st["hadm"][stay_i]),
-        "ICUSTAY_ID": pa.array(st["stay"][stay_i]), "ITEMID": pa.array(itemid),
-        "CHARTTIME": pa.array(charttime), "STORETIME": pa.array(storetime),
-        "CGID": pa.array(rng.integers(14000, 21000, n)), "VALUE": value, "VALUENUM": vnum,
-        "VALUEUOM": pc.take(uom_vocab, pa.array(rng.integers(0, len(uom_vocab), n))),
-        "WARNING": pa.array(np.where(mv, 0, 0), mask=~mv), "ERROR": pa.array(np.where(mv, 0, 0), mask=~mv),
-        "RESULTSTATUS": pa.nulls(n, pa.string()),
-        "STOPPED": pc.if_else(pa.array(mv), pa.scalar(None, pa.string()), pa.scalar("NotStopd")),
-    })
+    return pa.table(
+        {
+            "ROW_ID": pa.array(np.arange(start, start + n, dtype=np.int64)),
+            "SUBJECT_ID": pa.array(st["subject"][stay_i]),
+            "HADM_ID": pa.array(st["hadm"][stay_i]),
+            "ICUSTAY_ID": pa.array(st["stay"][stay_i]),
+            "ITEMID": pa.array(itemid),
+            "CHARTTIME": pa.array(charttime),
+            "STORETIME": pa.array(storetime),
+            "CGID": pa.array(rng.integers(14000, 21000, n)),
+            "VALUE": value,
+            "VALUENUM": vnum,
+            "VALUEUOM": pc.take(uom_vocab, pa.array(rng.integers(0, len(uom_vocab), n))),
+            "WARNING": pa.array(np.where(mv, 0, 0), mask=~mv),
+            "ERROR": pa.array(np.where(mv, 0, 0), mask=~mv),
+            "RESULTSTATUS": pa.nulls(n, pa.string()),
+            "STOPPED": pc.if_else(
+                pa.array(mv), pa.scalar(None, pa.string()), pa.scalar("NotStopd")
+            ),
+        }
+    )
 
 
 def generate(folder: Path, n_rows: int, seed: int = 0) -> Path:
@@ -178,7 +287,9 @@ def run_extract(folder: Path, out: Path) -> dict:
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(folder), str(out), str(ROOT)], stdout=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(folder), str(out), str(ROOT)], stdout=subprocess.PIPE
+    )
     stdout = p.stdout.read()  # type: ignore[union-attr]
     _, status, ru = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -216,10 +327,16 @@ NOTES = """## What limits it
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="5000000,20000000", help="comma-separated CHARTEVENTS row counts")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--sizes", default="5000000,20000000", help="comma-separated CHARTEVENTS row counts"
+    )
     ap.add_argument("--full", action="store_true", help="add 50 M rows")
-    ap.add_argument("--workdir", default="/tmp/bench_extract", help="where generated data is cached")
+    ap.add_argument(
+        "--workdir", default="/tmp/bench_extract", help="where generated data is cached"
+    )
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "extract.md"))
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -257,11 +374,17 @@ def main() -> int:
         lines.append(
             f"| {r['n']:,} | {r['gz_mb']:.0f} | {r['chart_s']:.1f} | {r['chart_rows_s']:,.0f} | "
             f"{r['gunzip_rows_s']:,.0f} | {r['chart_rows_s'] / r['gunzip_rows_s']:.2f} | {r['wall']:.1f} | "
-            f"{r['child_maxrss_mb']:,.0f} | {r['chart_kept']:,} |")
+            f"{r['child_maxrss_mb']:,.0f} | {r['chart_kept']:,} |"
+        )
     met_speed = all(r["chart_rows_s"] >= 1e6 for r in results)
     met_mem = all(r["child_maxrss_mb"] < 3000 for r in results)
-    lines += ["", f"Target >= 1,000,000 rows/s: {'met' if met_speed else 'NOT met'}; "
-              f"peak RSS < 3 GB: {'met' if met_mem else 'NOT met'}.", "", NOTES]
+    lines += [
+        "",
+        f"Target >= 1,000,000 rows/s: {'met' if met_speed else 'NOT met'}; "
+        f"peak RSS < 3 GB: {'met' if met_mem else 'NOT met'}.",
+        "",
+        NOTES,
+    ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -59,29 +59,52 @@ class CohortParams:
         if not (0 <= self.min_age <= 120):
             raise ValueError(f"cohort.min_age: expected a number in [0, 120], got {self.min_age!r}")
         if self.dbsource not in ("metavision", "carevue", "all"):
-            raise ValueError(f"cohort.dbsource: expected 'metavision', 'carevue' or 'all', got {self.dbsource!r}")
+            raise ValueError(
+                f"cohort.dbsource: expected 'metavision', 'carevue' or 'all', got {self.dbsource!r}"
+            )
         if not isinstance(self.window_hours, int) or self.window_hours < 1:
-            raise ValueError(f"cohort.window_hours: expected an integer >= 1, got {self.window_hours!r}")
+            raise ValueError(
+                f"cohort.window_hours: expected an integer >= 1, got {self.window_hours!r}"
+            )
         if not self.horizons or any(not isinstance(h, int) or h < 0 for h in self.horizons):
-            raise ValueError(f"cohort.horizons: expected a non-empty list of integers >= 0, got {self.horizons!r}")
+            raise ValueError(
+                f"cohort.horizons: expected a non-empty list of integers >= 0, got {self.horizons!r}"
+            )
         if len(set(self.horizons)) != len(self.horizons):
             raise ValueError(f"cohort.horizons: duplicates in {self.horizons!r}")
         if self.min_onset_hour < max(self.horizons):
-            raise ValueError(f"cohort.min_onset_hour: must be >= the largest horizon ({max(self.horizons)}) so that "
-                             f"every horizon has a window, got {self.min_onset_hour!r}")
-        if self.control_ratio is not None and (not isinstance(self.control_ratio, int) or self.control_ratio < 1):
-            raise ValueError(f"cohort.control_ratio: expected null or an integer >= 1, got {self.control_ratio!r}")
+            raise ValueError(
+                f"cohort.min_onset_hour: must be >= the largest horizon ({max(self.horizons)}) so that "
+                f"every horizon has a window, got {self.min_onset_hour!r}"
+            )
+        if self.control_ratio is not None and (
+            not isinstance(self.control_ratio, int) or self.control_ratio < 1
+        ):
+            raise ValueError(
+                f"cohort.control_ratio: expected null or an integer >= 1, got {self.control_ratio!r}"
+            )
         fr = tuple(self.split_fractions)
         if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] <= 0:
-            raise ValueError(f"cohort.split_fractions: expected three fractions (train, val, test) >= 0 summing to 1 "
-                             f"with train > 0, got {self.split_fractions!r}")
+            raise ValueError(
+                f"cohort.split_fractions: expected three fractions (train, val, test) >= 0 summing to 1 "
+                f"with train > 0, got {self.split_fractions!r}"
+            )
         if not self.split_seeds or len(set(self.split_seeds)) != len(self.split_seeds):
-            raise ValueError(f"cohort.split_seeds: expected a non-empty list of distinct integers, got {self.split_seeds!r}")
+            raise ValueError(
+                f"cohort.split_seeds: expected a non-empty list of distinct integers, got {self.split_seeds!r}"
+            )
         if not isinstance(self.matching_seed, int):
-            raise ValueError(f"cohort.matching_seed: expected an integer, got {self.matching_seed!r}")
-        if not isinstance(self.min_variable_observations, int) or self.min_variable_observations < 0:
-            raise ValueError(f"cohort.min_variable_observations: expected an integer >= 0, "
-                             f"got {self.min_variable_observations!r}")
+            raise ValueError(
+                f"cohort.matching_seed: expected an integer, got {self.matching_seed!r}"
+            )
+        if (
+            not isinstance(self.min_variable_observations, int)
+            or self.min_variable_observations < 0
+        ):
+            raise ValueError(
+                f"cohort.min_variable_observations: expected an integer >= 0, "
+                f"got {self.min_variable_observations!r}"
+            )
 
 
 class _Attrition:
@@ -91,17 +114,26 @@ class _Attrition:
         self.steps: list[dict[str, Any]] = []
         self.alive = pd.Series(True, index=is_case.index)
         self.is_case = is_case
-        self._record("all stays", pd.Series(False, index=is_case.index), "stays given to the cohort stage")
+        self._record(
+            "all stays", pd.Series(False, index=is_case.index), "stays given to the cohort stage"
+        )
 
     def _record(self, step: str, remove: pd.Series, detail: str) -> None:
         rem = remove & self.alive
         self.alive &= ~rem
         rc = int((rem & self.is_case).sum())
-        self.steps.append({
-            "step": step, "removed": int(rem.sum()), "removed_cases": rc, "removed_controls": int(rem.sum()) - rc,
-            "remaining": int(self.alive.sum()), "cases": int((self.alive & self.is_case).sum()),
-            "controls": int((self.alive & ~self.is_case).sum()), "detail": detail,
-        })
+        self.steps.append(
+            {
+                "step": step,
+                "removed": int(rem.sum()),
+                "removed_cases": rc,
+                "removed_controls": int(rem.sum()) - rc,
+                "remaining": int(self.alive.sum()),
+                "cases": int((self.alive & self.is_case).sum()),
+                "controls": int((self.alive & ~self.is_case).sum()),
+                "detail": detail,
+            }
+        )
 
     def remove(self, step: str, remove: pd.Series | np.ndarray, detail: str) -> None:
         if not isinstance(remove, pd.Series):
@@ -109,20 +141,32 @@ class _Attrition:
         self._record(step, remove.reindex(self.alive.index).fillna(False).astype(bool), detail)
 
 
-def _exclusions(stays: pd.DataFrame, onsets: pd.DataFrame, diagnoses: pd.DataFrame,
-                obs_stays: np.ndarray, params: CohortParams) -> tuple[pd.DataFrame, _Attrition]:
+def _exclusions(
+    stays: pd.DataFrame,
+    onsets: pd.DataFrame,
+    diagnoses: pd.DataFrame,
+    obs_stays: np.ndarray,
+    params: CohortParams,
+) -> tuple[pd.DataFrame, _Attrition]:
     s = stays.set_index("stay_id", drop=False)
     if s.index.has_duplicates:
         dup = s.index[s.index.duplicated()][0]
         raise ValueError(f"stays: column 'stay_id' must be unique, {dup} appears more than once")
-    on = onsets.drop_duplicates("stay_id").set_index("stay_id")["onset_hour"] if len(onsets) else pd.Series(dtype=float)
+    on = (
+        onsets.drop_duplicates("stay_id").set_index("stay_id")["onset_hour"]
+        if len(onsets)
+        else pd.Series(dtype=float)
+    )
     s["onset"] = on.reindex(s.index).astype(float)
     is_case = s["onset"].notna()
     att = _Attrition(is_case)
     att.remove("age", ~(s["age"] >= params.min_age), f"age < {params.min_age} or unknown")
     los = s["los_hours"].astype(float)
-    att.remove("times", s["intime"].isna() | s["outtime"].isna() | ~(los > 0),
-               "intime or outtime missing, or length of stay <= 0")
+    att.remove(
+        "times",
+        s["intime"].isna() | s["outtime"].isna() | ~(los > 0),
+        "intime or outtime missing, or length of stay <= 0",
+    )
     if params.dbsource != "all":
         other = (s["source"] != PHYSIONET_SOURCE) & (s["dbsource"] != params.dbsource)
         att.remove("dbsource", other, f"dbsource != {params.dbsource} (PhysioNet stays exempt)")
@@ -130,19 +174,39 @@ def _exclusions(stays: pd.DataFrame, onsets: pd.DataFrame, diagnoses: pd.DataFra
     if "has_chart" in s.columns:
         no_data |= ~s["has_chart"].fillna(False).astype(bool)
     att.remove("no chart data", no_data, "no chart data / no observations for the stay")
-    att.remove("onset outside stay", is_case & ((s["onset"] < 0) | (s["onset"] > los)),
-               "(case) onset before intime or after the stay's end")
-    att.remove("early onset", is_case & (s["onset"] < params.min_onset_hour),
-               f"(case) onset < {params.min_onset_hour} h after ICU admission")
+    att.remove(
+        "onset outside stay",
+        is_case & ((s["onset"] < 0) | (s["onset"] > los)),
+        "(case) onset before intime or after the stay's end",
+    )
+    att.remove(
+        "early onset",
+        is_case & (s["onset"] < params.min_onset_hour),
+        f"(case) onset < {params.min_onset_hour} h after ICU admission",
+    )
     if params.exclude_icd9_controls and len(diagnoses):
-        codes = diagnoses["icd9_code"].astype("string").str.replace(".", "", regex=False).str.strip()
-        bad_hadm = set(diagnoses.loc[codes.isin(SEPSIS_ICD9).fillna(False).to_numpy(), "hadm_id"].tolist())
-        has_icd = s["hadm_id"].isin(bad_hadm) if "hadm_id" in s.columns else pd.Series(False, index=s.index)
-        att.remove("sepsis ICD-9", ~is_case & has_icd, "(control) ICD-9 995.91 / 995.92 / 785.52 on the admission")
+        codes = (
+            diagnoses["icd9_code"].astype("string").str.replace(".", "", regex=False).str.strip()
+        )
+        bad_hadm = set(
+            diagnoses.loc[codes.isin(SEPSIS_ICD9).fillna(False).to_numpy(), "hadm_id"].tolist()
+        )
+        has_icd = (
+            s["hadm_id"].isin(bad_hadm)
+            if "hadm_id" in s.columns
+            else pd.Series(False, index=s.index)
+        )
+        att.remove(
+            "sepsis ICD-9",
+            ~is_case & has_icd,
+            "(control) ICD-9 995.91 / 995.92 / 785.52 on the admission",
+        )
     return s[att.alive].copy(), att
 
 
-def match_controls(cases: pd.DataFrame, controls: pd.DataFrame, ratio: int, seed: int) -> tuple[pd.DataFrame, dict]:
+def match_controls(
+    cases: pd.DataFrame, controls: pd.DataFrame, ratio: int, seed: int
+) -> tuple[pd.DataFrame, dict]:
     """Seeded matching; `cases` has stay_id, onset; `controls` stay_id, los_hours.
 
     Returns the matched controls (stay_id, onset_hour, matched_case) and counts.
@@ -171,17 +235,25 @@ def match_controls(cases: pd.DataFrame, controls: pd.DataFrame, ratio: int, seed
         out_ctrl.append(ctrl_ids[idx])
         out_case.append(np.full(len(idx), case_ids[i], np.int64))
         out_on.append(np.full(len(idx), o))
-    matched = pd.DataFrame({
-        "stay_id": np.concatenate(out_ctrl) if out_ctrl else np.zeros(0, np.int64),
-        "onset_hour": np.concatenate(out_on) if out_on else np.zeros(0),
-        "matched_case": np.concatenate(out_case) if out_case else np.zeros(0, np.int64),
-    })
-    info = {"ratio": int(ratio), "cases_short": int(short), "controls_missing": int(missing_total),
-            "controls_unused": int(available.sum())}
+    matched = pd.DataFrame(
+        {
+            "stay_id": np.concatenate(out_ctrl) if out_ctrl else np.zeros(0, np.int64),
+            "onset_hour": np.concatenate(out_on) if out_on else np.zeros(0),
+            "matched_case": np.concatenate(out_case) if out_case else np.zeros(0, np.int64),
+        }
+    )
+    info = {
+        "ratio": int(ratio),
+        "cases_short": int(short),
+        "controls_missing": int(missing_total),
+        "controls_unused": int(available.sum()),
+    }
     return matched, info
 
 
-def patient_splits(patients: pd.DataFrame, fractions: tuple[float, float, float], seed: int) -> pd.Series:
+def patient_splits(
+    patients: pd.DataFrame, fractions: tuple[float, float, float], seed: int
+) -> pd.Series:
     """Split patients (columns patient_id, has_case) into train/val/test, stratified by has_case.
 
     Returns a Series patient_id -> split. Within each stratum the seeded shuffle is cut at
@@ -204,7 +276,9 @@ def patient_splits(patients: pd.DataFrame, fractions: tuple[float, float, float]
     return pd.Series(out, name="split")
 
 
-def window_mask(obs: pd.DataFrame, cohort: pd.DataFrame, window_hours: float, horizon: float = 0) -> np.ndarray:
+def window_mask(
+    obs: pd.DataFrame, cohort: pd.DataFrame, window_hours: float, horizon: float = 0
+) -> np.ndarray:
     """Boolean mask over `obs` rows inside each cohort stay's window [max(0, o - W), o - h]."""
     on = cohort.set_index("stay_id")["onset_hour"]
     o = obs["stay_id"].map(on).to_numpy(float)  # NaN for stays outside the cohort
@@ -213,8 +287,9 @@ def window_mask(obs: pd.DataFrame, cohort: pd.DataFrame, window_hours: float, ho
     return (hour >= start) & (hour <= o - horizon)
 
 
-def normalisation_stats(obs_win: pd.DataFrame, variables: tuple[str, ...], train_stays: np.ndarray,
-                        seed: int) -> pd.DataFrame:
+def normalisation_stats(
+    obs_win: pd.DataFrame, variables: tuple[str, ...], train_stays: np.ndarray, seed: int
+) -> pd.DataFrame:
     """mean/std/n per variable over `obs_win` rows of `train_stays` (std ddof=0; 1.0 when 0 or n < 2)."""
     tr = obs_win[obs_win["stay_id"].isin(train_stays)]
     g = tr.groupby(tr["variable"].astype(str))["value"].agg(["mean", "std", "count"])
@@ -222,13 +297,25 @@ def normalisation_stats(obs_win: pd.DataFrame, variables: tuple[str, ...], train
     g = g.reindex(list(variables))
     n = g["count"].fillna(0).astype(np.int64)
     mean = g["mean"].fillna(0.0)
-    std = g["std"].where((n >= 2) & (g["std"] > 0), 1.0)  # a constant or unseen variable: no scaling
-    return pd.DataFrame({"seed": np.int32(seed), "variable": list(variables), "mean": mean.to_numpy(float),
-                         "std": std.to_numpy(float), "n": n.to_numpy()})
+    std = g["std"].where(
+        (n >= 2) & (g["std"] > 0), 1.0
+    )  # a constant or unseen variable: no scaling
+    return pd.DataFrame(
+        {
+            "seed": np.int32(seed),
+            "variable": list(variables),
+            "mean": mean.to_numpy(float),
+            "std": std.to_numpy(float),
+            "n": n.to_numpy(),
+        }
+    )
 
 
 def build_cohort(
-    stays: pd.DataFrame, onsets: pd.DataFrame, diagnoses: pd.DataFrame | None, observations: pd.DataFrame,
+    stays: pd.DataFrame,
+    onsets: pd.DataFrame,
+    diagnoses: pd.DataFrame | None,
+    observations: pd.DataFrame,
     params: CohortParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Exclusions, matching, splits, normalisation (PIPELINE.md 2-3).
@@ -239,38 +326,78 @@ def build_cohort(
     """
     params.validate()
     if diagnoses is None:
-        diagnoses = pd.DataFrame({"hadm_id": pd.Series(dtype="int64"), "icd9_code": pd.Series(dtype="string")})
+        diagnoses = pd.DataFrame(
+            {"hadm_id": pd.Series(dtype="int64"), "icd9_code": pd.Series(dtype="string")}
+        )
     obs_stays = observations["stay_id"].unique()
     kept, att = _exclusions(stays, onsets, diagnoses, obs_stays, params)
     cases = kept[kept["onset"].notna()][["stay_id", "patient_id", "onset"]].reset_index(drop=True)
-    controls = kept[kept["onset"].isna()][["stay_id", "patient_id", "los_hours"]].reset_index(drop=True)
+    controls = kept[kept["onset"].isna()][["stay_id", "patient_id", "los_hours"]].reset_index(
+        drop=True
+    )
     if len(cases) == 0:
-        raise ValueError("cohort: no cases remain after the exclusions (see attrition): "
-                         + "; ".join(f"{s['step']}: -{s['removed']}" for s in att.steps))
-    ratio = params.control_ratio if params.control_ratio is not None else max(1, len(controls) // len(cases))
+        raise ValueError(
+            "cohort: no cases remain after the exclusions (see attrition): "
+            + "; ".join(f"{s['step']}: -{s['removed']}" for s in att.steps)
+        )
+    ratio = (
+        params.control_ratio
+        if params.control_ratio is not None
+        else max(1, len(controls) // len(cases))
+    )
     matched, minfo = match_controls(cases, controls, ratio, params.matching_seed)
     used = pd.Series(kept.index.isin(matched["stay_id"]), index=kept.index)
-    att.remove("not matched", ~used.reindex(att.alive.index, fill_value=True) & ~att.is_case,
-               f"(control) not drawn by the matching (ratio {ratio}, seed {params.matching_seed})")
+    att.remove(
+        "not matched",
+        ~used.reindex(att.alive.index, fill_value=True) & ~att.is_case,
+        f"(control) not drawn by the matching (ratio {ratio}, seed {params.matching_seed})",
+    )
 
     pid = kept["patient_id"]
-    cohort = pd.concat([
-        pd.DataFrame({"stay_id": cases["stay_id"], "patient_id": cases["patient_id"], "label": np.int8(1),
-                      "onset_hour": cases["onset"].astype(float), "matched_case": cases["stay_id"]}),
-        pd.DataFrame({"stay_id": matched["stay_id"], "patient_id": matched["stay_id"].map(pid).to_numpy(),
-                      "label": np.int8(0), "onset_hour": matched["onset_hour"], "matched_case": matched["matched_case"]}),
-    ], ignore_index=True).sort_values("stay_id", kind="stable").reset_index(drop=True)
+    cohort = (
+        pd.concat(
+            [
+                pd.DataFrame(
+                    {
+                        "stay_id": cases["stay_id"],
+                        "patient_id": cases["patient_id"],
+                        "label": np.int8(1),
+                        "onset_hour": cases["onset"].astype(float),
+                        "matched_case": cases["stay_id"],
+                    }
+                ),
+                pd.DataFrame(
+                    {
+                        "stay_id": matched["stay_id"],
+                        "patient_id": matched["stay_id"].map(pid).to_numpy(),
+                        "label": np.int8(0),
+                        "onset_hour": matched["onset_hour"],
+                        "matched_case": matched["matched_case"],
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+        .sort_values("stay_id", kind="stable")
+        .reset_index(drop=True)
+    )
     cohort["label"] = cohort["label"].astype(np.int8)
     cohort["patient_id"] = cohort["patient_id"].astype(np.int64)
 
     # variables: observations inside the h=0 windows of the cohort
     obs_win = observations[window_mask(observations, cohort, params.window_hours, 0)]
     counts = obs_win["variable"].astype(str).value_counts()
-    keep_vars = variable_order([v for v, c in counts.items() if c >= params.min_variable_observations])
-    dropped_vars = {str(v): int(c) for v, c in counts.items() if c < params.min_variable_observations}
+    keep_vars = variable_order(
+        [v for v, c in counts.items() if c >= params.min_variable_observations]
+    )
+    dropped_vars = {
+        str(v): int(c) for v, c in counts.items() if c < params.min_variable_observations
+    }
     if not keep_vars:
-        raise ValueError(f"cohort: no variable has >= {params.min_variable_observations} observations in the "
-                         f"cohort windows (cohort.min_variable_observations); counts: {dict(counts)}")
+        raise ValueError(
+            f"cohort: no variable has >= {params.min_variable_observations} observations in the "
+            f"cohort windows (cohort.min_variable_observations); counts: {dict(counts)}"
+        )
     obs_win = obs_win[obs_win["variable"].astype(str).isin(keep_vars)]
 
     # patient-level stratified splits, per seed
@@ -278,8 +405,13 @@ def build_cohort(
     split_frames, norm_frames = [], []
     for seed in params.split_seeds:
         by_patient = patient_splits(pat, tuple(params.split_fractions), seed)
-        sp = pd.DataFrame({"stay_id": cohort["stay_id"], "seed": np.int32(seed),
-                           "split": cohort["patient_id"].map(by_patient).to_numpy()})
+        sp = pd.DataFrame(
+            {
+                "stay_id": cohort["stay_id"],
+                "seed": np.int32(seed),
+                "split": cohort["patient_id"].map(by_patient).to_numpy(),
+            }
+        )
         split_frames.append(sp)
         train = sp.loc[sp["split"] == "train", "stay_id"].to_numpy()
         norm_frames.append(normalisation_stats(obs_win, keep_vars, train, seed))
@@ -289,20 +421,38 @@ def build_cohort(
     normalisation["seed"] = normalisation["seed"].astype(np.int32)
 
     n_case, n_ctrl = int((cohort["label"] == 1).sum()), int((cohort["label"] == 0).sum())
-    minfo.update({"final_ratio": n_ctrl / n_case, "cases": n_case, "controls": n_ctrl,
-                  "seed": params.matching_seed})
+    minfo.update(
+        {
+            "final_ratio": n_ctrl / n_case,
+            "cases": n_case,
+            "controls": n_ctrl,
+            "seed": params.matching_seed,
+        }
+    )
     attrition = {
         "steps": att.steps,
         "matching": minfo,
         "prevalence": n_case / (n_case + n_ctrl),
-        "variables": {"kept": list(keep_vars), "dropped": dropped_vars,
-                      "min_observations": params.min_variable_observations},
-        "split_counts": {int(s): splits[splits["seed"] == s]["split"].value_counts().to_dict()
-                         for s in params.split_seeds},
+        "variables": {
+            "kept": list(keep_vars),
+            "dropped": dropped_vars,
+            "min_observations": params.min_variable_observations,
+        },
+        "split_counts": {
+            int(s): splits[splits["seed"] == s]["split"].value_counts().to_dict()
+            for s in params.split_seeds
+        },
         "params": _params_json(params),
     }
-    logger.info("cohort: %d cases, %d controls (ratio %.2f, %d cases short), prevalence %.3f, %d variables",
-                n_case, n_ctrl, n_ctrl / n_case, minfo["cases_short"], attrition["prevalence"], len(keep_vars))
+    logger.info(
+        "cohort: %d cases, %d controls (ratio %.2f, %d cases short), prevalence %.3f, %d variables",
+        n_case,
+        n_ctrl,
+        n_ctrl / n_case,
+        minfo["cases_short"],
+        attrition["prevalence"],
+        len(keep_vars),
+    )
     return cohort, splits, normalisation, attrition
 
 
@@ -312,9 +462,16 @@ def _params_json(params: CohortParams) -> dict:
 
 
 def prepare_from_tables(
-    stays: pd.DataFrame, onsets: pd.DataFrame, labels_hourly: pd.DataFrame, diagnoses: pd.DataFrame | None,
-    observations: pd.DataFrame, params: CohortParams, out_dir: str | Path, *,
-    dropped_values: dict | None = None, source_attrition: list[dict] | None = None,
+    stays: pd.DataFrame,
+    onsets: pd.DataFrame,
+    labels_hourly: pd.DataFrame,
+    diagnoses: pd.DataFrame | None,
+    observations: pd.DataFrame,
+    params: CohortParams,
+    out_dir: str | Path,
+    *,
+    dropped_values: dict | None = None,
+    source_attrition: list[dict] | None = None,
 ) -> dict:
     """Run `build_cohort` and write every `prepared/` artifact into `out_dir` atomically.
 
@@ -324,7 +481,9 @@ def prepare_from_tables(
     `dropped_values` from the observation builder and `source_attrition`, the reader's own
     exclusions, e.g. PhysioNet stays positive from their first row). Returns the attrition dict.
     """
-    cohort, splits, normalisation, attrition = build_cohort(stays, onsets, diagnoses, observations, params)
+    cohort, splits, normalisation, attrition = build_cohort(
+        stays, onsets, diagnoses, observations, params
+    )
     obs = observations[window_mask(observations, cohort, params.window_hours, 0)]
     obs = obs[obs["variable"].astype(str).isin(attrition["variables"]["kept"])]
     obs = obs.sort_values(["stay_id", "hour"], kind="stable").reset_index(drop=True)

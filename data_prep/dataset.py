@@ -40,18 +40,28 @@ SPLITS = ("train", "val", "test")
 class CohortDataset:
     """Cohort + observations + splits + normalisation, serving the two views."""
 
-    def __init__(self, cohort: pd.DataFrame, splits: pd.DataFrame, normalisation: pd.DataFrame,
-                 observations: pd.DataFrame, window_hours: int = 48,
-                 normalisation_override: pd.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        cohort: pd.DataFrame,
+        splits: pd.DataFrame,
+        normalisation: pd.DataFrame,
+        observations: pd.DataFrame,
+        window_hours: int = 48,
+        normalisation_override: pd.DataFrame | None = None,
+    ) -> None:
         """Build from in-memory tables (the `io` schemas); `load` is the usual entry point."""
         self.window_hours = int(window_hours)
         self.cohort = cohort.sort_values("stay_id", kind="stable").reset_index(drop=True)
         if self.cohort["stay_id"].duplicated().any():
             raise ValueError("cohort: column 'stay_id' must be unique")
         self.splits = splits
-        self.normalisation = normalisation_override if normalisation_override is not None else normalisation
+        self.normalisation = (
+            normalisation_override if normalisation_override is not None else normalisation
+        )
         self._override = normalisation_override is not None
-        self.variables: tuple[str, ...] = variable_order(self.normalisation["variable"].astype(str).unique())
+        self.variables: tuple[str, ...] = variable_order(
+            self.normalisation["variable"].astype(str).unique()
+        )
         self.stay_id = self.cohort["stay_id"].to_numpy(np.int64)
         self.onset = self.cohort["onset_hour"].to_numpy(float)
         self.label = self.cohort["label"].to_numpy(np.int64)
@@ -59,8 +69,12 @@ class CohortDataset:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, prepared_dir: str | Path, normalisation_override: pd.DataFrame | str | Path | None = None,
-             window_hours: int | None = None) -> CohortDataset:
+    def load(
+        cls,
+        prepared_dir: str | Path,
+        normalisation_override: pd.DataFrame | str | Path | None = None,
+        window_hours: int | None = None,
+    ) -> CohortDataset:
         """Read and check `prepared_dir`'s artifacts.
 
         `window_hours` defaults to the value recorded in attrition.json (params), else 48.
@@ -76,7 +90,9 @@ class CohortDataset:
             window_hours = 48
             att = d / "attrition.json"
             if att.exists():
-                window_hours = int(json.loads(att.read_text()).get("params", {}).get("window_hours", 48))
+                window_hours = int(
+                    json.loads(att.read_text()).get("params", {}).get("window_hours", 48)
+                )
         if isinstance(normalisation_override, (str, Path)):
             normalisation_override = io.read_parquet(normalisation_override, io.NORMALISATION)
         return cls(cohort, splits, norm, obs, window_hours, normalisation_override)
@@ -94,7 +110,12 @@ class CohortDataset:
         hour = obs["hour"].to_numpy(float)[keep]
         value = obs["value"].to_numpy(float)[keep]
         order = np.lexsort((var, hour, row))
-        self._row, self._var, self._hour, self._value = row[order], var[order], hour[order], value[order]
+        self._row, self._var, self._hour, self._value = (
+            row[order],
+            var[order],
+            hour[order],
+            value[order],
+        )
 
     # ------------------------------------------------------------------ selection
     def stays_in(self, split: str | None = None, seed: int = 0) -> np.ndarray:
@@ -106,7 +127,9 @@ class CohortDataset:
         sp = self.splits
         seeds = sp["seed"].unique()
         if seed not in seeds:
-            raise ValueError(f"seed: {seed} is not a split seed of this dataset (have {sorted(seeds.tolist())})")
+            raise ValueError(
+                f"seed: {seed} is not a split seed of this dataset (have {sorted(seeds.tolist())})"
+            )
         ids = sp.loc[(sp["seed"] == seed) & (sp["split"] == split), "stay_id"].to_numpy(np.int64)
         return np.sort(ids)
 
@@ -118,12 +141,16 @@ class CohortDataset:
         elif self._override and len(seeds) == 1:
             nm = nm  # an external run's single seed applies to every seed here
         else:
-            raise ValueError(f"seed: no normalisation statistics for seed {seed} (have {sorted(seeds.tolist())})")
+            raise ValueError(
+                f"seed: no normalisation statistics for seed {seed} (have {sorted(seeds.tolist())})"
+            )
         s = nm.set_index(nm["variable"].astype(str))
         mean = s["mean"].reindex(list(self.variables)).to_numpy(float)
         std = s["std"].reindex(list(self.variables)).to_numpy(float)
         if np.isnan(mean).any() or np.isnan(std).any():
-            raise ValueError(f"normalisation: a variable of {self.variables} lacks statistics for seed {seed}")
+            raise ValueError(
+                f"normalisation: a variable of {self.variables} lacks statistics for seed {seed}"
+            )
         return mean, np.where(std > 0, std, 1.0)
 
     def _window(self, h: float, split: str | None, seed: int):
@@ -138,7 +165,9 @@ class CohortDataset:
         start = np.maximum(0.0, self.onset - self.window_hours)
         if np.any(end[rows] < start[rows]):
             bad = ids[end[rows] < start[rows]][0]
-            raise ValueError(f"horizon {h}: stay {bad} has onset - h before the window start (onset too early)")
+            raise ValueError(
+                f"horizon {h}: stay {bad} has onset - h before the window start (onset too early)"
+            )
         r = self._row
         inside = selected[r] & (self._hour >= start[r]) & (self._hour <= end[r])
         return rows, np.flatnonzero(inside), start, end
@@ -147,7 +176,9 @@ class CohortDataset:
         return self.label[rows].copy()
 
     # ------------------------------------------------------------------ views
-    def irregular(self, h: float, split: str | None = "train", seed: int = 0) -> tuple[IrregularView, np.ndarray]:
+    def irregular(
+        self, h: float, split: str | None = "train", seed: int = 0
+    ) -> tuple[IrregularView, np.ndarray]:
         """Padded irregular observations cut at onset - h (see module docstring)."""
         rows, idx, start, end = self._window(h, split, seed)
         mean, std = self._stats(seed)
@@ -168,16 +199,24 @@ class CohortDataset:
         var_idx[r, col] = var
         values[r, col] = (self._value[idx] - mean[var]) / std[var]
         mask[r, col] = True
-        view = IrregularView(times, var_idx, values, mask, self._grid_len(rows, start, end), self.stay_id[rows].copy(),
-                             self.variables)
+        view = IrregularView(
+            times,
+            var_idx,
+            values,
+            mask,
+            self._grid_len(rows, start, end),
+            self.stay_id[rows].copy(),
+            self.variables,
+        )
         return view, self._y(rows)
 
     def _grid_len(self, rows: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         span = np.floor(end[rows] - start[rows] + 1e-9)
         return (np.minimum(self.window_hours, span) + 1).astype(np.int64)
 
-    def grid(self, h: float, split: str | None = "train", seed: int = 0,
-             dtype: type = np.float32) -> tuple[GridView, np.ndarray]:
+    def grid(
+        self, h: float, split: str | None = "train", seed: int = 0, dtype: type = np.float32
+    ) -> tuple[GridView, np.ndarray]:
         """Hourly grid cut at onset - h: cell means, z-scored, forward-filled (see module docstring)."""
         rows, idx, start, end = self._window(h, split, seed)
         mean, std = self._stats(seed)
@@ -195,7 +234,9 @@ class CohortDataset:
             b = min(n, a + chunk)
             lo, hi = np.searchsorted(r_all, [a, b])
             sl = slice(lo, hi)
-            X[a:b] = self._grid_chunk(r_all[sl] - a, crow[sl], idx[sl], lengths[a:b], end, mean, std, t, v, dtype)
+            X[a:b] = self._grid_chunk(
+                r_all[sl] - a, crow[sl], idx[sl], lengths[a:b], end, mean, std, t, v, dtype
+            )
         view = GridView(X, lengths, self.stay_id[rows].copy(), self.variables)
         return view, self._y(rows)
 
@@ -205,7 +246,9 @@ class CohortDataset:
         n = len(lengths)
         var = self._var[idx]
         rel = self._hour[idx] - end[crow]  # <= 0
-        g = np.ceil(rel - 1e-9).astype(np.int64)  # cell (g-1, g]; tolerance keeps exact hours in their cell
+        g = np.ceil(rel - 1e-9).astype(
+            np.int64
+        )  # cell (g-1, g]; tolerance keeps exact hours in their cell
         pos = np.maximum(lengths[r] - 1 + g, 0)  # earlier than the first cell -> the first cell
         z = (self._value[idx] - mean[var]) / std[var]
         flat = (r * t + pos) * v + var

@@ -114,10 +114,13 @@ NORMALISATION = _schema(
 )
 
 # ------------------------------------------------ MIMIC-III extraction -> prepared/extracted/
-EXTRACTED_STAYS = pa.schema(list(STAYS) + [
-    pa.field("has_chart", pa.bool_(), nullable=False),
-    pa.field("weight_kg", pa.float64(), nullable=True),
-])
+EXTRACTED_STAYS = pa.schema(
+    list(STAYS)
+    + [
+        pa.field("has_chart", pa.bool_(), nullable=False),
+        pa.field("weight_kg", pa.float64(), nullable=True),
+    ]
+)
 
 CHART = _schema(
     ("stay_id", pa.int64(), False),
@@ -212,8 +215,11 @@ def _compatible(actual: pa.DataType, expected: pa.DataType) -> bool:
         return True
     if pa.types.is_timestamp(actual) and pa.types.is_timestamp(expected):
         return True  # unit / tz-naive differences only
-    if pa.types.is_string(expected) and (pa.types.is_large_string(actual) or pa.types.is_string_view(actual)
-                                         or pa.types.is_dictionary(actual)):
+    if pa.types.is_string(expected) and (
+        pa.types.is_large_string(actual)
+        or pa.types.is_string_view(actual)
+        or pa.types.is_dictionary(actual)
+    ):
         return True
     if pa.types.is_null(actual):
         return True  # an all-null column written without a type
@@ -226,8 +232,10 @@ def _check_nulls(table: pa.Table, schema: pa.Schema, path: Path) -> None:
             col = table.column(f.name)
             if col.null_count:
                 row = int(pc.index(col.is_null(), True).as_py())
-                raise SchemaError(f"{path}: column '{f.name}' must not be null, found {col.null_count} null(s) "
-                                  f"(first at row {row})")
+                raise SchemaError(
+                    f"{path}: column '{f.name}' must not be null, found {col.null_count} null(s) "
+                    f"(first at row {row})"
+                )
 
 
 def to_table(df: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike = "<table>") -> pa.Table:
@@ -246,8 +254,16 @@ def to_table(df: pd.DataFrame, schema: pa.Schema, path: str | os.PathLike = "<ta
             arr = pa.array(s, from_pandas=True)
             if not arr.type.equals(f.type):
                 arr = arr.cast(f.type, safe=not pa.types.is_timestamp(f.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as e:
-            raise SchemaError(f"{path}: column '{f.name}' (dtype {s.dtype}) cannot be stored as {f.type}: {e}") from e
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+            pa.ArrowNotImplementedError,
+            TypeError,
+            ValueError,
+        ) as e:
+            raise SchemaError(
+                f"{path}: column '{f.name}' (dtype {s.dtype}) cannot be stored as {f.type}: {e}"
+            ) from e
         arrays.append(arr)
     table = pa.Table.from_arrays(arrays, schema=schema)
     _check_nulls(table, schema, path)
@@ -272,7 +288,9 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema) 
     return path
 
 
-def read_parquet(path: str | os.PathLike, schema: pa.Schema, columns: list[str] | None = None) -> pd.DataFrame:
+def read_parquet(
+    path: str | os.PathLike, schema: pa.Schema, columns: list[str] | None = None
+) -> pd.DataFrame:
     """Read `path` and check it against `schema`; raise SchemaError naming file and column.
 
     `columns` restricts the read to these schema columns (checked the same way).
@@ -288,7 +306,9 @@ def read_parquet(path: str | os.PathLike, schema: pa.Schema, columns: list[str] 
     for f in want:
         idx = file_schema.get_field_index(f.name)
         if idx < 0:
-            raise SchemaError(f"{path}: missing column '{f.name}' (expected {f.type}); file has {file_schema.names}")
+            raise SchemaError(
+                f"{path}: missing column '{f.name}' (expected {f.type}); file has {file_schema.names}"
+            )
         actual = file_schema.field(idx).type
         if not _compatible(actual, f.type):
             raise SchemaError(f"{path}: column '{f.name}' has type {actual}, expected {f.type}")

@@ -39,7 +39,9 @@ def variable_order(names) -> tuple[str, ...]:
     return tuple(known + sorted(names - set(known)))
 
 
-def _item_tables(table: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Variable]]:
+def _item_tables(
+    table: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Variable]]:
     """Lookup arrays over ITEMIDs: variable code, scale, offset, low, high (code -1 = not a variable)."""
     mapping = itemid_to_variable(table)
     variables = [v for v in VARIABLES if v.table == table]
@@ -74,24 +76,44 @@ class _Accumulator:
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.fio2_code = next(i for i, v in enumerate(VARIABLES) if v.name == "fio2")
 
-    def add(self, stay: np.ndarray, time_us: np.ndarray, itemid: np.ndarray, valuenum: np.ndarray,
-            tables: tuple) -> None:
+    def add(
+        self,
+        stay: np.ndarray,
+        time_us: np.ndarray,
+        itemid: np.ndarray,
+        valuenum: np.ndarray,
+        tables: tuple,
+    ) -> None:
         code_t, scale_t, offset_t, low, high, _ = tables
         inrange = (itemid >= 0) & (itemid < len(code_t))
         code = np.full(len(itemid), -1, np.int16)
         code[inrange] = code_t[itemid[inrange]]
         keep = code >= 0
-        stay, time_us, itemid, valuenum, code = stay[keep], time_us[keep], itemid[keep], valuenum[keep], code[keep]
+        stay, time_us, itemid, valuenum, code = (
+            stay[keep],
+            time_us[keep],
+            itemid[keep],
+            valuenum[keep],
+            code[keep],
+        )
         # stays: locate intime
         pos = np.searchsorted(self.sorted_ids, stay)
         pos_c = np.minimum(pos, len(self.sorted_ids) - 1)
-        found = (len(self.sorted_ids) > 0) & (self.sorted_ids[pos_c] == stay) if len(stay) else np.zeros(0, bool)
+        found = (
+            (len(self.sorted_ids) > 0) & (self.sorted_ids[pos_c] == stay)
+            if len(stay)
+            else np.zeros(0, bool)
+        )
         found &= self.valid_intime[pos_c] if len(stay) else found
         self.unknown_stay += int((~found).sum())
-        stay, time_us, itemid, valuenum, code, pos_c = (a[found] for a in (stay, time_us, itemid, valuenum, code, pos_c))
+        stay, time_us, itemid, valuenum, code, pos_c = (
+            a[found] for a in (stay, time_us, itemid, valuenum, code, pos_c)
+        )
         miss = np.isnan(valuenum)
         np.add.at(self.missing, code[miss], 1)
-        stay, time_us, itemid, valuenum, code, pos_c = (a[~miss] for a in (stay, time_us, itemid, valuenum, code, pos_c))
+        stay, time_us, itemid, valuenum, code, pos_c = (
+            a[~miss] for a in (stay, time_us, itemid, valuenum, code, pos_c)
+        )
         value = valuenum * scale_t[itemid] + offset_t[itemid]
         # FiO2 is charted both as % and as a fraction
         is_fio2 = (code == self.fio2_code) & (value > 1.0)
@@ -130,7 +152,9 @@ class _Accumulator:
         return obs, dropped
 
 
-def observations_from_frames(chart: pd.DataFrame, lab: pd.DataFrame, stays: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+def observations_from_frames(
+    chart: pd.DataFrame, lab: pd.DataFrame, stays: pd.DataFrame
+) -> tuple[pd.DataFrame, dict]:
     """Same as `observations_from_extracted` on in-memory chart/lab frames (CONTRACTS schemas)."""
     acc = _Accumulator(stays)
     for frame, table in ((chart, "chartevents"), (lab, "labevents")):
@@ -143,12 +167,16 @@ def _columns(frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     stay = np.asarray(frame["stay_id"], dtype=np.int64)
     time_us = pd.to_datetime(pd.Series(frame["time"])).to_numpy("datetime64[us]").astype(np.int64)
     itemid = np.asarray(frame["itemid"], dtype=np.int64)
-    valuenum = pd.to_numeric(pd.Series(frame["valuenum"]), errors="raise").to_numpy(float, na_value=np.nan)
+    valuenum = pd.to_numeric(pd.Series(frame["valuenum"]), errors="raise").to_numpy(
+        float, na_value=np.nan
+    )
     return stay, time_us, itemid, valuenum
 
 
 def observations_from_extracted(
-    extracted_dir: str | Path, stays: pd.DataFrame, progress: bool = True,
+    extracted_dir: str | Path,
+    stays: pd.DataFrame,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
     """Observations (long; schema `io.OBSERVATIONS`) and dropped-value counts from chart/lab parquet.
 
@@ -157,27 +185,44 @@ def observations_from_extracted(
     """
     extracted_dir = Path(extracted_dir)
     acc = _Accumulator(stays)
-    for name, table, schema in (("chart.parquet", "chartevents", io.CHART), ("lab.parquet", "labevents", io.LAB)):
+    for name, table, schema in (
+        ("chart.parquet", "chartevents", io.CHART),
+        ("lab.parquet", "labevents", io.LAB),
+    ):
         path = extracted_dir / name
         cols = ["stay_id", "time", "itemid", "valuenum"]
         # checks names/types of the columns we use (raises SchemaError naming file + column)
         file_schema = pq.read_schema(path)
         for c in cols:
             if c not in file_schema.names:
-                raise io.SchemaError(f"{path}: missing column '{c}' (expected {schema.field(c).type})")
+                raise io.SchemaError(
+                    f"{path}: missing column '{c}' (expected {schema.field(c).type})"
+                )
             if not io._compatible(file_schema.field(c).type, schema.field(c).type):
-                raise io.SchemaError(f"{path}: column '{c}' has type {file_schema.field(c).type}, "
-                                     f"expected {schema.field(c).type}")
+                raise io.SchemaError(
+                    f"{path}: column '{c}' has type {file_schema.field(c).type}, "
+                    f"expected {schema.field(c).type}"
+                )
         pf = pq.ParquetFile(path)
         tables = _item_tables(table)
-        bar = tqdm(total=pf.metadata.num_rows, desc=f"observations {name}", unit="row", unit_scale=True,
-                   disable=not progress)
+        bar = tqdm(
+            total=pf.metadata.num_rows,
+            desc=f"observations {name}",
+            unit="row",
+            unit_scale=True,
+            disable=not progress,
+        )
         for batch in pf.iter_batches(batch_size=_BATCH_ROWS, columns=cols):
             df = batch.to_pandas()
             acc.add(*_columns(df), tables=tables)
             bar.update(batch.num_rows)
         bar.close()
     obs, dropped = acc.finish()
-    logger.info("observations: %d rows; dropped out of range %d, missing %d, unknown stay %d", len(obs),
-                sum(dropped["out_of_range"].values()), sum(dropped["missing_value"].values()), dropped["unknown_stay"])
+    logger.info(
+        "observations: %d rows; dropped out of range %d, missing %d, unknown stay %d",
+        len(obs),
+        sum(dropped["out_of_range"].values()),
+        sum(dropped["missing_value"].values()),
+        dropped["unknown_stay"],
+    )
     return obs, dropped

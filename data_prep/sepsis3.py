@@ -37,11 +37,23 @@ from data_prep.concepts.sofa import COMPONENTS, hourly_sofa
 
 log = logging.getLogger(__name__)
 
-LABEL_COLUMNS = ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS] + [
-    "si_window", "sepsis"]
-ONSET_COLUMNS = ["stay_id", "si_time", "si_hour", "antibiotic", "antibiotic_time",
-                 "culture_time", "culture_specimen", "onset_hour", "onset_time",
-                 "sofa_baseline", "sofa_at_onset", "components_rose"]
+LABEL_COLUMNS = (
+    ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS] + ["si_window", "sepsis"]
+)
+ONSET_COLUMNS = [
+    "stay_id",
+    "si_time",
+    "si_hour",
+    "antibiotic",
+    "antibiotic_time",
+    "culture_time",
+    "culture_specimen",
+    "onset_hour",
+    "onset_time",
+    "sofa_baseline",
+    "sofa_at_onset",
+    "components_rose",
+]
 CHUNK_STAYS = 5000  # stays per chunk: bounds memory on full MIMIC-III
 
 
@@ -69,17 +81,26 @@ class LabelParams:
             raise ValueError("labels.baseline: expected 'running_min' or 'window_start'")
         if self.on_bad_rows not in ("error", "skip-and-count"):
             raise ValueError("labels.on_bad_rows: expected 'error' or 'skip-and-count'")
-        for key in ("culture_then_abx_hours", "abx_then_culture_hours",
-                    "date_only_culture_window_hours", "si_window_before_hours",
-                    "si_window_after_hours", "fio2_lookback_hours"):
+        for key in (
+            "culture_then_abx_hours",
+            "abx_then_culture_hours",
+            "date_only_culture_window_hours",
+            "si_window_before_hours",
+            "si_window_after_hours",
+            "fio2_lookback_hours",
+        ):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"labels.{key}: expected a finite number >= 0, got {v!r}")
         lb = self.sofa_lookback_hours
         if not (isinstance(lb, (int, float)) and lb >= 1 and float(lb).is_integer()):
-            raise ValueError(f"labels.sofa_lookback_hours: expected a whole number >= 1, got {lb!r}")
+            raise ValueError(
+                f"labels.sofa_lookback_hours: expected a whole number >= 1, got {lb!r}"
+            )
         if not (isinstance(self.sofa_threshold, int) and 1 <= self.sofa_threshold <= 24):
-            raise ValueError(f"labels.sofa_threshold: expected an integer 1..24, got {self.sofa_threshold!r}")
+            raise ValueError(
+                f"labels.sofa_threshold: expected an integer 1..24, got {self.sofa_threshold!r}"
+            )
 
     @property
     def pre_hours(self) -> int:
@@ -133,21 +154,29 @@ def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -
     any_on = icu.any(axis=1)
     jon = icu.argmax(axis=1)
     r = np.arange(m)
-    out = pd.DataFrame({
-        "stay_id": si["stay_id"].to_numpy(np.int64),
-        "window_first": first, "window_last": last,
-        "onset_hour": np.where(any_on, k[r, jon], np.nan).astype(float),
-        "sofa_baseline": pd.array(np.where(any_on, base_val[r, jon], 0), dtype="Int8"),
-        "sofa_at_onset": pd.array(np.where(any_on, val[r, jon], 0), dtype="Int8"),
-        "criterion_met_before_icu": (meets & (k < 0)).any(axis=1),
-    })
+    out = pd.DataFrame(
+        {
+            "stay_id": si["stay_id"].to_numpy(np.int64),
+            "window_first": first,
+            "window_last": last,
+            "onset_hour": np.where(any_on, k[r, jon], np.nan).astype(float),
+            "sofa_baseline": pd.array(np.where(any_on, base_val[r, jon], 0), dtype="Int8"),
+            "sofa_at_onset": pd.array(np.where(any_on, val[r, jon], 0), dtype="Int8"),
+            "criterion_met_before_icu": (meets & (k < 0)).any(axis=1),
+        }
+    )
     out.loc[~any_on, ["sofa_baseline", "sofa_at_onset"]] = pd.NA
     rose = np.full(m, None, object)
     if any_on.any():
         on_row = row[r, jon][any_on]
         b_row = row[r, base_j[r, jon]][any_on]
-        up = np.stack([s[f"sofa_{c}"].to_numpy()[on_row] > s[f"sofa_{c}"].to_numpy()[b_row]
-                       for c in COMPONENTS], axis=1)
+        up = np.stack(
+            [
+                s[f"sofa_{c}"].to_numpy()[on_row] > s[f"sofa_{c}"].to_numpy()[b_row]
+                for c in COMPONENTS
+            ],
+            axis=1,
+        )
         names = np.array(COMPONENTS)
         rose[any_on] = [",".join(names[u]) for u in up]
     out["components_rose"] = pd.array(rose, dtype="string")
@@ -168,15 +197,21 @@ def _sofa_chart_items() -> list[int]:
 
 
 def label_stays(
-    stays: pd.DataFrame, si: pd.DataFrame, chart: pd.DataFrame, lab: pd.DataFrame,
-    vasopressors: pd.DataFrame, urine: pd.DataFrame, params: LabelParams,
+    stays: pd.DataFrame,
+    si: pd.DataFrame,
+    chart: pd.DataFrame,
+    lab: pd.DataFrame,
+    vasopressors: pd.DataFrame,
+    urine: pd.DataFrame,
+    params: LabelParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Labels and onsets for a set of stays (in memory); `si` from `suspected_infection`.
 
     Returns (labels_hourly rows for hours >= 0, onsets rows for every stay, counts).
     """
-    sofa, counts = hourly_sofa(stays, chart, lab, vasopressors, urine, params,
-                               pre_hours=params.pre_hours)
+    sofa, counts = hourly_sofa(
+        stays, chart, lab, vasopressors, urine, params, pre_hours=params.pre_hours
+    )
     st = stays[["stay_id", "intime"]].copy()
     st["intime"] = pd.to_datetime(st["intime"]).astype("datetime64[us]")
     si = si.merge(st, on="stay_id", how="inner")
@@ -184,17 +219,23 @@ def label_stays(
     on = onset_from_sofa(sofa, si[["stay_id", "si_hour"]], params)
     counts["criterion_met_before_icu"] = int(on["criterion_met_before_icu"].sum())
     lab_h = sofa[sofa["hour"] >= 0].reset_index(drop=True)
-    w = lab_h[["stay_id"]].merge(on[["stay_id", "window_first", "window_last", "onset_hour"]],
-                                 on="stay_id", how="left")
+    w = lab_h[["stay_id"]].merge(
+        on[["stay_id", "window_first", "window_last", "onset_hour"]], on="stay_id", how="left"
+    )
     h = lab_h["hour"].to_numpy()
-    lab_h["si_window"] = ((h >= w["window_first"].to_numpy(float))
-                          & (h <= w["window_last"].to_numpy(float)))
+    lab_h["si_window"] = (h >= w["window_first"].to_numpy(float)) & (
+        h <= w["window_last"].to_numpy(float)
+    )
     lab_h["sepsis"] = h >= w["onset_hour"].to_numpy(float)  # NaN compares False
     onsets = stays[["stay_id", "intime"]].merge(si.drop(columns="intime"), on="stay_id", how="left")
-    onsets = onsets.merge(on.drop(columns=["window_first", "window_last",
-                                           "criterion_met_before_icu"]), on="stay_id", how="left")
-    onsets["onset_time"] = (pd.to_datetime(onsets["intime"]).astype("datetime64[us]")
-                            + pd.to_timedelta(onsets["onset_hour"], unit="h"))
+    onsets = onsets.merge(
+        on.drop(columns=["window_first", "window_last", "criterion_met_before_icu"]),
+        on="stay_id",
+        how="left",
+    )
+    onsets["onset_time"] = pd.to_datetime(onsets["intime"]).astype(
+        "datetime64[us]"
+    ) + pd.to_timedelta(onsets["onset_hour"], unit="h")
     return lab_h[LABEL_COLUMNS], _onset_dtypes(onsets[ONSET_COLUMNS]), counts
 
 
@@ -213,17 +254,23 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
 
 
 def derive_labels(
-    extracted_dir: Path, params: LabelParams, progress: bool = True,
+    extracted_dir: Path,
+    params: LabelParams,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Build (labels_hourly, onsets, attrition counts) from `prepared/extracted/`."""
     params.validate()
     d = Path(extracted_dir)
     stays = _read(d / "stays.parquet", ["stay_id", "hadm_id", "intime", "outtime"])
     stays = stays.sort_values("stay_id").reset_index(drop=True)
-    pres = _read(d / "prescriptions.parquet",
-                 ["subject_id", "hadm_id", "startdate", "drug", "drug_type", "route"])
-    micro = _read(d / "microbiology.parquet",
-                  ["subject_id", "hadm_id", "charttime", "chartdate", "spec_type_desc"])
+    pres = _read(
+        d / "prescriptions.parquet",
+        ["subject_id", "hadm_id", "startdate", "drug", "drug_type", "route"],
+    )
+    micro = _read(
+        d / "microbiology.parquet",
+        ["subject_id", "hadm_id", "charttime", "chartdate", "spec_type_desc"],
+    )
     si, counts = suspected_infection(pres, micro, stays, params)
     del pres, micro
     chart_items = _sofa_chart_items()
@@ -231,44 +278,59 @@ def derive_labels(
     labels, onsets = [], []
     bar = tqdm(total=len(stays), desc="sepsis-3 labels", unit="stay", disable=not progress)
     for a in range(0, max(len(stays), 1), CHUNK_STAYS):
-        chunk = stays.iloc[a:a + CHUNK_STAYS]
+        chunk = stays.iloc[a : a + CHUNK_STAYS]
         if chunk.empty:
             break
         ids = chunk["stay_id"].astype(np.int64).tolist()
         sf = [("stay_id", "in", ids)]
-        chart = _read(d / "chart.parquet", ["stay_id", "time", "itemid", "valuenum", "value"],
-                      sf + [("itemid", "in", chart_items)])
-        lab = _read(d / "lab.parquet", ["stay_id", "time", "itemid", "valuenum"],
-                    sf + [("itemid", "in", lab_items)])
-        vaso = _read(d / "vasopressors.parquet",
-                     ["stay_id", "starttime", "endtime", "drug", "rate"], sf)
+        chart = _read(
+            d / "chart.parquet",
+            ["stay_id", "time", "itemid", "valuenum", "value"],
+            sf + [("itemid", "in", chart_items)],
+        )
+        lab = _read(
+            d / "lab.parquet",
+            ["stay_id", "time", "itemid", "valuenum"],
+            sf + [("itemid", "in", lab_items)],
+        )
+        vaso = _read(
+            d / "vasopressors.parquet", ["stay_id", "starttime", "endtime", "drug", "rate"], sf
+        )
         urine = _read(d / "urine.parquet", ["stay_id", "time", "value"], sf)
-        lh, on, c = label_stays(chunk, si[si["stay_id"].isin(ids)], chart, lab, vaso, urine,
-                                params)
+        lh, on, c = label_stays(chunk, si[si["stay_id"].isin(ids)], chart, lab, vaso, urine, params)
         labels.append(lh)
         onsets.append(on)
         for key, v in c.items():
             counts[key] = counts.get(key, 0) + v
         bar.update(len(chunk))
     bar.close()
-    labels_hourly = pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(
-        columns=LABEL_COLUMNS)
-    onsets_df = pd.concat(onsets, ignore_index=True) if onsets else pd.DataFrame(
-        columns=ONSET_COLUMNS)
+    labels_hourly = (
+        pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(columns=LABEL_COLUMNS)
+    )
+    onsets_df = (
+        pd.concat(onsets, ignore_index=True) if onsets else pd.DataFrame(columns=ONSET_COLUMNS)
+    )
     has_si = onsets_df["si_time"].notna()
     has_on = onsets_df["onset_hour"].notna()
-    counts.update({
-        "stays_total": len(stays),
-        "stays_no_si": int((~has_si).sum()),
-        "stays_si_no_onset": int((has_si & ~has_on).sum()),
-        "stays_with_onset": int(has_on.sum()),
-        "onsets_at_hour_0": int((onsets_df["onset_hour"] == 0).sum()),
-        "labels_hours": len(labels_hourly),
-    })
+    counts.update(
+        {
+            "stays_total": len(stays),
+            "stays_no_si": int((~has_si).sum()),
+            "stays_si_no_onset": int((has_si & ~has_on).sum()),
+            "stays_with_onset": int(has_on.sum()),
+            "onsets_at_hour_0": int((onsets_df["onset_hour"] == 0).sum()),
+            "labels_hours": len(labels_hourly),
+        }
+    )
     rose = onsets_df.loc[has_on, "components_rose"].fillna("")
     for comp in COMPONENTS:
-        counts[f"onsets_with_{comp}_rise"] = int(rose.str.split(",").apply(
-            lambda x, c=comp: c in x).sum()) if len(rose) else 0
-    log.info("sepsis-3: %d stays, %d with SI, %d with onset", len(stays), int(has_si.sum()),
-             int(has_on.sum()))
+        counts[f"onsets_with_{comp}_rise"] = (
+            int(rose.str.split(",").apply(lambda x, c=comp: c in x).sum()) if len(rose) else 0
+        )
+    log.info(
+        "sepsis-3: %d stays, %d with SI, %d with onset",
+        len(stays),
+        int(has_si.sum()),
+        int(has_on.sum()),
+    )
     return labels_hourly, onsets_df, counts

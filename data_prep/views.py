@@ -59,15 +59,24 @@ class IrregularView:
         n, m = self.times.shape
         for name in ("var_idx", "values", "mask"):
             if getattr(self, name).shape != (n, m):
-                raise ValueError(f"IrregularView.{name} has shape {getattr(self, name).shape}, expected {(n, m)}")
+                raise ValueError(
+                    f"IrregularView.{name} has shape {getattr(self, name).shape}, expected {(n, m)}"
+                )
         for name in ("grid_len", "stay_id"):
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"IrregularView.{name} has shape {getattr(self, name).shape}, expected {(n,)}")
+                raise ValueError(
+                    f"IrregularView.{name} has shape {getattr(self, name).shape}, expected {(n,)}"
+                )
         if np.any(self.times[self.mask] > 1e-6):
-            raise ValueError("IrregularView.times: observation after the prediction time (time > 0)")
+            raise ValueError(
+                "IrregularView.times: observation after the prediction time (time > 0)"
+            )
         if np.any(self.grid_len < 1):
             raise ValueError("IrregularView.grid_len must be >= 1")
-        if self.mask.any() and (self.var_idx[self.mask].max() >= len(self.variables) or self.var_idx[self.mask].min() < 0):
+        if self.mask.any() and (
+            self.var_idx[self.mask].max() >= len(self.variables)
+            or self.var_idx[self.mask].min() < 0
+        ):
             raise ValueError("IrregularView.var_idx out of range of variables")
 
 
@@ -100,12 +109,19 @@ class GridView:
             raise ValueError("GridView.lengths must be (n,) with 1 <= length <= T")
         for i in range(n):
             if np.isnan(self.X[i, : self.lengths[i]]).any():
-                raise ValueError(f"GridView.X row {i} (stay {self.stay_id[i]}) has NaN inside its length")
+                raise ValueError(
+                    f"GridView.X row {i} (stay {self.stay_id[i]}) has NaN inside its length"
+                )
 
 
 def random_irregular_view(
-    n: int = 20, n_variables: int = 4, max_obs: int = 30, max_grid: int = 12, seed: int = 0,
-    signal: float = 0.0, y: np.ndarray | None = None,
+    n: int = 20,
+    n_variables: int = 4,
+    max_obs: int = 30,
+    max_grid: int = 12,
+    seed: int = 0,
+    signal: float = 0.0,
+    y: np.ndarray | None = None,
 ) -> tuple[IrregularView, np.ndarray]:
     """A small random view with labels, for tests. `signal` shifts positives' values up."""
     rng = np.random.default_rng(seed)
@@ -124,15 +140,26 @@ def random_irregular_view(
         var_idx[i, :k] = rng.integers(0, n_variables, k)
         values[i, :k] = rng.normal(signal * y[i], 1.0, k)
         mask[i, :k] = True
-    view = IrregularView(times, var_idx, values, mask, grid_len.astype(np.int64),
-                         np.arange(1000, 1000 + n, dtype=np.int64),
-                         tuple(f"v{j}" for j in range(n_variables)))
+    view = IrregularView(
+        times,
+        var_idx,
+        values,
+        mask,
+        grid_len.astype(np.int64),
+        np.arange(1000, 1000 + n, dtype=np.int64),
+        tuple(f"v{j}" for j in range(n_variables)),
+    )
     return view, y
 
 
 def random_grid_view(
-    n: int = 20, n_variables: int = 3, max_len: int = 12, seed: int = 0, signal: float = 0.0,
-    y: np.ndarray | None = None, equal_length: bool = False,
+    n: int = 20,
+    n_variables: int = 3,
+    max_len: int = 12,
+    seed: int = 0,
+    signal: float = 0.0,
+    y: np.ndarray | None = None,
+    equal_length: bool = False,
 ) -> tuple[GridView, np.ndarray]:
     """A small random grid view with labels, for tests."""
     rng = np.random.default_rng(seed)
@@ -144,6 +171,10 @@ def random_grid_view(
     for i in range(n):
         walk = np.cumsum(rng.normal(0, 0.5, (lengths[i], n_variables)), axis=0)
         X[i, : lengths[i]] = walk + signal * y[i]
-    view = GridView(X, lengths.astype(np.int64), np.arange(1000, 1000 + n, dtype=np.int64),
-                    tuple(f"v{j}" for j in range(n_variables)))
+    view = GridView(
+        X,
+        lengths.astype(np.int64),
+        np.arange(1000, 1000 + n, dtype=np.int64),
+        tuple(f"v{j}" for j in range(n_variables)),
+    )
     return view, y

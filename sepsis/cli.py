@@ -29,11 +29,19 @@ outputs (under output_dir, default runs/<config name>/):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
-                   help=f"run config YAML (default: {DEFAULT_CONFIG}, the embedded synthetic cohort)")
-    p.add_argument("--force", action="store_true", help="redo the stage even if its manifest matches")
+    p.add_argument(
+        "--config",
+        "-c",
+        default=DEFAULT_CONFIG,
+        help=f"run config YAML (default: {DEFAULT_CONFIG}, the embedded synthetic cohort)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="redo the stage even if its manifest matches"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -56,13 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
         "run": "prepare -> train -> report, printing where the report is",
     }
     for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text, epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _add_common(p)
         if name in ("evaluate", "report"):
-            p.add_argument("--models", metavar="RUN_DIR", default=None,
-                           help="external validation: evaluate the models of another run "
-                           "(e.g. runs/physionet2019) on this config's dataset")
+            p.add_argument(
+                "--models",
+                metavar="RUN_DIR",
+                default=None,
+                help="external validation: evaluate the models of another run "
+                "(e.g. runs/physionet2019) on this config's dataset",
+            )
     return parser
 
 
@@ -73,8 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     # default: the pipeline's own INFO lines, libraries' warnings; -v: every INFO line; -vv: debug
-    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose
+        else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     if args.verbose == 0:
         logging.getLogger("sepsis").setLevel(logging.INFO)
     from sepsis.config import ConfigError, load_config

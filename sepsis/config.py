@@ -52,9 +52,13 @@ class TrainParams:
         for key in ("per_horizon", "train_once"):
             for name in getattr(self, key):
                 if name not in LEARNERS:
-                    raise ValueError(f"train.{key}: unknown learner '{name}', expected one of {LEARNERS}")
+                    raise ValueError(
+                        f"train.{key}: unknown learner '{name}', expected one of {LEARNERS}"
+                    )
         if "sofa" in self.train_once:
-            raise ValueError("train.train_once: 'sofa' is a score without training; list it under per_horizon")
+            raise ValueError(
+                "train.train_once: 'sofa' is a score without training; list it under per_horizon"
+            )
         if not self.horizons or any(h < 0 for h in self.horizons):
             raise ValueError(f"train.horizons: expected non-negative hours, got {self.horizons}")
         if self.mgp_search_trials < 0:
@@ -174,7 +178,9 @@ def expand_path(value: str) -> Path:
     try:
         return Path(_VAR.sub(repl, value)).expanduser()
     except KeyError as err:
-        raise ConfigError(f"environment variable {err.args[0]} is not set (used in path '{value}')") from None
+        raise ConfigError(
+            f"environment variable {err.args[0]} is not set (used in path '{value}')"
+        ) from None
 
 
 def _type_name(tp: Any) -> str:
@@ -211,7 +217,10 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                coerce(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         inner = args[0] if args else Any
         return tuple(coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
@@ -254,7 +263,9 @@ def build_dataclass(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, names)}; valid keys: {', '.join(names)}")
+            raise ConfigError(
+                f"{where}.{key}: unknown key{_suggest(key, names)}; valid keys: {', '.join(names)}"
+            )
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     obj = cls(**kwargs)
     if hasattr(obj, "validate"):
@@ -276,7 +287,9 @@ def build_learner_params(cls: type, data: dict[str, Any] | None, where: str) -> 
     out = {}
     for key, value in data.items():
         if key not in params:
-            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, list(params))}; valid keys: {', '.join(params)}")
+            raise ConfigError(
+                f"{where}.{key}: unknown key{_suggest(key, list(params))}; valid keys: {', '.join(params)}"
+            )
         default = params[key].default
         if value is not None and default is not None and default is not inspect.Parameter.empty:
             # the default's type is the declared type of a learner's keyword parameter
@@ -303,7 +316,9 @@ def _suggest(key: str, names: list[str]) -> str:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`cohort.control_ratio=5` -> (["cohort", "control_ratio"], 5); values parsed as YAML."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}': expected key=value (e.g. data_dir=/path or cohort.control_ratio=5)")
+        raise ConfigError(
+            f"override '{text}': expected key=value (e.g. data_dir=/path or cohort.control_ratio=5)"
+        )
     key, _, value = text.partition("=")
     key = key.strip()
     if not key:
@@ -325,7 +340,9 @@ TOP_KEYS = ("name", "source", "data_dir", "output_dir", "extends")
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), check_paths: bool = True
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    check_paths: bool = True,
 ) -> RunConfig:
     """Load and validate a run config; `overrides` are `key=value` strings applied on top."""
     path = Path(path) if path else None
@@ -333,8 +350,10 @@ def load_config(
     raw: dict[str, Any] = {}
     if path is not None:
         if not path.exists():
-            raise ConfigError(f"config file {path} does not exist (configs in ./configs: "
-                              f"{', '.join(sorted(p.name for p in Path('configs').glob('*.yaml')))})")
+            raise ConfigError(
+                f"config file {path} does not exist (configs in ./configs: "
+                f"{', '.join(sorted(p.name for p in Path('configs').glob('*.yaml')))})"
+            )
         raw = _read_yaml(path)
         if "extends" in raw:
             parent = path.parent / raw.pop("extends")
@@ -356,7 +375,9 @@ def load_config(
     known = set(TOP_KEYS) | set(sections) | set(learners)
     for key in raw:
         if key not in known:
-            raise fail(f"{key}: unknown key{_suggest(key, sorted(known))}; valid keys: {', '.join(sorted(known))}")
+            raise fail(
+                f"{key}: unknown key{_suggest(key, sorted(known))}; valid keys: {', '.join(sorted(known))}"
+            )
 
     name = raw.get("name") or (path.stem if path else "default")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -372,7 +393,9 @@ def load_config(
     except ConfigError as err:
         raise fail(str(err)) from None
     if check_paths and source != "synthetic" and not data_dir.exists():
-        raise fail(f"data_dir: {data_dir} does not exist (source {source}); pass data_dir=/path/to/data")
+        raise fail(
+            f"data_dir: {data_dir} does not exist (source {source}); pass data_dir=/path/to/data"
+        )
 
     built: dict[str, Any] = {}
     for key, cls in sections.items():
@@ -386,8 +409,16 @@ def load_config(
             learner_params[key] = build_learner_params(cls, raw.get(key), key)
         except ConfigError as err:
             raise fail(str(err)) from None
-    cfg = RunConfig(name=name, source=source, data_dir=data_dir, output_dir=output_dir,
-                    config_file=path, sections=built, learners=learner_params, raw=raw)
+    cfg = RunConfig(
+        name=name,
+        source=source,
+        data_dir=data_dir,
+        output_dir=output_dir,
+        config_file=path,
+        sections=built,
+        learners=learner_params,
+        raw=raw,
+    )
     _cross_check(cfg, fail)
     return cfg
 
@@ -397,11 +428,15 @@ def _cross_check(cfg: RunConfig, fail) -> None:
     train = cfg.sections["train"]
     bad = [h for h in train.horizons if h not in tuple(cohort.horizons)]
     if bad:
-        raise fail(f"train.horizons: {bad} not prepared (cohort.horizons = {list(cohort.horizons)})")
+        raise fail(
+            f"train.horizons: {bad} not prepared (cohort.horizons = {list(cohort.horizons)})"
+        )
     if train.split_seeds is not None:
         missing = [s for s in train.split_seeds if s not in tuple(cohort.split_seeds)]
         if missing:
-            raise fail(f"train.split_seeds: {missing} not in cohort.split_seeds = {list(cohort.split_seeds)}")
+            raise fail(
+                f"train.split_seeds: {missing} not in cohort.split_seeds = {list(cohort.split_seeds)}"
+            )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -418,4 +453,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def split_seeds(cfg: RunConfig) -> tuple[int, ...]:
     """The split seeds a run trains and evaluates."""
     train = cfg.sections["train"]
-    return tuple(train.split_seeds) if train.split_seeds is not None else tuple(cfg.sections["cohort"].split_seeds)
+    return (
+        tuple(train.split_seeds)
+        if train.split_seeds is not None
+        else tuple(cfg.sections["cohort"].split_seeds)
+    )

@@ -89,7 +89,9 @@ class Stage:
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return hashlib.sha256(
+            json.dumps(self.config, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
 
     def read_manifest(self) -> dict[str, Any] | None:
         m = Path(self.out_dir) / MANIFEST

@@ -82,8 +82,13 @@ def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
         raise PipelineError(f"data_dir {cfg.data_dir} does not exist")
     reader = _reader_params(cfg)
     out = cfg.output_dir / "extracted"
-    stage = Stage("extract", out, {"source": cfg.source, "reader": _asdict(reader)},
-                  inputs={"data_dir": hash_path(cfg.data_dir)}, force=force)
+    stage = Stage(
+        "extract",
+        out,
+        {"source": cfg.source, "reader": _asdict(reader)},
+        inputs={"data_dir": hash_path(cfg.data_dir)},
+        force=force,
+    )
     if stage.is_current():
         log.info("extract: %s is current, skipped", out)
         return out
@@ -124,27 +129,44 @@ def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
         if cfg.source == "physionet2019":
             from data_prep.sources.physionet2019 import PhysioNetParams, read_physionet2019
 
-            tables = read_physionet2019(cfg.data_dir, PhysioNetParams(on_bad_rows=cfg.labels.on_bad_rows),
-                                        progress=progress)
+            tables = read_physionet2019(
+                cfg.data_dir, PhysioNetParams(on_bad_rows=cfg.labels.on_bad_rows), progress=progress
+            )
             result = prepare_from_tables(
-                stays=tables.stays, onsets=tables.onsets, labels_hourly=tables.labels_hourly,
-                diagnoses=tables.diagnoses, observations=tables.observations, params=cfg.cohort, out_dir=tmp,
-                dropped_values=tables.dropped_values, source_attrition=list(tables.source_attrition),
+                stays=tables.stays,
+                onsets=tables.onsets,
+                labels_hourly=tables.labels_hourly,
+                diagnoses=tables.diagnoses,
+                observations=tables.observations,
+                params=cfg.cohort,
+                out_dir=tmp,
+                dropped_values=tables.dropped_values,
+                source_attrition=list(tables.source_attrition),
             )
         else:
             from data_prep.observations import observations_from_extracted
             from data_prep.sepsis3 import derive_labels
 
-            labels_hourly, onsets, label_counts = derive_labels(extracted, cfg.labels, progress=progress)
+            labels_hourly, onsets, label_counts = derive_labels(
+                extracted, cfg.labels, progress=progress
+            )
             stays = pd.read_parquet(extracted / "stays.parquet")
             diagnoses = pd.read_parquet(extracted / "diagnoses.parquet")
             observations, dropped = observations_from_extracted(extracted, stays, progress=progress)
             extraction = json.loads((extracted / "manifest.json").read_text()).get("counts", {})
             result = prepare_from_tables(
-                stays=stays, onsets=onsets, labels_hourly=labels_hourly, diagnoses=diagnoses,
-                observations=observations, params=cfg.cohort, out_dir=tmp, dropped_values=dropped,
-                source_attrition=[{"step": "sepsis-3 labels", "detail": label_counts},
-                                  {"step": "extraction", "detail": extraction}],
+                stays=stays,
+                onsets=onsets,
+                labels_hourly=labels_hourly,
+                diagnoses=diagnoses,
+                observations=observations,
+                params=cfg.cohort,
+                out_dir=tmp,
+                dropped_values=dropped,
+                source_attrition=[
+                    {"step": "sepsis-3 labels", "detail": label_counts},
+                    {"step": "extraction", "detail": extraction},
+                ],
             )
         counts.update(_prepare_counts(result))
     return out
@@ -154,8 +176,13 @@ def _prepare_counts(attrition: dict) -> dict[str, Any]:
     """The headline numbers of a prepared cohort, for the manifest."""
     steps = attrition.get("steps", [])
     last = steps[-1] if steps else {}
-    return {"cases": last.get("cases"), "controls": last.get("controls"), "remaining": last.get("remaining"),
-            "prevalence": attrition.get("prevalence"), "split_counts": attrition.get("split_counts")}
+    return {
+        "cases": last.get("cases"),
+        "controls": last.get("controls"),
+        "remaining": last.get("remaining"),
+        "prevalence": attrition.get("prevalence"),
+        "split_counts": attrition.get("split_counts"),
+    }
 
 
 def describe_prepared(prepared: Path) -> str:
@@ -173,7 +200,9 @@ def describe_prepared(prepared: Path) -> str:
             lines.append("attrition:")
             for s in steps:
                 if isinstance(s, dict) and "step" in s:
-                    lines.append(f"  {s['step']:<48} removed {s.get('removed', ''):>7}  remaining {s.get('remaining', ''):>7}")
+                    lines.append(
+                        f"  {s['step']:<48} removed {s.get('removed', ''):>7}  remaining {s.get('remaining', ''):>7}"
+                    )
     return "\n".join(lines)
 
 
@@ -247,7 +276,9 @@ def train(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
 
     prepared = cfg.output_dir / "prepared"
     if not (prepared / "manifest.json").exists():
-        raise PipelineError(f"no prepared cohort at {prepared}: run `sepsis prepare --config {cfg.config_file}` first")
+        raise PipelineError(
+            f"no prepared cohort at {prepared}: run `sepsis prepare --config {cfg.config_file}` first"
+        )
     _set_threads(cfg.train.threads)
     ds = CohortDataset.load(prepared)
     models_dir = cfg.output_dir / "models"
@@ -261,7 +292,9 @@ def train(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     log.info("train: %d units in %.1f s", len(units), time.time() - t0)
     preds = collect_predictions(models_dir, units)
     if len(preds):
-        print("\nTest-split AUPRC (point estimates, mean over split seeds; `sepsis report` adds bootstrap CIs):")
+        print(
+            "\nTest-split AUPRC (point estimates, mean over split seeds; `sepsis report` adds bootstrap CIs):"
+        )
         print(point_summary(preds).to_string())
     return models_dir
 
@@ -276,7 +309,9 @@ def point_summary(preds: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
         ok = np.isfinite(g["score"].to_numpy(float))
         y, sc = g["y_true"].to_numpy()[ok], g["score"].to_numpy(float)[ok]
         val = fn(y, sc) if len(y) and 0 < y.sum() < len(y) else np.nan
-        rows.append({"learner": f"{learner} ({regime})", "horizon": int(h), "seed": seed, metric: val})
+        rows.append(
+            {"learner": f"{learner} ({regime})", "horizon": int(h), "seed": seed, metric: val}
+        )
     df = pd.DataFrame(rows).groupby(["learner", "horizon"])[metric].mean().unstack("horizon")
     df.columns = [f"{c}h" for c in df.columns]
     return df.round(3)
@@ -293,13 +328,20 @@ def _unit_config(cfg: RunConfig, unit: Unit) -> dict[str, Any]:
 
 
 def _view(ds, learner_view: str, h: int, split: str | None, seed: int):
-    return ds.irregular(h, split=split, seed=seed) if learner_view == "irregular" else ds.grid(h, split=split, seed=seed)
+    return (
+        ds.irregular(h, split=split, seed=seed)
+        if learner_view == "irregular"
+        else ds.grid(h, split=split, seed=seed)
+    )
 
 
-def _train_unit(cfg: RunConfig, ds, unit: Unit, models_dir: Path, prepared_fp: str,
-                force: bool, progress: bool) -> Path:
+def _train_unit(
+    cfg: RunConfig, ds, unit: Unit, models_dir: Path, prepared_fp: str, force: bool, progress: bool
+) -> Path:
     out = unit.folder(models_dir)
-    stage = Stage("train", out, _unit_config(cfg, unit), inputs={"prepared": prepared_fp}, force=force)
+    stage = Stage(
+        "train", out, _unit_config(cfg, unit), inputs={"prepared": prepared_fp}, force=force
+    )
     if stage.is_current():
         return out
     horizons = [unit.horizon] if unit.regime == "per_horizon" else list(cfg.train.horizons)
@@ -317,8 +359,9 @@ def _train_unit(cfg: RunConfig, ds, unit: Unit, models_dir: Path, prepared_fp: s
             if unit.learner == "mgp_tcn" and cfg.train.mgp_search_trials > 0:
                 from models.mgp_tcn import search_hyperparameters
 
-                best, trials = search_hyperparameters(X_tr, y_tr, X_va, y_va,
-                                                      n_trials=cfg.train.mgp_search_trials, seed=unit.seed)
+                best, trials = search_hyperparameters(
+                    X_tr, y_tr, X_va, y_va, n_trials=cfg.train.mgp_search_trials, seed=unit.seed
+                )
                 trials.to_csv(tmp / "search_trials.csv", index=False)
                 learner.set_params(**best)
             t_fit = time.time()
@@ -331,7 +374,11 @@ def _train_unit(cfg: RunConfig, ds, unit: Unit, models_dir: Path, prepared_fp: s
             if hist is not None and len(hist):
                 hist = pd.DataFrame(hist)
                 hist["learner"], hist["regime"], hist["horizon"], hist["seed"] = (
-                    unit.learner, unit.regime, unit.horizon, unit.seed)
+                    unit.learner,
+                    unit.regime,
+                    unit.horizon,
+                    unit.seed,
+                )
                 hist.to_parquet(tmp / "history.parquet", index=False)
             from sepsis.evaluation.metrics import auprc
 
@@ -349,42 +396,63 @@ def _train_unit(cfg: RunConfig, ds, unit: Unit, models_dir: Path, prepared_fp: s
 
 
 def _pred_frame(unit: Unit, h: int, stay_id, y, scores, external: bool = False) -> pd.DataFrame:
-    return pd.DataFrame({
-        "learner": unit.learner,
-        "horizon": np.int32(h),
-        "seed": np.int32(unit.seed),
-        "stay_id": np.asarray(stay_id, dtype=np.int64),
-        "y_true": np.asarray(y, dtype=np.int8),
-        "score": np.asarray(scores, dtype=np.float64),
-        "regime": unit.regime,
-        "external": external,
-    })
+    return pd.DataFrame(
+        {
+            "learner": unit.learner,
+            "horizon": np.int32(h),
+            "seed": np.int32(unit.seed),
+            "stay_id": np.asarray(stay_id, dtype=np.int64),
+            "y_true": np.asarray(y, dtype=np.int8),
+            "score": np.asarray(scores, dtype=np.float64),
+            "regime": unit.regime,
+            "external": external,
+        }
+    )
 
 
 def _sofa_scores(cfg: RunConfig, ds, unit: Unit, horizons: list[int]) -> list[pd.DataFrame]:
     """The clinical baseline: SOFA increase at prediction time (no training)."""
     from models.baselines import sofa_increase_scores
 
-    labels_hourly = pd.read_parquet(cfg.output_dir / "prepared" / "labels_hourly.parquet",
-                                    columns=["stay_id", "hour", "sofa"])
+    labels_hourly = pd.read_parquet(
+        cfg.output_dir / "prepared" / "labels_hourly.parquet", columns=["stay_id", "hour", "sofa"]
+    )
     cohort = ds.cohort.set_index("stay_id")
     ids = ds.stays_in("test", unit.seed)
     sub = cohort.loc[ids]
     rows = []
     for h in horizons:
-        scores = sofa_increase_scores(labels_hourly, ids, sub["onset_hour"].to_numpy(float) - h,
-                                      window_hours=cfg.cohort.window_hours)
+        scores = sofa_increase_scores(
+            labels_hourly,
+            ids,
+            sub["onset_hour"].to_numpy(float) - h,
+            window_hours=cfg.cohort.window_hours,
+        )
         rows.append(_pred_frame(unit, h, ids, sub["label"].to_numpy(), scores))
     return rows
 
 
 def collect_predictions(models_dir: Path, units: list[Unit] | None = None) -> pd.DataFrame:
     """Concatenate the test-split predictions of finished training units."""
-    files = ([u.folder(models_dir) / "predictions.parquet" for u in units] if units is not None
-             else sorted(models_dir.rglob("predictions.parquet")))
+    files = (
+        [u.folder(models_dir) / "predictions.parquet" for u in units]
+        if units is not None
+        else sorted(models_dir.rglob("predictions.parquet"))
+    )
     frames = [pd.read_parquet(f) for f in files if f.exists()]
     if not frames:
-        return pd.DataFrame(columns=["learner", "horizon", "seed", "stay_id", "y_true", "score", "regime", "external"])
+        return pd.DataFrame(
+            columns=[
+                "learner",
+                "horizon",
+                "seed",
+                "stay_id",
+                "y_true",
+                "score",
+                "regime",
+                "external",
+            ]
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -398,7 +466,9 @@ def collect_histories(models_dir: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 
-def evaluate(cfg: RunConfig, force: bool = False, progress: bool = True, models_run: Path | None = None) -> Path:
+def evaluate(
+    cfg: RunConfig, force: bool = False, progress: bool = True, models_run: Path | None = None
+) -> Path:
     """Metrics with bootstrap CIs for every learner, regime and horizon (`evaluation/`)."""
     from sepsis.evaluation.metrics import metrics_table, paired_differences, summarise_over_seeds
 
@@ -411,16 +481,22 @@ def evaluate(cfg: RunConfig, force: bool = False, progress: bool = True, models_
     preds = collect_predictions(models_dir, units)
     if preds.empty:
         raise PipelineError(f"no predictions under {models_dir}: run `sepsis train` first")
-    out = cfg.output_dir / ("evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}")
+    out = cfg.output_dir / (
+        "evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}"
+    )
     fp = {"predictions": str(pd.util.hash_pandas_object(preds, index=False).sum())}
     stage = Stage("evaluate", out, {"evaluate": _asdict(cfg.evaluate)}, inputs=fp, force=force)
     if stage.is_current():
         return out
     counts: dict[str, Any] = {}
     with stage.writing(counts) as tmp:
-        table = metrics_table(preds, n_resamples=cfg.evaluate.n_bootstrap, seed=cfg.evaluate.bootstrap_seed)
+        table = metrics_table(
+            preds, n_resamples=cfg.evaluate.n_bootstrap, seed=cfg.evaluate.bootstrap_seed
+        )
         summary = summarise_over_seeds(table)
-        diffs = paired_differences(preds, n_resamples=cfg.evaluate.n_bootstrap, seed=cfg.evaluate.bootstrap_seed)
+        diffs = paired_differences(
+            preds, n_resamples=cfg.evaluate.n_bootstrap, seed=cfg.evaluate.bootstrap_seed
+        )
         preds.to_parquet(tmp / "predictions.parquet", index=False)
         table.to_csv(tmp / "metrics.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
@@ -436,11 +512,17 @@ def report(cfg: RunConfig, force: bool = False, models_run: Path | None = None) 
     """Render report.md / report.html with tables and plots (`reports/`)."""
     from sepsis.evaluation.report import write_report
 
-    ev = cfg.output_dir / ("evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}")
+    ev = cfg.output_dir / (
+        "evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}"
+    )
     if not (ev / "manifest.json").exists():
         raise PipelineError(f"no evaluation at {ev}: run `sepsis evaluate` first")
-    out = cfg.output_dir / ("reports" if models_run is None else f"reports-external-{Path(models_run).name}")
-    stage = Stage("report", out, {"name": cfg.name}, inputs={"evaluation": stage_fingerprint(ev)}, force=force)
+    out = cfg.output_dir / (
+        "reports" if models_run is None else f"reports-external-{Path(models_run).name}"
+    )
+    stage = Stage(
+        "report", out, {"name": cfg.name}, inputs={"evaluation": stage_fingerprint(ev)}, force=force
+    )
     if stage.is_current():
         return out
     preds = pd.read_parquet(ev / "predictions.parquet")
@@ -458,8 +540,18 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
     ctx: dict[str, Any] = {
         "name": cfg.name,
         "source": cfg.source,
-        "config_hash": cfg.section_hash("source", "synthetic", "labels", "cohort", "train",
-                                        "mgp_tcn", "dtw_knn", "logreg", "gbm", "evaluate"),
+        "config_hash": cfg.section_hash(
+            "source",
+            "synthetic",
+            "labels",
+            "cohort",
+            "train",
+            "mgp_tcn",
+            "dtw_knn",
+            "logreg",
+            "gbm",
+            "evaluate",
+        ),
         "config": cfg.to_dict(),
         "external": models_run is not None,
         "models_run": str(models_run) if models_run else None,
@@ -486,7 +578,11 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
 def _stage_commands(cfg: RunConfig) -> dict[str, str]:
     out = {}
     for stage in ("prepared", "models", "evaluation"):
-        for m in sorted((cfg.output_dir / stage).rglob("manifest.json"))[:1] if (cfg.output_dir / stage).exists() else []:
+        for m in (
+            sorted((cfg.output_dir / stage).rglob("manifest.json"))[:1]
+            if (cfg.output_dir / stage).exists()
+            else []
+        ):
             out[stage] = json.loads(m.read_text()).get("command", "")
     return out
 
@@ -496,7 +592,13 @@ def _stage_times(cfg: RunConfig) -> dict[str, float]:
     for stage in ("extracted", "prepared", "models", "evaluation"):
         d = cfg.output_dir / stage
         if d.exists():
-            out[stage] = round(sum(json.loads(m.read_text()).get("wall_seconds", 0.0) for m in d.rglob("manifest.json")), 1)
+            out[stage] = round(
+                sum(
+                    json.loads(m.read_text()).get("wall_seconds", 0.0)
+                    for m in d.rglob("manifest.json")
+                ),
+                1,
+            )
     return out
 
 
@@ -515,28 +617,47 @@ def _external_predictions(cfg: RunConfig, models_run: Path, progress: bool) -> P
 
     prepared = cfg.output_dir / "prepared"
     if not (prepared / "manifest.json").exists():
-        raise PipelineError(f"no prepared cohort at {prepared}: run `sepsis prepare --config {cfg.config_file}` first")
+        raise PipelineError(
+            f"no prepared cohort at {prepared}: run `sepsis prepare --config {cfg.config_file}` first"
+        )
     norm = models_run / "prepared" / "normalisation.parquet"
     if not norm.exists():
-        raise PipelineError(f"{models_run}: no prepared/normalisation.parquet; expected the output_dir of a trained run")
+        raise PipelineError(
+            f"{models_run}: no prepared/normalisation.parquet; expected the output_dir of a trained run"
+        )
     if models_run.resolve() == cfg.output_dir.resolve():
-        raise PipelineError("--models points at this run itself; external validation needs another run")
+        raise PipelineError(
+            "--models points at this run itself; external validation needs another run"
+        )
     model_dirs = sorted(p.parent for p in (models_run / "models").glob("*/*/h*/seed*/model/"))
     if not model_dirs:
-        raise PipelineError(f"{models_run}/models holds no fitted models: run `sepsis train` there first")
+        raise PipelineError(
+            f"{models_run}/models holds no fitted models: run `sepsis train` there first"
+        )
     ds = CohortDataset.load(prepared, normalisation_override=norm)
     classes = _learner_classes()
     out_root = cfg.output_dir / "external" / models_run.name
-    fp = {"models_run": stage_fingerprint(models_run / "prepared"), "prepared": stage_fingerprint(prepared)}
+    fp = {
+        "models_run": stage_fingerprint(models_run / "prepared"),
+        "prepared": stage_fingerprint(prepared),
+    }
     for unit_dir in tqdm(model_dirs, desc="external", unit="model", disable=not progress):
         learner, regime, hdir, sdir = unit_dir.parts[-4:]
         unit = Unit(learner, regime, int(hdir[1:]), int(sdir[4:]))
         if learner not in classes:
             continue
         out = unit.folder(out_root)
-        man = json.loads((unit_dir / "manifest.json").read_text()) if (unit_dir / "manifest.json").exists() else {}
-        stage = Stage("external", out, {"unit": dataclasses.asdict(unit), "model_config": man.get("config_hash")},
-                      inputs=fp)
+        man = (
+            json.loads((unit_dir / "manifest.json").read_text())
+            if (unit_dir / "manifest.json").exists()
+            else {}
+        )
+        stage = Stage(
+            "external",
+            out,
+            {"unit": dataclasses.asdict(unit), "model_config": man.get("config_hash")},
+            inputs=fp,
+        )
         if stage.is_current():
             continue
         model = classes[learner].load(unit_dir / "model")
@@ -545,6 +666,8 @@ def _external_predictions(cfg: RunConfig, models_run: Path, progress: bool) -> P
             rows = []
             for h in horizons:
                 X, y = _view(ds, model.view, h, "all", unit.seed)
-                rows.append(_pred_frame(unit, h, X.stay_id, y, model.predict_proba(X)[:, 1], external=True))
+                rows.append(
+                    _pred_frame(unit, h, X.stay_id, y, model.predict_proba(X)[:, 1], external=True)
+                )
             pd.concat(rows, ignore_index=True).to_parquet(tmp / "predictions.parquet", index=False)
     return out_root

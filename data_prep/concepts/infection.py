@@ -50,7 +50,12 @@ EXCLUDED_ROUTE_SUBSTRINGS = ("ear", "eye")
 EXCLUDED_NAME_SUBSTRINGS = ("cream", "desensitization", "ophth oint", "gel")
 
 SI_COLUMNS = [
-    "stay_id", "si_time", "antibiotic", "antibiotic_time", "culture_time", "culture_specimen",
+    "stay_id",
+    "si_time",
+    "antibiotic",
+    "antibiotic_time",
+    "culture_time",
+    "culture_specimen",
     "si_order",
 ]
 
@@ -111,11 +116,13 @@ def antibiotic_events(prescriptions: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
     counts["antibiotic_rows_no_hadm"] = int((cand & no_hadm).sum())
     counts["antibiotic_rows_no_startdate"] = int((cand & ~no_hadm & no_time).sum())
     cand &= ~no_hadm & ~no_time
-    out = pd.DataFrame({
-        "hadm_id": p["hadm_id"].to_numpy()[cand].astype(np.int64),
-        "time": start.to_numpy()[cand],
-        "drug": p["drug"].astype("string").to_numpy()[cand],
-    })
+    out = pd.DataFrame(
+        {
+            "hadm_id": p["hadm_id"].to_numpy()[cand].astype(np.int64),
+            "time": start.to_numpy()[cand],
+            "drug": p["drug"].astype("string").to_numpy()[cand],
+        }
+    )
     counts["antibiotic_rows_kept"] = len(out)
     return out, counts
 
@@ -137,12 +144,14 @@ def culture_events(microbiology: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, 
         "culture_rows_date_only": int((date_only & ~pd.Series(no_hadm, index=m.index)).sum()),
     }
     keep = ~no_time & ~no_hadm
-    out = pd.DataFrame({
-        "hadm_id": m["hadm_id"].to_numpy()[keep].astype(np.int64),
-        "time": time.to_numpy()[keep],
-        "date_only": date_only.to_numpy(bool)[keep],
-        "specimen": m["spec_type_desc"].astype("string").to_numpy()[keep],
-    })
+    out = pd.DataFrame(
+        {
+            "hadm_id": m["hadm_id"].to_numpy()[keep].astype(np.int64),
+            "time": time.to_numpy()[keep],
+            "date_only": date_only.to_numpy(bool)[keep],
+            "specimen": m["spec_type_desc"].astype("string").to_numpy()[keep],
+        }
+    )
     counts["culture_rows_kept"] = len(out)
     return out, counts
 
@@ -156,8 +165,13 @@ def _asof(left: pd.DataFrame, right: pd.DataFrame, direction: str, hours: float)
     lf = left.copy()
     lf["time_key"] = lf["time"]
     merged = pd.merge_asof(
-        lf.sort_values("time_key"), r.sort_values("time_key"), on="time_key", by="hadm_id",
-        direction=direction, tolerance=pd.Timedelta(hours=hours), allow_exact_matches=True,
+        lf.sort_values("time_key"),
+        r.sort_values("time_key"),
+        on="time_key",
+        by="hadm_id",
+        direction=direction,
+        tolerance=pd.Timedelta(hours=hours),
+        allow_exact_matches=True,
     )
     return merged[merged["time_r"].notna()].drop(columns="time_key")
 
@@ -172,37 +186,75 @@ def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams
     # organism x antibiotic tested; the first specimen / drug name (sorted) is reported.
     a = abx.sort_values(["hadm_id", "time", "drug"]).drop_duplicates(["hadm_id", "time"])
     c = cultures.sort_values(["hadm_id", "time", "date_only", "specimen"]).drop_duplicates(
-        ["hadm_id", "time"])
+        ["hadm_id", "time"]
+    )
     parts = []
     # culture first, antibiotic within 72 h (96 h for a date-only culture)
-    for date_only, hours in ((False, params.culture_then_abx_hours),
-                             (True, params.date_only_culture_window_hours)):
+    for date_only, hours in (
+        (False, params.culture_then_abx_hours),
+        (True, params.date_only_culture_window_hours),
+    ):
         left = c[c["date_only"] == date_only][["hadm_id", "time", "specimen"]]
         m = _asof(left, a[["hadm_id", "time", "drug"]], "forward", hours)
-        parts.append(pd.DataFrame({
-            "hadm_id": m["hadm_id"], "si_time": m["time"], "antibiotic": m["drug"],
-            "antibiotic_time": m["time_r"], "culture_time": m["time"],
-            "culture_specimen": m["specimen"], "si_order": "culture_first",
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "hadm_id": m["hadm_id"],
+                    "si_time": m["time"],
+                    "antibiotic": m["drug"],
+                    "antibiotic_time": m["time_r"],
+                    "culture_time": m["time"],
+                    "culture_specimen": m["specimen"],
+                    "si_order": "culture_first",
+                }
+            )
+        )
     # antibiotic first, culture within 24 h
     if params.si_time == "earlier":
-        m = _asof(a[["hadm_id", "time", "drug"]], c[["hadm_id", "time", "specimen"]], "forward",
-                  params.abx_then_culture_hours)
-        parts.append(pd.DataFrame({
-            "hadm_id": m["hadm_id"], "si_time": m["time"], "antibiotic": m["drug"],
-            "antibiotic_time": m["time"], "culture_time": m["time_r"],
-            "culture_specimen": m["specimen"], "si_order": "abx_first",
-        }))
+        m = _asof(
+            a[["hadm_id", "time", "drug"]],
+            c[["hadm_id", "time", "specimen"]],
+            "forward",
+            params.abx_then_culture_hours,
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    "hadm_id": m["hadm_id"],
+                    "si_time": m["time"],
+                    "antibiotic": m["drug"],
+                    "antibiotic_time": m["time"],
+                    "culture_time": m["time_r"],
+                    "culture_specimen": m["specimen"],
+                    "si_order": "abx_first",
+                }
+            )
+        )
     else:  # culture time: every culture preceded by an antibiotic within 24 h
-        m = _asof(c[["hadm_id", "time", "specimen"]], a[["hadm_id", "time", "drug"]], "backward",
-                  params.abx_then_culture_hours)
-        parts.append(pd.DataFrame({
-            "hadm_id": m["hadm_id"], "si_time": m["time"], "antibiotic": m["drug"],
-            "antibiotic_time": m["time_r"], "culture_time": m["time"],
-            "culture_specimen": m["specimen"], "si_order": "abx_first",
-        }))
-    out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(
-        len(p) for p in parts) else pd.DataFrame(columns=parts[0].columns)
+        m = _asof(
+            c[["hadm_id", "time", "specimen"]],
+            a[["hadm_id", "time", "drug"]],
+            "backward",
+            params.abx_then_culture_hours,
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    "hadm_id": m["hadm_id"],
+                    "si_time": m["time"],
+                    "antibiotic": m["drug"],
+                    "antibiotic_time": m["time_r"],
+                    "culture_time": m["time"],
+                    "culture_specimen": m["specimen"],
+                    "si_order": "abx_first",
+                }
+            )
+        )
+    out = (
+        pd.concat([p for p in parts if len(p)], ignore_index=True)
+        if any(len(p) for p in parts)
+        else pd.DataFrame(columns=parts[0].columns)
+    )
     for col in ("si_time", "antibiotic_time", "culture_time"):
         out[col] = out[col].astype("datetime64[us]")
     out["hadm_id"] = out["hadm_id"].astype(np.int64)
@@ -236,11 +288,14 @@ def suspected_infection(
     after = pd.Timedelta(hours=params.si_window_after_hours)
     overlap = (m["si_time"] - before <= m["outtime"]) & (m["si_time"] + after >= m["intime"])
     counts["stays_si_only_away_from_stay"] = int(
-        m["stay_id"].nunique() - m.loc[overlap, "stay_id"].nunique())
+        m["stay_id"].nunique() - m.loc[overlap, "stay_id"].nunique()
+    )
     m = m[overlap]
     # first SI time; ties broken by culture-first, then earliest partner, then name
-    m = m.sort_values(["stay_id", "si_time", "si_order", "antibiotic_time", "culture_time",
-                       "antibiotic"], ascending=[True, True, False, True, True, True])
+    m = m.sort_values(
+        ["stay_id", "si_time", "si_order", "antibiotic_time", "culture_time", "antibiotic"],
+        ascending=[True, True, False, True, True, True],
+    )
     first = m.drop_duplicates("stay_id", keep="first")
     out = first[SI_COLUMNS].reset_index(drop=True)
     out["stay_id"] = out["stay_id"].astype(np.int64)

@@ -62,13 +62,16 @@ SOFA_COLUMNS = ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS]
 DEFAULT_FIO2 = 0.21
 US_PER_HOUR = 3_600_000_000
 INTUBATED_TEXT = frozenset(t.strip().lower() for t in V.GCS_INTUBATED_TEXT)
-_RANGE = {n: (V.VARIABLES_BY_NAME[n].low, V.VARIABLES_BY_NAME[n].high)
-          for n in ("platelets", "bilirubin", "creatinine", "po2", "mbp", "fio2")}
+_RANGE = {
+    n: (V.VARIABLES_BY_NAME[n].low, V.VARIABLES_BY_NAME[n].high)
+    for n in ("platelets", "bilirubin", "creatinine", "po2", "mbp", "fio2")
+}
 
 
 # --------------------------------------------------------------------------------------
 # scoring tables (pure, vectorised)
 # --------------------------------------------------------------------------------------
+
 
 def score_respiration(pf: np.ndarray, ventilated: np.ndarray) -> np.ndarray:
     """Respiration points from PaO2/FiO2 (mmHg) and ventilation status."""
@@ -102,8 +105,8 @@ def score_vasopressor(drug: np.ndarray, rate: np.ndarray) -> np.ndarray:
     dopa, dobu = d == "dopamine", d == "dobutamine"
     adr = (d == "epinephrine") | (d == "norepinephrine")
     return np.select(
-        [dopa & (r > 15), dopa & (r > 5), dopa, dobu, adr & (r > 0.1), adr],
-        [4, 3, 2, 2, 4, 3], 0).astype(np.int8)
+        [dopa & (r > 15), dopa & (r > 5), dopa, dobu, adr & (r > 0.1), adr], [4, 3, 2, 2, 4, 3], 0
+    ).astype(np.int8)
 
 
 def score_cns(gcs: np.ndarray) -> np.ndarray:
@@ -134,20 +137,31 @@ def fio2_fraction(values: np.ndarray) -> np.ndarray:
 # helpers
 # --------------------------------------------------------------------------------------
 
+
 def _us(s: pd.Series) -> np.ndarray:
     """Timestamps as int64 microseconds (NaT -> INT64 min)."""
     return pd.to_datetime(s).to_numpy(dtype="datetime64[us]").astype(np.int64)
 
 
-def _bad(mask: np.ndarray, df: pd.DataFrame, table: str, column: str, what: str,
-         params: LabelParams, counts: dict[str, int], key: str) -> np.ndarray:
+def _bad(
+    mask: np.ndarray,
+    df: pd.DataFrame,
+    table: str,
+    column: str,
+    what: str,
+    params: LabelParams,
+    counts: dict[str, int],
+    key: str,
+) -> np.ndarray:
     """Raise or count structurally bad rows; returns the mask of rows to keep."""
     n = int(mask.sum())
     if n:
         if params.on_bad_rows == "error":
             row = df.index[np.flatnonzero(mask)[0]]
-            raise ValueError(f"{table}: column {column!r}, row {row}: {what} "
-                             f"({n} such rows; labels.on_bad_rows=skip-and-count skips them)")
+            raise ValueError(
+                f"{table}: column {column!r}, row {row}: {what} "
+                f"({n} such rows; labels.on_bad_rows=skip-and-count skips them)"
+            )
         counts[key] = counts.get(key, 0) + n
     return ~mask
 
@@ -179,7 +193,9 @@ class _Grid:
         """(stay index, found mask) of each event's stay."""
         idx = np.searchsorted(self.stay_ids, stay_id)
         idx = np.minimum(idx, max(len(self.stay_ids) - 1, 0))
-        found = (self.stay_ids[idx] == stay_id) if len(self.stay_ids) else np.zeros(len(stay_id), bool)
+        found = (
+            (self.stay_ids[idx] == stay_id) if len(self.stay_ids) else np.zeros(len(stay_id), bool)
+        )
         return idx, found
 
     def hours(self, idx: np.ndarray, t_us: np.ndarray) -> np.ndarray:
@@ -214,7 +230,7 @@ def _window_max(arr: np.ndarray, lookback: int) -> np.ndarray:
     """out[i] = max(arr[i - lookback + 1 .. i]); valid for i >= lookback - 1."""
     out = np.zeros_like(arr)
     if len(arr) >= lookback:
-        out[lookback - 1:] = np.lib.stride_tricks.sliding_window_view(arr, lookback).max(axis=1)
+        out[lookback - 1 :] = np.lib.stride_tricks.sliding_window_view(arr, lookback).max(axis=1)
     return out
 
 
@@ -222,23 +238,55 @@ def _window_max(arr: np.ndarray, lookback: int) -> np.ndarray:
 # events per component: (stay_id, time_us, score)
 # --------------------------------------------------------------------------------------
 
-def _point_events(df: pd.DataFrame, table: str, grid: _Grid, params: LabelParams,
-                  counts: dict[str, int]) -> pd.DataFrame:
+
+def _point_events(
+    df: pd.DataFrame, table: str, grid: _Grid, params: LabelParams, counts: dict[str, int]
+) -> pd.DataFrame:
     """Validate stay_id/time of a point-event table; adds columns idx, t_us."""
-    keep = _bad(df["stay_id"].isna().to_numpy(), df, table, "stay_id", "missing stay_id",
-                params, counts, f"{table}_rows_no_stay")
-    keep &= _bad(df["time"].isna().to_numpy() & keep, df, table, "time", "missing time",
-                 params, counts, f"{table}_rows_no_time")
+    keep = _bad(
+        df["stay_id"].isna().to_numpy(),
+        df,
+        table,
+        "stay_id",
+        "missing stay_id",
+        params,
+        counts,
+        f"{table}_rows_no_stay",
+    )
+    keep &= _bad(
+        df["time"].isna().to_numpy() & keep,
+        df,
+        table,
+        "time",
+        "missing time",
+        params,
+        counts,
+        f"{table}_rows_no_time",
+    )
     df = df[keep]
     idx, found = grid.locate(df["stay_id"].to_numpy(np.int64))
-    keep = _bad(~found, df, table, "stay_id", "stay_id not in stays", params, counts,
-                f"{table}_rows_unknown_stay")
+    keep = _bad(
+        ~found,
+        df,
+        table,
+        "stay_id",
+        "stay_id not in stays",
+        params,
+        counts,
+        f"{table}_rows_unknown_stay",
+    )
     df = df[keep].assign(idx=idx[keep])
     return df.assign(t_us=_us(df["time"]))
 
 
-def _in_range(df: pd.DataFrame, name: str, table: str, counts: dict[str, int],
-              low: float | None = None, high: float | None = None) -> pd.DataFrame:
+def _in_range(
+    df: pd.DataFrame,
+    name: str,
+    table: str,
+    counts: dict[str, int],
+    low: float | None = None,
+    high: float | None = None,
+) -> pd.DataFrame:
     lo, hi = _RANGE.get(name, (low, high))
     lo = lo if low is None else low
     hi = hi if high is None else high
@@ -248,14 +296,17 @@ def _in_range(df: pd.DataFrame, name: str, table: str, counts: dict[str, int],
     return df[ok]
 
 
-def _respiration_events(chart: pd.DataFrame, lab: pd.DataFrame, params: LabelParams,
-                        counts: dict[str, int]) -> pd.DataFrame:
+def _respiration_events(
+    chart: pd.DataFrame, lab: pd.DataFrame, params: LabelParams, counts: dict[str, int]
+) -> pd.DataFrame:
     gas = lab[lab["itemid"] == V.LAB_PO2]
     gas = _in_range(gas, "po2", "lab", counts, low=1e-9)
-    fio2 = pd.concat([
-        lab.loc[lab["itemid"] == V.LAB_FIO2, ["stay_id", "t_us", "valuenum"]],
-        chart.loc[chart["itemid"].isin(V.CHART_FIO2), ["stay_id", "t_us", "valuenum"]],
-    ])
+    fio2 = pd.concat(
+        [
+            lab.loc[lab["itemid"] == V.LAB_FIO2, ["stay_id", "t_us", "valuenum"]],
+            chart.loc[chart["itemid"].isin(V.CHART_FIO2), ["stay_id", "t_us", "valuenum"]],
+        ]
+    )
     fio2 = fio2.assign(fio2=fio2_fraction(fio2["valuenum"].to_numpy(float)))
     ok = np.isfinite(fio2["fio2"]) & fio2["fio2"].between(*_RANGE["fio2"])
     _count(counts, "fio2_implausible", (~ok).sum())
@@ -264,19 +315,35 @@ def _respiration_events(chart: pd.DataFrame, lab: pd.DataFrame, params: LabelPar
     g = gas[["stay_id", "idx", "t_us", "valuenum"]].sort_values("t_us")
     if g.empty:
         return pd.DataFrame({"idx": [], "t_us": [], "score": []})
-    g = pd.merge_asof(g, fio2[["stay_id", "t_us", "fio2"]], on="t_us", by="stay_id",
-                      direction="backward",
-                      tolerance=int(params.fio2_lookback_hours * US_PER_HOUR))
+    g = pd.merge_asof(
+        g,
+        fio2[["stay_id", "t_us", "fio2"]],
+        on="t_us",
+        by="stay_id",
+        direction="backward",
+        tolerance=int(params.fio2_lookback_hours * US_PER_HOUR),
+    )
     no_fio2 = g["fio2"].isna()
     _count(counts, "pao2_without_fio2_assumed_room_air", no_fio2.sum())
     g["fio2"] = g["fio2"].fillna(DEFAULT_FIO2)
     vent = vent.sort_values("t_us").assign(vent_t=lambda d: d["t_us"])
-    g = pd.merge_asof(g, vent, on="t_us", by="stay_id", direction="backward",
-                      # [t, t + 8 h): merge_asof's tolerance is inclusive, times are integer us
-                      tolerance=int(V.VENT_HOLD_HOURS * US_PER_HOUR) - 1)
+    g = pd.merge_asof(
+        g,
+        vent,
+        on="t_us",
+        by="stay_id",
+        direction="backward",
+        # [t, t + 8 h): merge_asof's tolerance is inclusive, times are integer us
+        tolerance=int(V.VENT_HOLD_HOURS * US_PER_HOUR) - 1,
+    )
     pf = g["valuenum"].to_numpy(float) / g["fio2"].to_numpy(float)
-    return pd.DataFrame({"idx": g["idx"].to_numpy(), "t_us": g["t_us"].to_numpy(),
-                         "score": score_respiration(pf, g["vent_t"].notna().to_numpy())})
+    return pd.DataFrame(
+        {
+            "idx": g["idx"].to_numpy(),
+            "t_us": g["t_us"].to_numpy(),
+            "score": score_respiration(pf, g["vent_t"].notna().to_numpy()),
+        }
+    )
 
 
 def _gcs_events(chart: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
@@ -284,7 +351,9 @@ def _gcs_events(chart: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
     kinds.update({i: "eye" for i in V.GCS_EYE})
     kinds.update({i: "verbal" for i in V.GCS_VERBAL})
     kinds.update({i: "motor" for i in V.GCS_MOTOR})
-    c = chart[chart["itemid"].isin(list(kinds))][["stay_id", "idx", "t_us", "itemid", "valuenum", "value"]]
+    c = chart[chart["itemid"].isin(list(kinds))][
+        ["stay_id", "idx", "t_us", "itemid", "valuenum", "value"]
+    ]
     c = c.assign(kind=c["itemid"].map(kinds))
     text = c["value"].astype("string").str.strip().str.lower()
     intub = (c["kind"] == "verbal") & text.isin(INTUBATED_TEXT).fillna(False)
@@ -309,8 +378,13 @@ def _gcs_events(chart: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
     ev = ev.merge(intub_keys[key].assign(_i=True), on=key, how="left")
     ev = ev[ev["_i"].isna()].drop(columns="_i")
     ev = pd.concat([ev, intub_keys.assign(valuenum=15.0)], ignore_index=True)
-    return pd.DataFrame({"idx": ev["idx"].to_numpy(), "t_us": ev["t_us"].to_numpy(),
-                         "score": score_cns(ev["valuenum"].to_numpy(float))})
+    return pd.DataFrame(
+        {
+            "idx": ev["idx"].to_numpy(),
+            "t_us": ev["t_us"].to_numpy(),
+            "score": score_cns(ev["valuenum"].to_numpy(float)),
+        }
+    )
 
 
 def hourly_sofa(
@@ -338,11 +412,17 @@ def hourly_sofa(
     grid = _Grid(st[has_times], lookback, pre_hours)
     if not has_times.all():  # their events are left out with them (and counted), not an error
         timeless = st.loc[~has_times, "stay_id"].to_numpy()
-        for name, frame in (("chart", chart), ("lab", lab), ("urine", urine), ("vasopressors", vasopressors)):
+        for name, frame in (
+            ("chart", chart),
+            ("lab", lab),
+            ("urine", urine),
+            ("vasopressors", vasopressors),
+        ):
             drop = frame["stay_id"].isin(timeless)
             _count(counts, f"{name}_rows_of_stays_without_times", drop.sum())
-        chart, lab, urine, vasopressors = (f[~f["stay_id"].isin(timeless)]
-                                           for f in (chart, lab, urine, vasopressors))
+        chart, lab, urine, vasopressors = (
+            f[~f["stay_id"].isin(timeless)] for f in (chart, lab, urine, vasopressors)
+        )
     _count(counts, "stays_without_hours", (grid.n_hours == 0).sum())
 
     chart = _point_events(chart, "chart", grid, params, counts)
@@ -351,15 +431,27 @@ def hourly_sofa(
 
     events: dict[str, list[pd.DataFrame]] = {c: [] for c in COMPONENTS}
     events["resp"].append(_respiration_events(chart, lab, params, counts))
-    for name, item, fn, comp in (("platelets", V.LAB_PLATELETS, score_coagulation, "coag"),
-                                 ("bilirubin", V.LAB_BILIRUBIN, score_liver, "liver"),
-                                 ("creatinine", V.LAB_CREATININE, score_creatinine, "renal")):
+    for name, item, fn, comp in (
+        ("platelets", V.LAB_PLATELETS, score_coagulation, "coag"),
+        ("bilirubin", V.LAB_BILIRUBIN, score_liver, "liver"),
+        ("creatinine", V.LAB_CREATININE, score_creatinine, "renal"),
+    ):
         x = _in_range(lab[lab["itemid"] == item], name, "lab", counts)
-        events[comp].append(pd.DataFrame({"idx": x["idx"], "t_us": x["t_us"],
-                                          "score": fn(x["valuenum"].to_numpy(float))}))
+        events[comp].append(
+            pd.DataFrame(
+                {"idx": x["idx"], "t_us": x["t_us"], "score": fn(x["valuenum"].to_numpy(float))}
+            )
+        )
     mbp = _in_range(chart[chart["itemid"].isin(V.MAP_ITEMIDS)], "mbp", "chart", counts, low=1e-9)
-    events["cardio"].append(pd.DataFrame({"idx": mbp["idx"], "t_us": mbp["t_us"],
-                                          "score": score_map(mbp["valuenum"].to_numpy(float))}))
+    events["cardio"].append(
+        pd.DataFrame(
+            {
+                "idx": mbp["idx"],
+                "t_us": mbp["t_us"],
+                "score": score_map(mbp["valuenum"].to_numpy(float)),
+            }
+        )
+    )
     events["cns"].append(_gcs_events(chart, counts))
 
     grids: dict[str, np.ndarray] = {}
@@ -381,31 +473,48 @@ def hourly_sofa(
     cols: dict[str, np.ndarray] = {"stay_id": out_stay, "hour": out_hour.astype(np.int32)}
     for comp in COMPONENTS:
         cols[f"sofa_{comp}"] = _window_max(grids[comp], lookback)[out_cell]
-    cols["sofa_renal"] = np.maximum(cols["sofa_renal"],
-                                    _urine_scores(urine, grid, out_hour, out_cell, lookback, counts))
+    cols["sofa_renal"] = np.maximum(
+        cols["sofa_renal"], _urine_scores(urine, grid, out_hour, out_cell, lookback, counts)
+    )
     total = sum(cols[f"sofa_{c}"].astype(np.int16) for c in COMPONENTS)
     cols["sofa"] = np.asarray(total, np.int16).astype(np.int8)
     return pd.DataFrame(cols)[SOFA_COLUMNS], counts
 
 
-def _vasopressor_cells(vaso: pd.DataFrame, grid: _Grid, cardio: np.ndarray,
-                       params: LabelParams, counts: dict[str, int]) -> None:
+def _vasopressor_cells(
+    vaso: pd.DataFrame, grid: _Grid, cardio: np.ndarray, params: LabelParams, counts: dict[str, int]
+) -> None:
     """Mark the cardiovascular score of every hour an infusion interval touches."""
     if vaso.empty:
         return
     v = vaso.assign(time=vaso["starttime"])
     v = _point_events(v, "vasopressors", grid, params, counts)
     drug = v["drug"].astype("string").str.strip().str.lower()
-    keep = _bad(~drug.isin(list(V.VASOPRESSORS)).fillna(False).to_numpy(), v, "vasopressors",
-                "drug", f"expected one of {sorted(V.VASOPRESSORS)}", params, counts,
-                "vasopressors_rows_unknown_drug")
+    keep = _bad(
+        ~drug.isin(list(V.VASOPRESSORS)).fillna(False).to_numpy(),
+        v,
+        "vasopressors",
+        "drug",
+        f"expected one of {sorted(V.VASOPRESSORS)}",
+        params,
+        counts,
+        "vasopressors_rows_unknown_drug",
+    )
     s_us = v["t_us"].to_numpy()
     e_us = _us(v["endtime"])
     no_end = v["endtime"].isna().to_numpy()
     _count(counts, "vasopressors_rows_no_endtime_as_point", (no_end & keep).sum())
     e_us = np.where(no_end, s_us, e_us)
-    keep &= _bad((e_us < s_us) & keep, v, "vasopressors", "endtime", "endtime before starttime",
-                 params, counts, "vasopressors_rows_end_before_start")
+    keep &= _bad(
+        (e_us < s_us) & keep,
+        v,
+        "vasopressors",
+        "endtime",
+        "endtime before starttime",
+        params,
+        counts,
+        "vasopressors_rows_end_before_start",
+    )
     rate = v["rate"].to_numpy(float)
     ok_rate = np.isfinite(rate) & (rate > 0)
     _count(counts, "vasopressors_rows_no_positive_rate", (keep & ~ok_rate).sum())
@@ -432,8 +541,14 @@ def _vasopressor_cells(vaso: pd.DataFrame, grid: _Grid, cardio: np.ndarray,
         cardio[covered] = np.maximum(cardio[covered], level)
 
 
-def _urine_scores(urine: pd.DataFrame, grid: _Grid, out_hour: np.ndarray,
-                  out_cell: np.ndarray, lookback: int, counts: dict[str, int]) -> np.ndarray:
+def _urine_scores(
+    urine: pd.DataFrame,
+    grid: _Grid,
+    out_hour: np.ndarray,
+    out_cell: np.ndarray,
+    lookback: int,
+    counts: dict[str, int],
+) -> np.ndarray:
     """Renal points from the urine output summed over each hour's trailing window."""
     res = np.zeros(len(out_cell), np.int8)
     if urine.empty:

@@ -33,6 +33,8 @@ class Variable:
 
 F_TO_C = (5.0 / 9.0, -32.0 * 5.0 / 9.0)
 
+# The tables below read as tables (one variable or item group per line): no reformatting.
+# fmt: off
 VARIABLES: tuple[Variable, ...] = (
     # --- vitals and respiratory settings (CHARTEVENTS) ---
     Variable("heart_rate", "chartevents", (211, 220045), "bpm", 0, 300, physionet="HR"),
@@ -165,6 +167,9 @@ WEIGHT_ITEMIDS_LB = (3581,)
 
 # ICD-9 codes that exclude a control (PIPELINE.md section 2)
 SEPSIS_ICD9 = ("99591", "99592", "78552")
+
+
+# fmt: on
 
 
 def chart_itemids_needed() -> set[int]:

@@ -60,27 +60,62 @@ US_PER_YEAR = 365.25 * 24 * US_PER_HOUR
 TS = pa.timestamp("us")
 I32, I64, F64, STR, BOOL = pa.int32(), pa.int64(), pa.float64(), pa.string(), pa.bool_()
 
-STAYS_SCHEMA = pa.schema([
-    ("stay_id", I64), ("patient_id", I64), ("hadm_id", I64), ("source", STR),
-    ("intime", TS), ("outtime", TS), ("los_hours", F64), ("age", F64), ("gender", STR),
-    ("dbsource", STR), ("unit", STR), ("died", BOOL), ("has_chart", BOOL), ("weight_kg", F64),
-])
-CHART_SCHEMA = pa.schema([("stay_id", I64), ("time", TS), ("itemid", I32), ("valuenum", F64), ("value", STR)])
+STAYS_SCHEMA = pa.schema(
+    [
+        ("stay_id", I64),
+        ("patient_id", I64),
+        ("hadm_id", I64),
+        ("source", STR),
+        ("intime", TS),
+        ("outtime", TS),
+        ("los_hours", F64),
+        ("age", F64),
+        ("gender", STR),
+        ("dbsource", STR),
+        ("unit", STR),
+        ("died", BOOL),
+        ("has_chart", BOOL),
+        ("weight_kg", F64),
+    ]
+)
+CHART_SCHEMA = pa.schema(
+    [("stay_id", I64), ("time", TS), ("itemid", I32), ("valuenum", F64), ("value", STR)]
+)
 LAB_SCHEMA = pa.schema([("stay_id", I64), ("time", TS), ("itemid", I32), ("valuenum", F64)])
-VASO_SCHEMA = pa.schema([("stay_id", I64), ("starttime", TS), ("endtime", TS), ("drug", STR), ("rate", F64)])
+VASO_SCHEMA = pa.schema(
+    [("stay_id", I64), ("starttime", TS), ("endtime", TS), ("drug", STR), ("rate", F64)]
+)
 URINE_SCHEMA = pa.schema([("stay_id", I64), ("time", TS), ("value", F64)])
-PRESCRIPTIONS_SCHEMA = pa.schema([
-    ("subject_id", I64), ("hadm_id", I64), ("startdate", TS), ("enddate", TS),
-    ("drug", STR), ("drug_type", STR), ("route", STR),
-])
-MICRO_SCHEMA = pa.schema([
-    ("subject_id", I64), ("hadm_id", I64), ("charttime", TS), ("chartdate", TS), ("spec_type_desc", STR),
-])
+PRESCRIPTIONS_SCHEMA = pa.schema(
+    [
+        ("subject_id", I64),
+        ("hadm_id", I64),
+        ("startdate", TS),
+        ("enddate", TS),
+        ("drug", STR),
+        ("drug_type", STR),
+        ("route", STR),
+    ]
+)
+MICRO_SCHEMA = pa.schema(
+    [
+        ("subject_id", I64),
+        ("hadm_id", I64),
+        ("charttime", TS),
+        ("chartdate", TS),
+        ("spec_type_desc", STR),
+    ]
+)
 DIAG_SCHEMA = pa.schema([("hadm_id", I64), ("icd9_code", STR)])
 
 SCHEMAS: dict[str, pa.Schema] = {
-    "stays": STAYS_SCHEMA, "chart": CHART_SCHEMA, "lab": LAB_SCHEMA, "vasopressors": VASO_SCHEMA,
-    "urine": URINE_SCHEMA, "prescriptions": PRESCRIPTIONS_SCHEMA, "microbiology": MICRO_SCHEMA,
+    "stays": STAYS_SCHEMA,
+    "chart": CHART_SCHEMA,
+    "lab": LAB_SCHEMA,
+    "vasopressors": VASO_SCHEMA,
+    "urine": URINE_SCHEMA,
+    "prescriptions": PRESCRIPTIONS_SCHEMA,
+    "microbiology": MICRO_SCHEMA,
     "diagnoses": DIAG_SCHEMA,
 }
 
@@ -90,14 +125,22 @@ MV_VASO_ITEMIDS = frozenset({221906, 221289, 221662, 221653})
 CV_VASO_ITEMIDS = frozenset(i for i in V.VASOPRESSOR_BY_ITEMID if i not in MV_VASO_ITEMIDS)
 # Unit assumed when `rateuom` is empty (mimic-code conventions): CareVue norepinephrine 30047
 # and epinephrine 30044 are charted in mcg/min, every other vasopressor item in mcg/kg/min.
-DEFAULT_RATE_UNIT = {i: "mcgkgmin" for i in V.VASOPRESSOR_BY_ITEMID} | {30047: "mcgmin", 30044: "mcgmin"}
+DEFAULT_RATE_UNIT = {i: "mcgkgmin" for i in V.VASOPRESSOR_BY_ITEMID} | {
+    30047: "mcgmin",
+    30044: "mcgmin",
+}
 # Normalised unit -> (factor to mcg, divide by weight?, per-hour?)
 RATE_UNITS: dict[str, tuple[float, bool, bool]] = {
-    "mcgkgmin": (1.0, False, False), "mcgmin": (1.0, True, False),
-    "mgkgmin": (1000.0, False, False), "mgmin": (1000.0, True, False),
-    "mcgkghr": (1.0, False, True), "mcghr": (1.0, True, True),
-    "mgkghr": (1000.0, False, True), "mghr": (1000.0, True, True),
-    "ngkgmin": (1e-3, False, False), "ngmin": (1e-3, True, False),
+    "mcgkgmin": (1.0, False, False),
+    "mcgmin": (1.0, True, False),
+    "mgkgmin": (1000.0, False, False),
+    "mgmin": (1000.0, True, False),
+    "mcgkghr": (1.0, False, True),
+    "mcghr": (1.0, True, True),
+    "mgkghr": (1000.0, False, True),
+    "mghr": (1000.0, True, True),
+    "ngkgmin": (1e-3, False, False),
+    "ngmin": (1e-3, True, False),
 }
 
 # Column kinds: "i32", "i64", "f64" are numeric (typed by the CSV decoder in the fast pass and
@@ -107,21 +150,60 @@ _NUMERIC = ("i32", "i64", "f64")
 
 # table -> {column (lower case): kind}; `_OPTIONAL` columns may be absent.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
-    "ICUSTAYS": {"subject_id": "i64", "hadm_id": "i64", "icustay_id": "i64", "dbsource": "str",
-                 "first_careunit": "str", "intime": "ts", "outtime": "ts"},
+    "ICUSTAYS": {
+        "subject_id": "i64",
+        "hadm_id": "i64",
+        "icustay_id": "i64",
+        "dbsource": "str",
+        "first_careunit": "str",
+        "intime": "ts",
+        "outtime": "ts",
+    },
     "PATIENTS": {"subject_id": "i64", "gender": "str", "dob": "ts"},
     "ADMISSIONS": {"hadm_id": "i64", "admittime": "ts", "hospital_expire_flag": "i64"},
-    "CHARTEVENTS": {"icustay_id": "i64", "itemid": "i32", "charttime": "ts", "valuenum": "f64",
-                    "value": "str", "error": "str"},
+    "CHARTEVENTS": {
+        "icustay_id": "i64",
+        "itemid": "i32",
+        "charttime": "ts",
+        "valuenum": "f64",
+        "value": "str",
+        "error": "str",
+    },
     "LABEVENTS": {"subject_id": "i64", "itemid": "i32", "charttime": "ts", "valuenum": "f64"},
     "OUTPUTEVENTS": {"icustay_id": "i64", "itemid": "i32", "charttime": "ts", "value": "f64"},
-    "INPUTEVENTS_MV": {"icustay_id": "i64", "itemid": "i32", "starttime": "ts", "endtime": "ts",
-                       "rate": "f64", "rateuom": "str", "patientweight": "f64", "statusdescription": "str"},
-    "INPUTEVENTS_CV": {"icustay_id": "i64", "itemid": "i32", "charttime": "ts", "rate": "f64", "rateuom": "str"},
-    "PRESCRIPTIONS": {"subject_id": "i64", "hadm_id": "i64", "startdate": "ts", "enddate": "ts",
-                      "drug": "str", "drug_type": "str", "route": "str"},
-    "MICROBIOLOGYEVENTS": {"subject_id": "i64", "hadm_id": "i64", "charttime": "ts", "chartdate": "ts",
-                           "spec_type_desc": "str"},
+    "INPUTEVENTS_MV": {
+        "icustay_id": "i64",
+        "itemid": "i32",
+        "starttime": "ts",
+        "endtime": "ts",
+        "rate": "f64",
+        "rateuom": "str",
+        "patientweight": "f64",
+        "statusdescription": "str",
+    },
+    "INPUTEVENTS_CV": {
+        "icustay_id": "i64",
+        "itemid": "i32",
+        "charttime": "ts",
+        "rate": "f64",
+        "rateuom": "str",
+    },
+    "PRESCRIPTIONS": {
+        "subject_id": "i64",
+        "hadm_id": "i64",
+        "startdate": "ts",
+        "enddate": "ts",
+        "drug": "str",
+        "drug_type": "str",
+        "route": "str",
+    },
+    "MICROBIOLOGYEVENTS": {
+        "subject_id": "i64",
+        "hadm_id": "i64",
+        "charttime": "ts",
+        "chartdate": "ts",
+        "spec_type_desc": "str",
+    },
     "DIAGNOSES_ICD": {"hadm_id": "i64", "icd9_code": "str"},
 }
 _OPTIONAL = {("CHARTEVENTS", "error"), ("INPUTEVENTS_MV", "statusdescription")}
@@ -140,12 +222,19 @@ class ReaderParams:
     def validate(self) -> None:
         """Raise ValueError("<key>: <what was expected>") for impossible values."""
         if self.on_bad_rows not in ("error", "skip-and-count"):
-            raise ValueError(f"on_bad_rows: expected 'error' or 'skip-and-count', got {self.on_bad_rows!r}")
+            raise ValueError(
+                f"on_bad_rows: expected 'error' or 'skip-and-count', got {self.on_bad_rows!r}"
+            )
         if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
             raise ValueError(f"batch_rows: expected a positive integer, got {self.batch_rows!r}")
-        if not (isinstance(self.lab_lookback_hours, (int, float)) and math.isfinite(self.lab_lookback_hours)
-                and self.lab_lookback_hours >= 0):
-            raise ValueError(f"lab_lookback_hours: expected a finite number >= 0, got {self.lab_lookback_hours!r}")
+        if not (
+            isinstance(self.lab_lookback_hours, (int, float))
+            and math.isfinite(self.lab_lookback_hours)
+            and self.lab_lookback_hours >= 0
+        ):
+            raise ValueError(
+                f"lab_lookback_hours: expected a finite number >= 0, got {self.lab_lookback_hours!r}"
+            )
 
 
 class MalformedRowError(ValueError):
@@ -202,15 +291,24 @@ def peak_rss_mb() -> float:
 def find_table(data_dir: Path, table: str) -> Path:
     """Path of `table` in `data_dir` as TABLE.csv(.gz), any case; clear error when absent."""
     wanted = {f"{table.lower()}.csv.gz": 0, f"{table.lower()}.csv": 1}
-    hits = sorted((wanted[p.name.lower()], p.name, p) for p in Path(data_dir).iterdir()
-                  if p.name.lower() in wanted and p.is_file())
+    hits = sorted(
+        (wanted[p.name.lower()], p.name, p)
+        for p in Path(data_dir).iterdir()
+        if p.name.lower() in wanted and p.is_file()
+    )
     if not hits:
         raise FileNotFoundError(
             f"MIMIC-III table {table} not found in folder {data_dir}: expected {table}.csv.gz or "
-            f"{table}.csv (file names in upper or lower case)")
+            f"{table}.csv (file names in upper or lower case)"
+        )
     if len(hits) > 1:
-        log.warning("%s: several files for table %s (%s); reading %s", data_dir, table,
-                    ", ".join(h[1] for h in hits), hits[0][1])
+        log.warning(
+            "%s: several files for table %s (%s); reading %s",
+            data_dir,
+            table,
+            ", ".join(h[1] for h in hits),
+            hits[0][1],
+        )
     return hits[0][2]
 
 
@@ -229,11 +327,15 @@ def _header_and_row_bytes(path: Path) -> tuple[list[str], float]:
         raise ValueError(f"{path}: empty file, expected a CSV header line")
     names = next(csv.reader([header.lstrip("\ufeff")]))
     sample = [s for s in sample if s]
-    row_bytes = (sum(len(s.encode()) for s in sample) / len(sample)) if sample else _VALUES_IN_BYTES_EST
+    row_bytes = (
+        (sum(len(s.encode()) for s in sample) / len(sample)) if sample else _VALUES_IN_BYTES_EST
+    )
     return names, max(row_bytes, 8.0)
 
 
-def _resolve_columns(path: Path, table: str, data_dir: Path) -> tuple[dict[str, str], float, list[str]]:
+def _resolve_columns(
+    path: Path, table: str, data_dir: Path
+) -> tuple[dict[str, str], float, list[str]]:
     """Map our lower-case column names to the file's spelling; clear error for missing ones."""
     names, row_bytes = _header_and_row_bytes(path)
     by_lower = {n.strip().lower(): n for n in names}
@@ -247,7 +349,8 @@ def _resolve_columns(path: Path, table: str, data_dir: Path) -> tuple[dict[str, 
     if missing:
         raise ValueError(
             f"MIMIC-III table {table} ({path.name} in folder {data_dir}) lacks required column(s) "
-            f"{', '.join(missing)}; its header has: {', '.join(names)}")
+            f"{', '.join(missing)}; its header has: {', '.join(names)}"
+        )
     return out, row_bytes, names
 
 
@@ -309,15 +412,20 @@ class _Batch:
                 try:
                     self.cols[name] = pc.cast(arr, target)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    bad = _locate_bad(arr, target, first_only=self.scan.params.on_bad_rows == "error")
+                    bad = _locate_bad(
+                        arr, target, first_only=self.scan.params.on_bad_rows == "error"
+                    )
                     rows = self.row_numbers()
                     if not len(bad):  # whole column fails but no single value does: not expected
-                        raise MalformedRowError(f"{self.scan.path}: column {name!r} cannot be read as {target} "
-                                                f"in data rows {rows[0]}-{rows[-1]}") from None
+                        raise MalformedRowError(
+                            f"{self.scan.path}: column {name!r} cannot be read as {target} "
+                            f"in data rows {rows[0]}-{rows[-1]}"
+                        ) from None
                     if self.scan.params.on_bad_rows == "error":
                         i = int(bad[0])
-                        raise MalformedRowError(_bad_message(self.scan, int(rows[i]), name, arr[i].as_py(), kind)) \
-                            from None
+                        raise MalformedRowError(
+                            _bad_message(self.scan, int(rows[i]), name, arr[i].as_py(), kind)
+                        ) from None
                     self.scan.report.drop(f"malformed_{name}", len(bad))
                     keep = np.ones(len(arr), dtype=bool)
                     keep[bad] = False
@@ -325,11 +433,17 @@ class _Batch:
 
 
 def _bad_message(scan: _Scan, row: int, column: str, value, kind: str) -> str:
-    expected = {"i32": "an integer", "i64": "an integer", "f64": "a number",
-                "ts": "a timestamp YYYY-MM-DD[ HH:MM:SS]"}.get(kind, kind)
-    return (f"{scan.path}: data row {row} (line {row + 1}), column {scan.actual.get(column, column)!r}: "
-            f"cannot read {value!r} as {expected} (table {scan.table}; set on_bad_rows: skip-and-count "
-            f"to skip and count such rows)")
+    expected = {
+        "i32": "an integer",
+        "i64": "an integer",
+        "f64": "a number",
+        "ts": "a timestamp YYYY-MM-DD[ HH:MM:SS]",
+    }.get(kind, kind)
+    return (
+        f"{scan.path}: data row {row} (line {row + 1}), column {scan.actual.get(column, column)!r}: "
+        f"cannot read {value!r} as {expected} (table {scan.table}; set on_bad_rows: skip-and-count "
+        f"to skip and count such rows)"
+    )
 
 
 def _locate_bad(arr: pa.Array, target: pa.DataType, first_only: bool) -> np.ndarray:
@@ -356,7 +470,9 @@ def _locate_bad(arr: pa.Array, target: pa.DataType, first_only: bool) -> np.ndar
 class _Scan:
     """Stream one raw table in record batches and hand each batch to a handler."""
 
-    def __init__(self, data_dir: Path, table: str, params: ReaderParams, report: TableReport, progress: bool):
+    def __init__(
+        self, data_dir: Path, table: str, params: ReaderParams, report: TableReport, progress: bool
+    ):
         self.table = table
         self.path = find_table(data_dir, table)
         self.actual, self.row_bytes, self.names = _resolve_columns(self.path, table, data_dir)
@@ -374,7 +490,9 @@ class _Scan:
             self.report.passes = 1
             self._run(handler, typed=True)
         except _Restart as exc:
-            log.info("%s: %s; re-reading the table with string columns to locate it", self.path, exc)
+            log.info(
+                "%s: %s; re-reading the table with string columns to locate it", self.path, exc
+            )
             reset()
             self.report.rows_read = self.report.rows_kept = 0
             self.report.dropped.clear()
@@ -392,7 +510,9 @@ class _Scan:
         wait in the queue, while decompression (which releases the GIL) still overlaps parsing.
         Yields (data, position in the raw file) pairs; data starts after the header line.
         """
-        chunk_bytes = int(min(max(self.params.batch_rows * self.row_bytes, 1 << 16), MAX_BLOCK_BYTES))
+        chunk_bytes = int(
+            min(max(self.params.batch_rows * self.row_bytes, 1 << 16), MAX_BLOCK_BYTES)
+        )
         q: queue.Queue = queue.Queue(maxsize=2)
 
         def put(item) -> bool:
@@ -422,12 +542,12 @@ class _Scan:
                             if i < 0:
                                 leftover = data
                                 continue
-                            data, header_done = data[i + 1:], True
+                            data, header_done = data[i + 1 :], True
                         j = data.rfind(b"\n")
                         if j < 0:
                             leftover = data
                             continue
-                        leftover = data[j + 1:]
+                        leftover = data[j + 1 :]
                         if not put((data[: j + 1], raw.tell())):
                             return
             except BaseException as exc:  # handed to the consumer, raised there
@@ -457,18 +577,29 @@ class _Scan:
                 self.report.drop("malformed_row", 1)
                 skipped[0] += 1
                 return "skip"
-            bad_row.update(number=row.number, text=row.text, expected=row.expected_columns,
-                           actual=row.actual_columns)
+            bad_row.update(
+                number=row.number,
+                text=row.text,
+                expected=row.expected_columns,
+                actual=row.actual_columns,
+            )
             return "error"
 
         # Fast pass: numeric AND timestamp columns are typed by the multithreaded CSV decoder.
         # Measured on CHARTEVENTS, parsing timestamps there costs less than carrying them as
         # strings through the ITEMID filter and casting afterwards (the string copy dominates).
         # The string pass (after a failure) parses timestamps only for the rows kept.
-        types = {self.actual[c]: (_KIND_TYPE[k] if typed and k != "str" else STR) for c, k in self.kinds.items()}
+        types = {
+            self.actual[c]: (_KIND_TYPE[k] if typed and k != "str" else STR)
+            for c, k in self.kinds.items()
+        }
         parse = pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False)
-        convert = pacsv.ConvertOptions(include_columns=[self.actual[c] for c in self.logical], column_types=types,
-                                       strings_can_be_null=True, quoted_strings_can_be_null=True)
+        convert = pacsv.ConvertOptions(
+            include_columns=[self.actual[c] for c in self.logical],
+            column_types=types,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        )
         first_row = 1
         stop = threading.Event()
         for item in self._chunks(stop):
@@ -476,11 +607,18 @@ class _Scan:
                 raise item
             data, pos = item
             # Blocks of a quarter chunk: both cores parse one chunk in parallel.
-            opts = pacsv.ReadOptions(column_names=self.names, use_threads=True,
-                                     block_size=max(len(data) // 4 + 1, 1 << 16))
+            opts = pacsv.ReadOptions(
+                column_names=self.names,
+                use_threads=True,
+                block_size=max(len(data) // 4 + 1, 1 << 16),
+            )
             try:
-                table = pacsv.read_csv(pa.py_buffer(data), read_options=opts, parse_options=parse,
-                                       convert_options=convert)
+                table = pacsv.read_csv(
+                    pa.py_buffer(data),
+                    read_options=opts,
+                    parse_options=parse,
+                    convert_options=convert,
+                )
             except pa.ArrowInvalid as exc:
                 if bad_row:
                     # the parser knows no row number when multithreaded: find the row's text
@@ -489,7 +627,8 @@ class _Scan:
                     where = f"data row {n} (line {n + 1})" if n is not None else "a row"
                     raise MalformedRowError(
                         f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
-                        f"(table {self.table}): {bad_row['text'][:200]!r}") from None
+                        f"(table {self.table}): {bad_row['text'][:200]!r}"
+                    ) from None
                 if typed and "conversion error" in str(exc).lower():
                     raise _Restart(str(exc).splitlines()[0]) from None
                 raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
@@ -504,7 +643,14 @@ class _Scan:
 
     def _run(self, handler: Callable[[_Batch], None], typed: bool) -> None:
         size = self.path.stat().st_size
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=self.table, disable=not self.progress, leave=False)
+        bar = tqdm(
+            total=size,
+            unit="B",
+            unit_scale=True,
+            desc=self.table,
+            disable=not self.progress,
+            leave=False,
+        )
         rows = 0
         seen = 0
         t0 = time.perf_counter()
@@ -516,7 +662,9 @@ class _Scan:
                 handler(batch)
                 bar.update(max(pos - seen, 0))
                 seen = pos
-                bar.set_postfix(rows=f"{rows:,}", rows_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}")
+                bar.set_postfix(
+                    rows=f"{rows:,}", rows_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}"
+                )
         finally:
             bar.close()
 
@@ -542,7 +690,9 @@ class _Writer:
     def _open(self) -> pq.ParquetWriter:
         if self._w is None:
             strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
-            self._w = pq.ParquetWriter(self.path, self.schema, compression="snappy", use_dictionary=strings)
+            self._w = pq.ParquetWriter(
+                self.path, self.schema, compression="snappy", use_dictionary=strings
+            )
         return self._w
 
     def write(self, table: pa.Table) -> None:
@@ -556,7 +706,9 @@ class _Writer:
 
     def _flush(self) -> None:
         if self._buf:
-            self._open().write_table(pa.concat_tables(self._buf), row_group_size=max(self._buf_rows, 1))
+            self._open().write_table(
+                pa.concat_tables(self._buf), row_group_size=max(self._buf_rows, 1)
+            )
             self._buf, self._buf_rows = [], 0
 
     def reset(self) -> None:
@@ -623,7 +775,9 @@ class _StayIndex:
         found = (self.ids[pos] == stay) if len(self.ids) else np.zeros(len(stay), bool)
         return found, pos
 
-    def in_window(self, pos: np.ndarray, t: np.ndarray, before_h: float, after_h: float) -> np.ndarray:
+    def in_window(
+        self, pos: np.ndarray, t: np.ndarray, before_h: float, after_h: float
+    ) -> np.ndarray:
         """Whether times `t` (us) lie in [intime - before, outtime + after] of stays at `pos`."""
         key = (before_h, after_h)
         if key not in self._windows:  # unknown bounds become open ends
@@ -693,8 +847,9 @@ def _times_to_arrow(us: np.ndarray) -> pa.Array:
 # --------------------------------------------------------------------------------------
 
 
-def _read_small(data_dir: Path, table: str, params: ReaderParams, rep: ExtractionReport,
-                progress: bool) -> pa.Table:
+def _read_small(
+    data_dir: Path, table: str, params: ReaderParams, rep: ExtractionReport, progress: bool
+) -> pa.Table:
     """Read a small table fully (all rows), converting every declared column."""
     tr = rep.tables.setdefault(table, TableReport(table))
     scan = _Scan(data_dir, table, params, tr, progress)
@@ -711,7 +866,9 @@ def _read_small(data_dir: Path, table: str, params: ReaderParams, rep: Extractio
     return pa.table({c: pa.array([], _KIND_TYPE[k]) for c, k in scan.kinds.items()})
 
 
-def _stays_base(data_dir: Path, params: ReaderParams, rep: ExtractionReport, progress: bool) -> pd.DataFrame:
+def _stays_base(
+    data_dir: Path, params: ReaderParams, rep: ExtractionReport, progress: bool
+) -> pd.DataFrame:
     icu = _read_small(data_dir, "ICUSTAYS", params, rep, progress).to_pandas()
     pat = _read_small(data_dir, "PATIENTS", params, rep, progress).to_pandas()
     adm = _read_small(data_dir, "ADMISSIONS", params, rep, progress).to_pandas()
@@ -721,8 +878,10 @@ def _stays_base(data_dir: Path, params: ReaderParams, rep: ExtractionReport, pro
     tr.drop("missing_icustay_id", n - len(icu))
     dup = icu["icustay_id"].duplicated()
     if dup.any():
-        raise ValueError(f"ICUSTAYS in {data_dir}: ICUSTAY_ID {int(icu.loc[dup, 'icustay_id'].iloc[0])} "
-                         "appears more than once; expected one row per ICU stay")
+        raise ValueError(
+            f"ICUSTAYS in {data_dir}: ICUSTAY_ID {int(icu.loc[dup, 'icustay_id'].iloc[0])} "
+            "appears more than once; expected one row per ICU stay"
+        )
     tr.rows_kept = len(icu)
     pat = pat.drop_duplicates("subject_id")
     adm = adm.drop_duplicates("hadm_id")
@@ -731,19 +890,29 @@ def _stays_base(data_dir: Path, params: ReaderParams, rep: ExtractionReport, pro
     age = (admit - df["dob"]) / pd.Timedelta(days=365.25)
     los = (df["outtime"] - df["intime"]) / pd.Timedelta(hours=1)
     gender = df["gender"].astype("string").str.upper().where(lambda g: g.isin(["M", "F"]))
-    db = df["dbsource"].astype("string").str.lower().where(lambda d: d.isin(["carevue", "metavision"]))
+    db = (
+        df["dbsource"]
+        .astype("string")
+        .str.lower()
+        .where(lambda d: d.isin(["carevue", "metavision"]))
+    )
     died = df["hospital_expire_flag"].map({1: True, 0: False}).astype("boolean")
-    return pd.DataFrame({
-        "stay_id": df["icustay_id"].astype("int64"),
-        "patient_id": df["subject_id"].astype("Int64"),
-        "hadm_id": df["hadm_id"].astype("Int64"),
-        "source": SOURCE,
-        "intime": df["intime"], "outtime": df["outtime"],
-        "los_hours": los.astype("float64"),
-        "age": age.clip(upper=AGE_CAP).astype("float64"),
-        "gender": gender, "dbsource": db, "unit": df["first_careunit"].astype("string"),
-        "died": died,
-    })
+    return pd.DataFrame(
+        {
+            "stay_id": df["icustay_id"].astype("int64"),
+            "patient_id": df["subject_id"].astype("Int64"),
+            "hadm_id": df["hadm_id"].astype("Int64"),
+            "source": SOURCE,
+            "intime": df["intime"],
+            "outtime": df["outtime"],
+            "los_hours": los.astype("float64"),
+            "age": age.clip(upper=AGE_CAP).astype("float64"),
+            "gender": gender,
+            "dbsource": db,
+            "unit": df["first_careunit"].astype("string"),
+            "died": died,
+        }
+    )
 
 
 def _normalise_unit(u: str | None) -> str | None:
@@ -768,7 +937,8 @@ def _vaso_rates(df: pd.DataFrame, scan: _Scan, tr: TableReport, weight_col: str)
                 f"{scan.path}: data row {int(df['_row'].iloc[i])} (line {int(df['_row'].iloc[i]) + 1}), column "
                 f"{scan.actual.get('rateuom', 'rateuom')!r}: unknown vasopressor rate unit "
                 f"{df['rateuom'].iloc[i]!r} for ITEMID {int(df['itemid'].iloc[i])} (expected one of mcg/kg/min, "
-                f"mcg/min, mg/kg/min, mg/min, per hour; table {scan.table})")
+                f"mcg/min, mg/kg/min, mg/min, per hour; table {scan.table})"
+            )
         tr.drop("unknown_rate_unit", int((~known).sum()))
         df, units = df[known], units[known]
     spec = units.map(RATE_UNITS)
@@ -785,7 +955,9 @@ def _vaso_rates(df: pd.DataFrame, scan: _Scan, tr: TableReport, weight_col: str)
     return out[~no_w.to_numpy()]
 
 
-def extract(data_dir: Path, out_dir: Path, params: ReaderParams, progress: bool = True) -> ExtractionReport:
+def extract(
+    data_dir: Path, out_dir: Path, params: ReaderParams, progress: bool = True
+) -> ExtractionReport:
     """Stream the MIMIC-III tables in `data_dir` into the parquet files of CONTRACTS.md, atomically.
 
     Writes into a temporary folder next to `out_dir` and renames it into place at the end, so
@@ -816,7 +988,9 @@ def extract(data_dir: Path, out_dir: Path, params: ReaderParams, progress: bool 
     return report
 
 
-def _extract_into(data_dir: Path, out: Path, params: ReaderParams, progress: bool) -> ExtractionReport:
+def _extract_into(
+    data_dir: Path, out: Path, params: ReaderParams, progress: bool
+) -> ExtractionReport:
     t_start = time.perf_counter()
     rep = ExtractionReport(data_dir=str(data_dir), out_dir=str(out), params=asdict(params))
     # Resolve every table and its columns first, so a missing one fails in seconds, not hours.
@@ -827,7 +1001,9 @@ def _extract_into(data_dir: Path, out: Path, params: ReaderParams, progress: boo
     index = _StayIndex(stays)
 
     has_chart, chart_weights = _chartevents(data_dir, out, params, rep, index, progress)
-    mv_vaso, mv_weights = _inputevents_mv(data_dir, out, params, rep, index, chart_weights, progress)
+    mv_vaso, mv_weights = _inputevents_mv(
+        data_dir, out, params, rep, index, chart_weights, progress
+    )
 
     # weight_kg: first charted weight, else the first MetaVision admission weight
     w = chart_weights.set_index("stay_id")["weight_kg"]
@@ -851,8 +1027,14 @@ def _extract_into(data_dir: Path, out: Path, params: ReaderParams, progress: boo
     return rep
 
 
-def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionReport,
-                 index: _StayIndex, progress: bool) -> tuple[set[int], pd.DataFrame]:
+def _chartevents(
+    data_dir: Path,
+    out: Path,
+    params: ReaderParams,
+    rep: ExtractionReport,
+    index: _StayIndex,
+    progress: bool,
+) -> tuple[set[int], pd.DataFrame]:
     tr = rep.tables.setdefault("CHARTEVENTS", TableReport("CHARTEVENTS"))
     scan = _Scan(data_dir, "CHARTEVENTS", params, tr, progress)
     writer = _Writer(out / "chart.parquet", CHART_SCHEMA, params.batch_rows)
@@ -886,7 +1068,9 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
         t = _ts_us(b["charttime"], 0)
         err = np.zeros(len(b), dtype=bool)
         if b.has("error"):
-            err = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(b["error"]), "1"), False).to_numpy(zero_copy_only=False)
+            err = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(b["error"]), "1"), False).to_numpy(
+                zero_copy_only=False
+            )
         inside = index.in_window(pos, t, CHART_BEFORE_HOURS, CHART_AFTER_HOURS)
         tr.drop("unknown_stay", int((~found).sum()))
         tr.drop("error_flag", int((found & err).sum()))
@@ -897,8 +1081,17 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
             return
         itemid = b["itemid"]
         value = pc.if_else(pc.is_in(itemid, value_set=text_items), b["value"], pa.scalar(None, STR))
-        writer.write(pa.table({"stay_id": b["icustay_id"], "time": b["charttime"], "itemid": itemid,
-                               "valuenum": b["valuenum"], "value": value}))
+        writer.write(
+            pa.table(
+                {
+                    "stay_id": b["icustay_id"],
+                    "time": b["charttime"],
+                    "itemid": itemid,
+                    "valuenum": b["valuenum"],
+                    "value": value,
+                }
+            )
+        )
         tr.rows_kept += len(b)
         item_np = itemid.to_numpy(zero_copy_only=False)
         wmask = np.isin(item_np, weight_items)
@@ -907,11 +1100,15 @@ def _chartevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extractio
             vals = np.where(np.isin(item_np[wmask], lb_items), vals * LB_TO_KG, vals)
             plausible = (vals > 0) & (vals <= WEIGHT_MAX_KG)
             implausible[0] += int((~plausible).sum())
-            first_w.add(_ids(b["icustay_id"])[wmask][plausible], t[ok][wmask][plausible], vals[plausible])
+            first_w.add(
+                _ids(b["icustay_id"])[wmask][plausible], t[ok][wmask][plausible], vals[plausible]
+            )
 
     scan.run(handle, reset)
     rep.outputs["chart.parquet"] = writer.close()
-    rep.tables.setdefault("stays", TableReport("stays")).drop("implausible_charted_weight", implausible[0])
+    rep.tables.setdefault("stays", TableReport("stays")).drop(
+        "implausible_charted_weight", implausible[0]
+    )
     return set(index.ids[has_chart].tolist()), first_w.result()
 
 
@@ -953,8 +1150,15 @@ def _drop_null(b: _Batch, tr: TableReport, col: str, reason: str) -> None:
         tr.drop(reason, nulls)
 
 
-def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionReport, index: _StayIndex,
-                    chart_weights: pd.DataFrame, progress: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _inputevents_mv(
+    data_dir: Path,
+    out: Path,
+    params: ReaderParams,
+    rep: ExtractionReport,
+    index: _StayIndex,
+    chart_weights: pd.DataFrame,
+    progress: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MetaVision vasopressor rates (written to a part file) and first admission weight per stay."""
     tr = rep.tables.setdefault("INPUTEVENTS_MV", TableReport("INPUTEVENTS_MV"))
     scan = _Scan(data_dir, "INPUTEVENTS_MV", params, tr, progress)
@@ -980,12 +1184,18 @@ def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
             if st is not None:
                 w = pc.filter(pw, has_w).to_numpy(zero_copy_only=False)
                 ok = w <= WEIGHT_MAX_KG
-                weights.add(_ids(pc.filter(b["icustay_id"], has_w))[ok], _ts_us(st, np.iinfo(np.int64).max)[ok], w[ok])
+                weights.add(
+                    _ids(pc.filter(b["icustay_id"], has_w))[ok],
+                    _ts_us(st, np.iinfo(np.int64).max)[ok],
+                    w[ok],
+                )
         n = len(b)
         b.filter(pc.is_in(b["itemid"], value_set=wanted))
         tr.drop("itemid_not_needed", n - len(b))
         if b.has("statusdescription"):
-            rewritten = pc.fill_null(pc.equal(pc.utf8_lower(b["statusdescription"]), "rewritten"), False)
+            rewritten = pc.fill_null(
+                pc.equal(pc.utf8_lower(b["statusdescription"]), "rewritten"), False
+            )
             tr.drop("status_rewritten", int(pc.sum(rewritten).as_py() or 0))
             b.filter(pc.invert(rewritten))
         b.convert("starttime", "endtime")
@@ -997,13 +1207,20 @@ def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
         tr.drop("unknown_stay", int((~found).sum()))
         if not len(b):
             return
-        df = pd.DataFrame({
-            "stay_id": _ids(b["icustay_id"]), "itemid": b["itemid"].to_numpy(zero_copy_only=False),
-            "starttime": _ts_us(b["starttime"], 0), "endtime": _ts_us(b["endtime"], 0),
-            "rate": b["rate"].to_numpy(zero_copy_only=False),
-            "rateuom": b["rateuom"].to_pandas(), "patientweight": pc.fill_null(b["patientweight"], np.nan)
-            .to_numpy(zero_copy_only=False), "_row": b.row_numbers(),
-        })
+        df = pd.DataFrame(
+            {
+                "stay_id": _ids(b["icustay_id"]),
+                "itemid": b["itemid"].to_numpy(zero_copy_only=False),
+                "starttime": _ts_us(b["starttime"], 0),
+                "endtime": _ts_us(b["endtime"], 0),
+                "rate": b["rate"].to_numpy(zero_copy_only=False),
+                "rateuom": b["rateuom"].to_pandas(),
+                "patientweight": pc.fill_null(b["patientweight"], np.nan).to_numpy(
+                    zero_copy_only=False
+                ),
+                "_row": b.row_numbers(),
+            }
+        )
         bad_order = df["endtime"] < df["starttime"]
         tr.drop("endtime_before_starttime", int(bad_order.sum()))
         df = df[~bad_order]
@@ -1019,8 +1236,16 @@ def _inputevents_mv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
     return vaso, weights.result()
 
 
-def _inputevents_cv(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionReport, index: _StayIndex,
-                    stays: pd.DataFrame, mv_vaso: pd.DataFrame, progress: bool) -> None:
+def _inputevents_cv(
+    data_dir: Path,
+    out: Path,
+    params: ReaderParams,
+    rep: ExtractionReport,
+    index: _StayIndex,
+    stays: pd.DataFrame,
+    mv_vaso: pd.DataFrame,
+    progress: bool,
+) -> None:
     """CareVue vasopressor rates -> intervals; written with the MetaVision rows."""
     tr = rep.tables.setdefault("INPUTEVENTS_CV", TableReport("INPUTEVENTS_CV"))
     scan = _Scan(data_dir, "INPUTEVENTS_CV", params, tr, progress)
@@ -1041,28 +1266,46 @@ def _inputevents_cv(data_dir: Path, out: Path, params: ReaderParams, rep: Extrac
         tr.drop("unknown_stay", int((~found).sum()))
         if not len(b):
             return
-        df = pd.DataFrame({
-            "stay_id": _ids(b["icustay_id"]), "itemid": b["itemid"].to_numpy(zero_copy_only=False),
-            "starttime": _ts_us(b["charttime"], 0), "rate": b["rate"].to_numpy(zero_copy_only=False),
-            "rateuom": b["rateuom"].to_pandas(), "_row": b.row_numbers(),
-        })
+        df = pd.DataFrame(
+            {
+                "stay_id": _ids(b["icustay_id"]),
+                "itemid": b["itemid"].to_numpy(zero_copy_only=False),
+                "starttime": _ts_us(b["charttime"], 0),
+                "rate": b["rate"].to_numpy(zero_copy_only=False),
+                "rateuom": b["rateuom"].to_pandas(),
+                "_row": b.row_numbers(),
+            }
+        )
         df["weight"] = df["stay_id"].map(stay_w)
         df = _vaso_rates(df, scan, tr, "weight")
         tr.rows_kept += len(df)
         parts.append(df)
 
     scan.run(handle, parts.clear)
-    cv = pd.concat(parts) if parts else pd.DataFrame(columns=["stay_id", "itemid", "starttime", "rate"])
+    cv = (
+        pd.concat(parts)
+        if parts
+        else pd.DataFrame(columns=["stay_id", "itemid", "starttime", "rate"])
+    )
     cv = cv_intervals(cv)
     frames = [f for f in (mv_vaso, cv) if len(f)]
-    vaso = pd.concat(frames) if frames else pd.DataFrame(columns=["stay_id", "itemid", "starttime", "endtime", "rate"])
-    table = pa.table({
-        "stay_id": pa.array(vaso["stay_id"].to_numpy(np.int64)),
-        "starttime": _times_to_arrow(vaso["starttime"].to_numpy(np.int64)),
-        "endtime": _times_to_arrow(vaso["endtime"].to_numpy(np.int64)),
-        "drug": pa.array(vaso["itemid"].map(V.VASOPRESSOR_BY_ITEMID).astype(object).to_numpy(), STR),
-        "rate": pa.array(vaso["rate"].to_numpy(np.float64)),
-    }, schema=VASO_SCHEMA)
+    vaso = (
+        pd.concat(frames)
+        if frames
+        else pd.DataFrame(columns=["stay_id", "itemid", "starttime", "endtime", "rate"])
+    )
+    table = pa.table(
+        {
+            "stay_id": pa.array(vaso["stay_id"].to_numpy(np.int64)),
+            "starttime": _times_to_arrow(vaso["starttime"].to_numpy(np.int64)),
+            "endtime": _times_to_arrow(vaso["endtime"].to_numpy(np.int64)),
+            "drug": pa.array(
+                vaso["itemid"].map(V.VASOPRESSOR_BY_ITEMID).astype(object).to_numpy(), STR
+            ),
+            "rate": pa.array(vaso["rate"].to_numpy(np.float64)),
+        },
+        schema=VASO_SCHEMA,
+    )
     table = table.sort_by([("stay_id", "ascending"), ("starttime", "ascending")])
     pq.write_table(table, out / "vasopressors.parquet", compression="zstd")
     rep.outputs["vasopressors.parquet"] = table.num_rows
@@ -1090,8 +1333,14 @@ def cv_intervals(cv: pd.DataFrame, max_hours: float = CV_MAX_HOURS) -> pd.DataFr
     return cv.assign(endtime=end).drop(columns="drug")
 
 
-def _labevents(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionReport, index: _StayIndex,
-               progress: bool) -> None:
+def _labevents(
+    data_dir: Path,
+    out: Path,
+    params: ReaderParams,
+    rep: ExtractionReport,
+    index: _StayIndex,
+    progress: bool,
+) -> None:
     tr = rep.tables.setdefault("LABEVENTS", TableReport("LABEVENTS"))
     scan = _Scan(data_dir, "LABEVENTS", params, tr, progress)
     writer = _Writer(out / "lab.parquet", LAB_SCHEMA, params.batch_rows)
@@ -1105,21 +1354,37 @@ def _labevents(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionR
         _drop_null(b, tr, "valuenum", "missing_valuenum")
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
-        stay = index.by_subject_time(_ids(b["subject_id"]), _ts_us(b["charttime"], 0), params.lab_lookback_hours)
+        stay = index.by_subject_time(
+            _ids(b["subject_id"]), _ts_us(b["charttime"], 0), params.lab_lookback_hours
+        )
         ok = stay >= 0
         b.filter(ok)
         tr.drop("no_stay_for_subject_time", int((~ok).sum()))
         if len(b):
-            writer.write(pa.table({"stay_id": pa.array(stay[ok]), "time": b["charttime"], "itemid": b["itemid"],
-                                   "valuenum": b["valuenum"]}))
+            writer.write(
+                pa.table(
+                    {
+                        "stay_id": pa.array(stay[ok]),
+                        "time": b["charttime"],
+                        "itemid": b["itemid"],
+                        "valuenum": b["valuenum"],
+                    }
+                )
+            )
             tr.rows_kept += len(b)
 
     scan.run(handle, writer.reset)
     rep.outputs["lab.parquet"] = writer.close()
 
 
-def _outputevents(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionReport, index: _StayIndex,
-                  progress: bool) -> None:
+def _outputevents(
+    data_dir: Path,
+    out: Path,
+    params: ReaderParams,
+    rep: ExtractionReport,
+    index: _StayIndex,
+    progress: bool,
+) -> None:
     tr = rep.tables.setdefault("OUTPUTEVENTS", TableReport("OUTPUTEVENTS"))
     scan = _Scan(data_dir, "OUTPUTEVENTS", params, tr, progress)
     writer = _Writer(out / "urine.parquet", URINE_SCHEMA, params.batch_rows)
@@ -1139,19 +1404,30 @@ def _outputevents(data_dir: Path, out: Path, params: ReaderParams, rep: Extracti
         found, pos = index.by_id(_ids(b["icustay_id"]))
         b.filter(found)
         tr.drop("unknown_stay", int((~found).sum()))
-        ok = index.in_window(pos[found], _ts_us(b["charttime"], 0), CHART_BEFORE_HOURS, CHART_AFTER_HOURS)
+        ok = index.in_window(
+            pos[found], _ts_us(b["charttime"], 0), CHART_BEFORE_HOURS, CHART_AFTER_HOURS
+        )
         b.filter(ok)
         tr.drop("outside_stay", int((~ok).sum()))
         if len(b):
-            writer.write(pa.table({"stay_id": b["icustay_id"], "time": b["charttime"], "value": b["value"]}))
+            writer.write(
+                pa.table({"stay_id": b["icustay_id"], "time": b["charttime"], "value": b["value"]})
+            )
             tr.rows_kept += len(b)
 
     scan.run(handle, writer.reset)
     rep.outputs["urine.parquet"] = writer.close()
 
 
-def _passthrough(data_dir: Path, out: Path, params: ReaderParams, rep: ExtractionReport, table: str, name: str,
-                 progress: bool) -> None:
+def _passthrough(
+    data_dir: Path,
+    out: Path,
+    params: ReaderParams,
+    rep: ExtractionReport,
+    table: str,
+    name: str,
+    progress: bool,
+) -> None:
     """Tables copied whole (prescriptions, microbiology, diagnoses): typed and renamed only."""
     tr = rep.tables.setdefault(table, TableReport(table))
     scan = _Scan(data_dir, table, params, tr, progress)
@@ -1172,5 +1448,7 @@ def read_extracted(extracted_dir: Path, name: str) -> pa.Table:
     table = pq.read_table(Path(extracted_dir) / f"{name}.parquet")
     expected = SCHEMAS[name]
     if not table.schema.equals(expected, check_metadata=False):
-        raise ValueError(f"{extracted_dir}/{name}.parquet: schema {table.schema} differs from the declared {expected}")
+        raise ValueError(
+            f"{extracted_dir}/{name}.parquet: schema {table.schema} differs from the declared {expected}"
+        )
     return table

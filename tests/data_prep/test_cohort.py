@@ -22,19 +22,35 @@ def make_tables(n: int = 400, seed: int = 0, case_frac: float = 0.15):
     patient_id = rng.integers(0, int(n * 0.8), n).astype(np.int64)
     los = rng.uniform(2, 150, n).round(2)
     intime = T0 + pd.to_timedelta(rng.integers(0, 10_000, n), unit="h")
-    stays = pd.DataFrame({
-        "stay_id": stay_id, "patient_id": patient_id, "hadm_id": stay_id + 1, "source": "mimic3",
-        "intime": intime, "outtime": intime + pd.to_timedelta(los, unit="h"), "los_hours": los,
-        "age": rng.uniform(10, 90, n).round(1), "gender": rng.choice(["M", "F"], n),
-        "dbsource": rng.choice(["metavision", "carevue"], n, p=[0.8, 0.2]), "unit": "MICU", "died": False,
-    })
+    stays = pd.DataFrame(
+        {
+            "stay_id": stay_id,
+            "patient_id": patient_id,
+            "hadm_id": stay_id + 1,
+            "source": "mimic3",
+            "intime": intime,
+            "outtime": intime + pd.to_timedelta(los, unit="h"),
+            "los_hours": los,
+            "age": rng.uniform(10, 90, n).round(1),
+            "gender": rng.choice(["M", "F"], n),
+            "dbsource": rng.choice(["metavision", "carevue"], n, p=[0.8, 0.2]),
+            "unit": "MICU",
+            "died": False,
+        }
+    )
     onset = np.where(rng.random(n) < case_frac, np.floor(rng.uniform(0, 1, n) * los), np.nan)
     onsets = pd.DataFrame({"stay_id": stay_id, "onset_hour": onset})
     diag = pd.DataFrame({"hadm_id": stay_id[::17] + 1, "icd9_code": "99592"})
     k = rng.integers(0, 60, n)
     s = np.repeat(np.arange(n), k)
-    obs = pd.DataFrame({"stay_id": stay_id[s], "hour": rng.uniform(-3, 1, len(s)) * los[s],
-                        "variable": rng.choice(VARS, len(s)), "value": rng.normal(100, 10, len(s))})
+    obs = pd.DataFrame(
+        {
+            "stay_id": stay_id[s],
+            "hour": rng.uniform(-3, 1, len(s)) * los[s],
+            "variable": rng.choice(VARS, len(s)),
+            "value": rng.normal(100, 10, len(s)),
+        }
+    )
     return stays, onsets, diag, obs
 
 
@@ -82,11 +98,13 @@ def test_exclusions_and_attrition_add_up():
 
 def test_matching_no_reuse_in_icu_and_ratio():
     stays, onsets, diag, obs = make_tables(n=600, seed=3)
-    cohort, *_ , att = build_cohort(stays, onsets, diag, obs, PARAMS)
+    cohort, *_, att = build_cohort(stays, onsets, diag, obs, PARAMS)
     ctrl = cohort[cohort["label"] == 0]
     assert ctrl["stay_id"].is_unique
     los = stays.set_index("stay_id")["los_hours"]
-    assert (los.loc[ctrl["stay_id"]].to_numpy() >= ctrl["onset_hour"].to_numpy()).all()  # in ICU at pseudo-onset
+    assert (
+        los.loc[ctrl["stay_id"]].to_numpy() >= ctrl["onset_hour"].to_numpy()
+    ).all()  # in ICU at pseudo-onset
     case_on = cohort[cohort["label"] == 1].set_index("stay_id")["onset_hour"]
     assert (case_on.loc[ctrl["matched_case"]].to_numpy() == ctrl["onset_hour"].to_numpy()).all()
     per_case = ctrl.groupby("matched_case").size().reindex(case_on.index, fill_value=0)
@@ -99,7 +117,9 @@ def test_matching_no_reuse_in_icu_and_ratio():
 
 def test_matching_unit_short_cases_and_determinism():
     cases = pd.DataFrame({"stay_id": [1, 2, 3], "onset": [10.0, 50.0, 8.0]})
-    controls = pd.DataFrame({"stay_id": np.arange(100, 110), "los_hours": [5, 9, 12, 60, 70, 20, 30, 8, 7, 100.0]})
+    controls = pd.DataFrame(
+        {"stay_id": np.arange(100, 110), "los_hours": [5, 9, 12, 60, 70, 20, 30, 8, 7, 100.0]}
+    )
     m1, info = match_controls(cases, controls, ratio=3, seed=1)
     m2, _ = match_controls(cases, controls, ratio=3, seed=1)
     pd.testing.assert_frame_equal(m1, m2)
@@ -112,7 +132,9 @@ def test_matching_unit_short_cases_and_determinism():
     assert info["cases_short"] == 1 and info["controls_missing"] == 1
     m3, _ = match_controls(cases, controls, ratio=1, seed=2)
     m4, _ = match_controls(cases, controls, ratio=1, seed=5)
-    seeds_differ = any(not match_controls(cases, controls, 1, s)[0].equals(m3) for s in range(6, 12))
+    seeds_differ = any(
+        not match_controls(cases, controls, 1, s)[0].equals(m3) for s in range(6, 12)
+    )
     assert seeds_differ or m3.equals(m4)
 
 
@@ -122,7 +144,9 @@ def test_cohort_deterministic_per_seed():
     b = build_cohort(*t, PARAMS)
     pd.testing.assert_frame_equal(a[0], b[0])
     pd.testing.assert_frame_equal(a[1], b[1])
-    c = build_cohort(*t, CohortParams(min_variable_observations=5, split_seeds=(0, 1), matching_seed=9))
+    c = build_cohort(
+        *t, CohortParams(min_variable_observations=5, split_seeds=(0, 1), matching_seed=9)
+    )
     assert not a[0]["stay_id"].equals(c[0]["stay_id"]) or len(a[0]) == len(t[0])
 
 
@@ -172,9 +196,23 @@ def test_normalisation_uses_training_windows_only():
 
 def test_variable_selection_drops_rare_variables():
     stays, onsets, diag, obs = make_tables(seed=7)
-    obs = pd.concat([obs, pd.DataFrame({"stay_id": obs["stay_id"].iloc[:2], "hour": 0.0,
-                                         "variable": "albumin", "value": 3.0})], ignore_index=True)
-    p = CohortParams(min_variable_observations=5, split_seeds=(0,), horizons=(0, 1), min_onset_hour=1)
+    obs = pd.concat(
+        [
+            obs,
+            pd.DataFrame(
+                {
+                    "stay_id": obs["stay_id"].iloc[:2],
+                    "hour": 0.0,
+                    "variable": "albumin",
+                    "value": 3.0,
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    p = CohortParams(
+        min_variable_observations=5, split_seeds=(0,), horizons=(0, 1), min_onset_hour=1
+    )
     _, _, norm, att = build_cohort(stays, onsets, diag, obs, p)
     assert "albumin" not in att["variables"]["kept"]
     assert set(norm["variable"]) == set(att["variables"]["kept"])
@@ -189,8 +227,18 @@ def test_no_cases_is_a_clear_error():
 
 def test_prepare_from_tables_writes_every_artifact(tmp_path):
     stays, onsets, diag, obs = make_tables(seed=8)
-    labels = pd.DataFrame({"stay_id": np.repeat(stays["stay_id"].to_numpy(), 2), "hour": np.tile([0, 1], len(stays))})
-    for c in ("sofa", "sofa_resp", "sofa_coag", "sofa_liver", "sofa_cardio", "sofa_cns", "sofa_renal"):
+    labels = pd.DataFrame(
+        {"stay_id": np.repeat(stays["stay_id"].to_numpy(), 2), "hour": np.tile([0, 1], len(stays))}
+    )
+    for c in (
+        "sofa",
+        "sofa_resp",
+        "sofa_coag",
+        "sofa_liver",
+        "sofa_cardio",
+        "sofa_cns",
+        "sofa_renal",
+    ):
         labels[c] = 0
     labels["si_window"] = False
     labels["sepsis"] = False
@@ -198,7 +246,9 @@ def test_prepare_from_tables_writes_every_artifact(tmp_path):
         if c not in onsets:
             onsets[c] = None
     out = tmp_path / "prepared"
-    att = prepare_from_tables(stays, onsets, labels, diag, obs, PARAMS, out, dropped_values={"out_of_range": {"x": 1}})
+    att = prepare_from_tables(
+        stays, onsets, labels, diag, obs, PARAMS, out, dropped_values={"out_of_range": {"x": 1}}
+    )
     for name, schema in io.PREPARED_FILES.items():
         io.read_parquet(out / name, schema)
     saved = json.loads((out / "attrition.json").read_text())

@@ -11,21 +11,31 @@ from data_prep import io
 
 
 def _obs() -> pd.DataFrame:
-    return pd.DataFrame({"stay_id": [1, 1, 2], "hour": [0.5, 1.0, 2.0],
-                         "variable": ["heart_rate", "sbp", "heart_rate"], "value": [80.0, 120.0, 90.0]})
+    return pd.DataFrame(
+        {
+            "stay_id": [1, 1, 2],
+            "hour": [0.5, 1.0, 2.0],
+            "variable": ["heart_rate", "sbp", "heart_rate"],
+            "value": [80.0, 120.0, 90.0],
+        }
+    )
 
 
 def test_round_trip_keeps_values_and_types(tmp_path):
     p = io.write_parquet(_obs(), tmp_path / "observations.parquet", io.OBSERVATIONS)
     assert pq.read_schema(p).field("stay_id").type == pa.int64()
     back = io.read_parquet(p, io.OBSERVATIONS)
-    pd.testing.assert_frame_equal(back.astype({"variable": object}), _obs().astype({"variable": object}))
+    pd.testing.assert_frame_equal(
+        back.astype({"variable": object}), _obs().astype({"variable": object})
+    )
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 
 
 def test_write_missing_column_names_file_and_column(tmp_path):
     with pytest.raises(io.SchemaError, match=r"observations\.parquet.*missing column.*value"):
-        io.write_parquet(_obs().drop(columns="value"), tmp_path / "observations.parquet", io.OBSERVATIONS)
+        io.write_parquet(
+            _obs().drop(columns="value"), tmp_path / "observations.parquet", io.OBSERVATIONS
+        )
     assert not (tmp_path / "observations.parquet").exists()
 
 
@@ -50,8 +60,12 @@ def test_failed_write_keeps_previous_file(tmp_path):
 
 def test_read_wrong_type_names_file_and_column(tmp_path):
     p = tmp_path / "o.parquet"
-    pq.write_table(pa.table({"stay_id": ["x"], "hour": [1.0], "variable": ["a"], "value": [1.0]}), p)
-    with pytest.raises(io.SchemaError, match=r"o\.parquet: column 'stay_id' has type string, expected int64"):
+    pq.write_table(
+        pa.table({"stay_id": ["x"], "hour": [1.0], "variable": ["a"], "value": [1.0]}), p
+    )
+    with pytest.raises(
+        io.SchemaError, match=r"o\.parquet: column 'stay_id' has type string, expected int64"
+    ):
         io.read_parquet(p, io.OBSERVATIONS)
 
 
@@ -64,8 +78,14 @@ def test_read_missing_column(tmp_path):
 
 def test_read_accepts_timestamp_unit_and_large_string(tmp_path):
     p = tmp_path / "lab.parquet"
-    t = pa.table({"stay_id": pa.array([1], pa.int64()), "time": pa.array([0], pa.timestamp("ns")),
-                  "itemid": pa.array([50912], pa.int32()), "valuenum": [1.0]})
+    t = pa.table(
+        {
+            "stay_id": pa.array([1], pa.int64()),
+            "time": pa.array([0], pa.timestamp("ns")),
+            "itemid": pa.array([50912], pa.int32()),
+            "valuenum": [1.0],
+        }
+    )
     pq.write_table(t, p)
     df = io.read_parquet(p, io.LAB)
     assert str(df["time"].dtype) == "datetime64[us]"

@@ -24,12 +24,18 @@ from data_prep.sources import mimic3
 from data_prep.sources.mimic3 import SCHEMAS, MalformedRowError, ReaderParams, cv_intervals, extract
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mimic3_mini"
-SHARED = Path(os.environ.get("SEPSIS_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+SHARED = Path(
+    os.environ.get(
+        "SEPSIS_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    )
+)
 DEMO = SHARED / "mimic3-demo"
 H = pd.Timedelta(hours=1)
 
 
-def _copy(tmp_path: Path, lower_files: bool = False, lower_cols: bool = False, gz: bool = False) -> Path:
+def _copy(
+    tmp_path: Path, lower_files: bool = False, lower_cols: bool = False, gz: bool = False
+) -> Path:
     """Copy the fixture, optionally with lower-case names/columns and gzip compression."""
     dst = tmp_path / "raw"
     dst.mkdir()
@@ -67,9 +73,12 @@ def mini(tmp_path_factory) -> tuple[Path, mimic3.ExtractionReport]:
 
 def test_params_validate() -> None:
     ReaderParams().validate()
-    for bad, key in [(ReaderParams(on_bad_rows="ignore"), "on_bad_rows"), (ReaderParams(batch_rows=0), "batch_rows"),
-                     (ReaderParams(lab_lookback_hours=-1.0), "lab_lookback_hours"),
-                     (ReaderParams(lab_lookback_hours=float("nan")), "lab_lookback_hours")]:
+    for bad, key in [
+        (ReaderParams(on_bad_rows="ignore"), "on_bad_rows"),
+        (ReaderParams(batch_rows=0), "batch_rows"),
+        (ReaderParams(lab_lookback_hours=-1.0), "lab_lookback_hours"),
+        (ReaderParams(lab_lookback_hours=float("nan")), "lab_lookback_hours"),
+    ]:
         with pytest.raises(ValueError, match=key):
             bad.validate()
 
@@ -79,12 +88,24 @@ def test_schemas_and_report(mini) -> None:
     for name, schema in SCHEMAS.items():
         table = mimic3.read_extracted(out, name)  # checks the declared schema
         assert table.schema.equals(schema, check_metadata=False)
-    assert rep.outputs == {"chart.parquet": 8, "vasopressors.parquet": 7, "lab.parquet": 4, "urine.parquet": 2,
-                           "prescriptions.parquet": 2, "microbiology.parquet": 2, "diagnoses.parquet": 2,
-                           "stays.parquet": 3}
+    assert rep.outputs == {
+        "chart.parquet": 8,
+        "vasopressors.parquet": 7,
+        "lab.parquet": 4,
+        "urine.parquet": 2,
+        "prescriptions.parquet": 2,
+        "microbiology.parquet": 2,
+        "diagnoses.parquet": 2,
+        "stays.parquet": 3,
+    }
     ce = rep.tables["CHARTEVENTS"]
     assert (ce.rows_read, ce.rows_kept) == (12, 8)
-    assert ce.dropped == {"itemid_not_needed": 1, "unknown_stay": 1, "error_flag": 1, "outside_stay": 1}
+    assert ce.dropped == {
+        "itemid_not_needed": 1,
+        "unknown_stay": 1,
+        "error_flag": 1,
+        "outside_stay": 1,
+    }
     assert ce.rows_read == ce.rows_kept + sum(ce.dropped.values())
     for t in ("LABEVENTS", "OUTPUTEVENTS", "INPUTEVENTS_MV", "INPUTEVENTS_CV"):
         tr = rep.tables[t]
@@ -98,8 +119,9 @@ def test_stays(mini) -> None:
     out, _ = mini
     s = _read(out, "stays").set_index("stay_id")
     assert list(s.index) == [300001, 300002, 300003]
-    assert s.loc[300001, "age"] == pytest.approx((pd.Timestamp("2150-01-01 08:00") - pd.Timestamp("2100-01-01"))
-                                                 / pd.Timedelta(days=365.25))
+    assert s.loc[300001, "age"] == pytest.approx(
+        (pd.Timestamp("2150-01-01 08:00") - pd.Timestamp("2100-01-01")) / pd.Timedelta(days=365.25)
+    )
     assert s.loc[300002, "age"] == 91.4  # DOB shifted ~300 years -> capped
     assert s["gender"].tolist() == ["F", "M", "F"]
     assert s["dbsource"].tolist() == ["metavision", "carevue", "metavision"]
@@ -137,7 +159,9 @@ def test_lab_assignment_by_subject_and_time(mini) -> None:
         (300002, "2150-02-01 05:00:00", 120.0),
         (300003, "2150-02-28 12:00:00", 2.0),  # subject 1's second stay, 12 h before its intime
     ]
-    assert rep.tables["LABEVENTS"].dropped["no_stay_for_subject_time"] == 2  # between stays; no stay at all
+    assert (
+        rep.tables["LABEVENTS"].dropped["no_stay_for_subject_time"] == 2
+    )  # between stays; no stay at all
 
 
 def test_lab_lookback_param(tmp_path) -> None:
@@ -164,7 +188,10 @@ def test_vasopressors_carevue_intervals(mini) -> None:
     cv = v[v.stay_id == 300002].sort_values(["drug", "starttime"])
     w = 176 * 0.45359237
     t0 = pd.Timestamp("2150-02-01")
-    got = [(d, s - t0, e - t0, r) for d, s, e, r in zip(cv.drug, cv.starttime, cv.endtime, cv.rate, strict=True)]
+    got = [
+        (d, s - t0, e - t0, r)
+        for d, s, e, r in zip(cv.drug, cv.starttime, cv.endtime, cv.rate, strict=True)
+    ]
     expected = [
         ("dopamine", 3 * H, 7 * H, 5.0),  # no later dopamine rate: 4 h cap
         ("norepinephrine", 1 * H, 2 * H, 8 / w),  # 30047 mcg/min / weight, until 30120 at 02:00
@@ -185,7 +212,10 @@ def test_urine(mini) -> None:
 def test_passthrough_tables(mini) -> None:
     out, _ = mini
     p = _read(out, "prescriptions")
-    assert p["startdate"].tolist() == [pd.Timestamp("2150-01-01"), pd.Timestamp("2150-02-01")]  # date-only + full
+    assert p["startdate"].tolist() == [
+        pd.Timestamp("2150-01-01"),
+        pd.Timestamp("2150-02-01"),
+    ]  # date-only + full
     assert p["enddate"].isna().tolist() == [False, True]
     assert p["drug"].tolist()[1] == "Piperacillin-Tazobactam, 4.5 g"
     m = _read(out, "microbiology")
@@ -193,7 +223,9 @@ def test_passthrough_tables(mini) -> None:
     assert _read(out, "diagnoses")["icd9_code"].tolist() == ["99591", "0389"]  # leading zero kept
 
 
-@pytest.mark.parametrize("lower_files,lower_cols,gz", [(True, True, False), (False, False, True), (True, True, True)])
+@pytest.mark.parametrize(
+    "lower_files,lower_cols,gz", [(True, True, False), (False, False, True), (True, True, True)]
+)
 def test_case_and_compression_variants(tmp_path, mini, lower_files, lower_cols, gz) -> None:
     raw = _copy(tmp_path, lower_files, lower_cols, gz)
     extract(raw, tmp_path / "o", ReaderParams(), progress=False)
@@ -233,7 +265,9 @@ def test_malformed_itemid_error_and_skip(tmp_path, gz) -> None:
     with pytest.raises(MalformedRowError) as err:
         extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     msg = str(err.value)
-    assert "CHARTEVENTS.csv" in msg and "data row 2" in msg and "'ITEMID'" in msg and "'22O045'" in msg
+    assert (
+        "CHARTEVENTS.csv" in msg and "data row 2" in msg and "'ITEMID'" in msg and "'22O045'" in msg
+    )
     assert not (tmp_path / "o").exists()
     rep = extract(raw, tmp_path / "o", ReaderParams(on_bad_rows="skip-and-count"), progress=False)
     ce = rep.tables["CHARTEVENTS"]
@@ -243,7 +277,12 @@ def test_malformed_itemid_error_and_skip(tmp_path, gz) -> None:
 
 def test_malformed_time_error_and_skip(tmp_path) -> None:
     raw = _copy(tmp_path)
-    _edit(raw, "CHARTEVENTS", "2150-01-01 12:00:00,2150-01-01 12:05:00", "2150-01-01 25:00:00,2150-01-01 12:05:00")
+    _edit(
+        raw,
+        "CHARTEVENTS",
+        "2150-01-01 12:00:00,2150-01-01 12:05:00",
+        "2150-01-01 25:00:00,2150-01-01 12:05:00",
+    )
     with pytest.raises(MalformedRowError, match=r"data row 2 .*'CHARTTIME'.*'2150-01-01 25:00:00'"):
         extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     rep = extract(raw, tmp_path / "o", ReaderParams(on_bad_rows="skip-and-count"), progress=False)
@@ -253,15 +292,28 @@ def test_malformed_time_error_and_skip(tmp_path) -> None:
 
 def test_malformed_time_in_unneeded_row_is_not_an_error(tmp_path) -> None:
     raw = _copy(tmp_path)  # row 4 has ITEMID 999999, never parsed beyond the ITEMID
-    _edit(raw, "CHARTEVENTS", "4,1,101,300001,999999,2150-01-01 11:00:00", "4,1,101,300001,999999,garbage")
+    _edit(
+        raw,
+        "CHARTEVENTS",
+        "4,1,101,300001,999999,2150-01-01 11:00:00",
+        "4,1,101,300001,999999,garbage",
+    )
     rep = extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     assert rep.tables["CHARTEVENTS"].rows_kept == 8
 
 
 def test_wrong_field_count(tmp_path) -> None:
     raw = _copy(tmp_path)
-    _edit(raw, "OUTPUTEVENTS", "3,2,102,300002,2150-02-01 02:00:00,40055,150,ml,", "3,2,102,300002,2150-02-01 02:00:00,")
-    with pytest.raises(MalformedRowError, match=r"OUTPUTEVENTS.csv: data row 3 \(line 4\) has 10 fields, expected 13"):
+    _edit(
+        raw,
+        "OUTPUTEVENTS",
+        "3,2,102,300002,2150-02-01 02:00:00,40055,150,ml,",
+        "3,2,102,300002,2150-02-01 02:00:00,",
+    )
+    with pytest.raises(
+        MalformedRowError,
+        match=r"OUTPUTEVENTS.csv: data row 3 \(line 4\) has 10 fields, expected 13",
+    ):
         extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     rep = extract(raw, tmp_path / "o", ReaderParams(on_bad_rows="skip-and-count"), progress=False)
     assert rep.tables["OUTPUTEVENTS"].dropped["malformed_row"] == 1
@@ -271,7 +323,9 @@ def test_wrong_field_count(tmp_path) -> None:
 def test_unknown_rate_unit(tmp_path) -> None:
     raw = _copy(tmp_path)
     _edit(raw, "INPUTEVENTS_MV", "16,mcg/min,80", "16,units/hour,80")
-    with pytest.raises(MalformedRowError, match=r"INPUTEVENTS_MV.csv: data row 2 .*'RATEUOM'.*units/hour"):
+    with pytest.raises(
+        MalformedRowError, match=r"INPUTEVENTS_MV.csv: data row 2 .*'RATEUOM'.*units/hour"
+    ):
         extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     rep = extract(raw, tmp_path / "o", ReaderParams(on_bad_rows="skip-and-count"), progress=False)
     assert rep.tables["INPUTEVENTS_MV"].dropped["unknown_rate_unit"] == 1
@@ -288,7 +342,12 @@ def test_row_numbers_across_batches(tmp_path) -> None:
     params = ReaderParams(batch_rows=500)  # 64 KiB blocks: many batches
     with pytest.raises(MalformedRowError, match=r"data row 23457 \(line 23458\)"):
         extract(raw, tmp_path / "o", params, progress=False)
-    rep = extract(raw, tmp_path / "o", ReaderParams(batch_rows=500, on_bad_rows="skip-and-count"), progress=False)
+    rep = extract(
+        raw,
+        tmp_path / "o",
+        ReaderParams(batch_rows=500, on_bad_rows="skip-and-count"),
+        progress=False,
+    )
     assert rep.tables["CHARTEVENTS"].rows_kept == 29_999
     assert pq.ParquetFile(tmp_path / "o" / "chart.parquet").metadata.num_rows == 29_999
 
@@ -302,7 +361,9 @@ def test_atomic_write(tmp_path, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(mimic3, "_labevents", boom)  # fails after chart/vasopressor files are written
+    monkeypatch.setattr(
+        mimic3, "_labevents", boom
+    )  # fails after chart/vasopressor files are written
     with pytest.raises(RuntimeError, match="disk full"):
         extract(FIXTURE, out, ReaderParams(), progress=False)
     assert (out / "marker").read_text() == "old"  # the previous output is untouched
@@ -323,11 +384,23 @@ def test_inputs_not_modified(tmp_path) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([30047, 30120, 30043]), st.integers(0, 20 * 60)), min_size=1, max_size=25))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([30047, 30120, 30043]), st.integers(0, 20 * 60)),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_cv_interval_properties(rows) -> None:
     us_min = 60_000_000
-    df = pd.DataFrame({"stay_id": 1, "itemid": [r[0] for r in rows], "starttime": [r[1] * us_min for r in rows],
-                       "rate": 1.0})
+    df = pd.DataFrame(
+        {
+            "stay_id": 1,
+            "itemid": [r[0] for r in rows],
+            "starttime": [r[1] * us_min for r in rows],
+            "rate": 1.0,
+        }
+    )
     out = cv_intervals(df)
     assert len(out) == len(df)
     dur = out["endtime"] - out["starttime"]
@@ -342,8 +415,10 @@ def test_cv_interval_properties(rows) -> None:
 
 # ------------------------------------------------------------------ real MIMIC-III demo
 
-needs_demo = pytest.mark.skipif(not (DEMO / "CHARTEVENTS.csv.gz").exists(),
-                                reason=f"MIMIC-III demo not found at {DEMO} (set SEPSIS_SHARED_DATA)")
+needs_demo = pytest.mark.skipif(
+    not (DEMO / "CHARTEVENTS.csv.gz").exists(),
+    reason=f"MIMIC-III demo not found at {DEMO} (set SEPSIS_SHARED_DATA)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -357,14 +432,24 @@ def test_demo_extracts(demo) -> None:
     out, rep = demo
     stays = _read(out, "stays")
     assert len(stays) == 136 and stays["stay_id"].is_unique
-    for name in ("chart", "lab", "urine", "vasopressors", "prescriptions", "microbiology", "diagnoses"):
+    for name in (
+        "chart",
+        "lab",
+        "urine",
+        "vasopressors",
+        "prescriptions",
+        "microbiology",
+        "diagnoses",
+    ):
         assert len(_read(out, name)) > 0, name
     assert set(stays["dbsource"]) == {"carevue", "metavision"}
     assert stays["age"].max() <= 91.4 and stays["age"].min() > 15
     assert stays["has_chart"].sum() > 100
     v = _read(out, "vasopressors")
     assert set(v["drug"]) <= set(V.VASOPRESSORS) and (v["endtime"] >= v["starttime"]).all()
-    assert (v["rate"] >= 0).all() and v.loc[v.drug == "norepinephrine", "rate"].median() < 2  # mcg/kg/min scale
+    assert (v["rate"] >= 0).all() and v.loc[
+        v.drug == "norepinephrine", "rate"
+    ].median() < 2  # mcg/kg/min scale
     for t, tr in rep.tables.items():
         if t != "stays":
             assert tr.rows_read == tr.rows_kept + sum(tr.dropped.values()), t
@@ -373,8 +458,13 @@ def test_demo_extracts(demo) -> None:
 @needs_demo
 def test_demo_chart_rows_match_raw_csv(demo) -> None:
     out, _ = demo
-    raw = pd.read_csv(DEMO / "CHARTEVENTS.csv.gz", usecols=["icustay_id", "itemid", "charttime", "valuenum", "error"])
-    stays = pd.read_csv(DEMO / "ICUSTAYS.csv.gz", parse_dates=["intime", "outtime"]).set_index("icustay_id")
+    raw = pd.read_csv(
+        DEMO / "CHARTEVENTS.csv.gz",
+        usecols=["icustay_id", "itemid", "charttime", "valuenum", "error"],
+    )
+    stays = pd.read_csv(DEMO / "ICUSTAYS.csv.gz", parse_dates=["intime", "outtime"]).set_index(
+        "icustay_id"
+    )
     hr = raw[raw.itemid.isin([211, 220045])]
     stay = int(hr["icustay_id"].value_counts().index[0])
     item = int(hr.loc[hr.icustay_id == stay, "itemid"].iloc[0])

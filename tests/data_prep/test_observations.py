@@ -22,15 +22,15 @@ def _stays() -> pd.DataFrame:
 
 def _chart() -> pd.DataFrame:
     rows = [
-        (1, T0 + pd.Timedelta(minutes=30), 220045, 80.0),   # heart rate
-        (1, T0 + pd.Timedelta(minutes=30), 211, 90.0),      # duplicate (CareVue id): averaged -> 85
-        (1, T0 + pd.Timedelta(hours=2), 220045, 400.0),     # out of range [0, 300]
-        (1, T0 + pd.Timedelta(hours=1), 223761, 98.6),      # degF -> 37 degC
-        (1, T0 + pd.Timedelta(hours=1), 223835, 50.0),      # FiO2 50 % -> 0.5
-        (1, T0 + pd.Timedelta(hours=3), 223835, 0.4),       # FiO2 already a fraction
-        (2, T0 + pd.Timedelta(hours=6), 220045, np.nan),    # missing value
-        (2, T0 + pd.Timedelta(hours=6), 999999, 1.0),       # not a variable item: ignored
-        (3, T0, 220045, 70.0),                              # unknown stay
+        (1, T0 + pd.Timedelta(minutes=30), 220045, 80.0),  # heart rate
+        (1, T0 + pd.Timedelta(minutes=30), 211, 90.0),  # duplicate (CareVue id): averaged -> 85
+        (1, T0 + pd.Timedelta(hours=2), 220045, 400.0),  # out of range [0, 300]
+        (1, T0 + pd.Timedelta(hours=1), 223761, 98.6),  # degF -> 37 degC
+        (1, T0 + pd.Timedelta(hours=1), 223835, 50.0),  # FiO2 50 % -> 0.5
+        (1, T0 + pd.Timedelta(hours=3), 223835, 0.4),  # FiO2 already a fraction
+        (2, T0 + pd.Timedelta(hours=6), 220045, np.nan),  # missing value
+        (2, T0 + pd.Timedelta(hours=6), 999999, 1.0),  # not a variable item: ignored
+        (3, T0, 220045, 70.0),  # unknown stay
     ]
     df = pd.DataFrame(rows, columns=["stay_id", "time", "itemid", "valuenum"])
     df["value"] = None
@@ -38,8 +38,10 @@ def _chart() -> pd.DataFrame:
 
 
 def _lab() -> pd.DataFrame:
-    rows = [(2, T0 + pd.Timedelta(hours=4), 50912, 1.5),   # creatinine, 1 h before intime -> hour -1
-            (2, T0 + pd.Timedelta(hours=7), 50912, 2.5)]
+    rows = [
+        (2, T0 + pd.Timedelta(hours=4), 50912, 1.5),  # creatinine, 1 h before intime -> hour -1
+        (2, T0 + pd.Timedelta(hours=7), 50912, 2.5),
+    ]
     return pd.DataFrame(rows, columns=["stay_id", "time", "itemid", "valuenum"])
 
 
@@ -86,8 +88,14 @@ def test_anion_gap_is_matched_and_item_ids_are_unambiguous():
     """The reference code never matched anion gap (wrong ITEMID); LABEVENTS 50868 is it."""
     from data_prep.concepts.variables import VARIABLES
 
-    lab = pd.DataFrame({"stay_id": [1], "time": [T0 + pd.Timedelta(hours=2)], "itemid": [50868],
-                        "valuenum": [14.0]})
+    lab = pd.DataFrame(
+        {
+            "stay_id": [1],
+            "time": [T0 + pd.Timedelta(hours=2)],
+            "itemid": [50868],
+            "valuenum": [14.0],
+        }
+    )
     obs, _ = observations_from_frames(_chart().iloc[:0], lab, _stays())
     assert obs[["variable", "value"]].values.tolist() == [["anion_gap", 14.0]]
     for table in ("chartevents", "labevents"):

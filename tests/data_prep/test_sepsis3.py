@@ -25,43 +25,94 @@ def _ts(h):
 
 def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict[str, pd.DataFrame]:
     """MIMIC-format extracted tables (CONTRACTS.md schemas) from a golden case."""
-    stays = pd.DataFrame({"stay_id": [stay_id], "patient_id": [stay_id], "hadm_id": [hadm_id],
-                          "intime": [T0], "outtime": [T0 + pd.Timedelta(hours=case["los_hours"])]})
+    stays = pd.DataFrame(
+        {
+            "stay_id": [stay_id],
+            "patient_id": [stay_id],
+            "hadm_id": [hadm_id],
+            "intime": [T0],
+            "outtime": [T0 + pd.Timedelta(hours=case["los_hours"])],
+        }
+    )
     p = case.get("prescriptions", [])
-    pres = pd.DataFrame({
-        "subject_id": stay_id, "hadm_id": hadm_id,
-        "startdate": [T0 + pd.Timedelta(days=r[0]) for r in p],
-        "enddate": [T0 + pd.Timedelta(days=r[0] + 1) for r in p],
-        "drug": [r[1] for r in p], "drug_type": "MAIN", "route": [r[2] for r in p]})
+    pres = pd.DataFrame(
+        {
+            "subject_id": stay_id,
+            "hadm_id": hadm_id,
+            "startdate": [T0 + pd.Timedelta(days=r[0]) for r in p],
+            "enddate": [T0 + pd.Timedelta(days=r[0] + 1) for r in p],
+            "drug": [r[1] for r in p],
+            "drug_type": "MAIN",
+            "route": [r[2] for r in p],
+        }
+    )
     c = case.get("cultures", [])
-    micro = pd.DataFrame({
-        "subject_id": stay_id, "hadm_id": hadm_id,
-        "charttime": pd.Series([T0 + pd.Timedelta(hours=r[0]) if r[0] is not None else pd.NaT
-                                for r in c], dtype="datetime64[us]"),
-        "chartdate": pd.Series([(T0 + pd.Timedelta(hours=r[0])).normalize() if r[0] is not None
-                                else T0 + pd.Timedelta(days=r[1]) for r in c], dtype="datetime64[us]"),
-        "spec_type_desc": [r[2] for r in c]})
+    micro = pd.DataFrame(
+        {
+            "subject_id": stay_id,
+            "hadm_id": hadm_id,
+            "charttime": pd.Series(
+                [T0 + pd.Timedelta(hours=r[0]) if r[0] is not None else pd.NaT for r in c],
+                dtype="datetime64[us]",
+            ),
+            "chartdate": pd.Series(
+                [
+                    (T0 + pd.Timedelta(hours=r[0])).normalize()
+                    if r[0] is not None
+                    else T0 + pd.Timedelta(days=r[1])
+                    for r in c
+                ],
+                dtype="datetime64[us]",
+            ),
+            "spec_type_desc": [r[2] for r in c],
+        }
+    )
     ch = case.get("chart", [])
-    chart = pd.DataFrame({"stay_id": np.full(len(ch), stay_id, np.int64),
-                          "time": _ts([r[0] for r in ch]),
-                          "itemid": np.array([r[1] for r in ch], np.int32),
-                          "valuenum": np.array([r[2] for r in ch], float),
-                          "value": pd.array([r[3] if len(r) > 3 else None for r in ch], dtype="string")})
+    chart = pd.DataFrame(
+        {
+            "stay_id": np.full(len(ch), stay_id, np.int64),
+            "time": _ts([r[0] for r in ch]),
+            "itemid": np.array([r[1] for r in ch], np.int32),
+            "valuenum": np.array([r[2] for r in ch], float),
+            "value": pd.array([r[3] if len(r) > 3 else None for r in ch], dtype="string"),
+        }
+    )
     lb = case.get("lab", [])
-    lab = pd.DataFrame({"stay_id": np.full(len(lb), stay_id, np.int64),
-                        "time": _ts([r[0] for r in lb]),
-                        "itemid": np.array([r[1] for r in lb], np.int32),
-                        "valuenum": np.array([r[2] for r in lb], float)})
+    lab = pd.DataFrame(
+        {
+            "stay_id": np.full(len(lb), stay_id, np.int64),
+            "time": _ts([r[0] for r in lb]),
+            "itemid": np.array([r[1] for r in lb], np.int32),
+            "valuenum": np.array([r[2] for r in lb], float),
+        }
+    )
     v = case.get("vaso", [])
-    vaso = pd.DataFrame({"stay_id": np.full(len(v), stay_id, np.int64),
-                         "starttime": _ts([r[0] for r in v]), "endtime": _ts([r[1] for r in v]),
-                         "drug": [r[2] for r in v], "rate": np.array([r[3] for r in v], float)})
+    vaso = pd.DataFrame(
+        {
+            "stay_id": np.full(len(v), stay_id, np.int64),
+            "starttime": _ts([r[0] for r in v]),
+            "endtime": _ts([r[1] for r in v]),
+            "drug": [r[2] for r in v],
+            "rate": np.array([r[3] for r in v], float),
+        }
+    )
     u = case.get("urine", [])
-    urine = pd.DataFrame({"stay_id": np.full(len(u), stay_id, np.int64),
-                          "time": _ts([r[0] for r in u]),
-                          "value": np.array([r[1] for r in u], float)})
-    return {"stays": stays, "prescriptions": pres, "microbiology": micro, "chart": chart,
-            "lab": lab, "vasopressors": vaso, "urine": urine}
+    urine = pd.DataFrame(
+        {
+            "stay_id": np.full(len(u), stay_id, np.int64),
+            "time": _ts([r[0] for r in u]),
+            "value": np.array([r[1] for r in u], float),
+        }
+    )
+    return {
+        "stays": stays,
+        "prescriptions": pres,
+        "microbiology": micro,
+        "chart": chart,
+        "lab": lab,
+        "vasopressors": vaso,
+        "urine": urine,
+    }
 
 
 def run_case(case: dict):
@@ -135,10 +186,17 @@ def test_derive_labels_from_parquet_matches_schema(tmp_path):
     assert len(labels) == sum(c["los_hours"] for c in CASES[:6])
 
 
-@pytest.mark.parametrize("key,value", [("si_time", "first"), ("baseline", "min"),
-                                       ("on_bad_rows", "ignore"), ("sofa_threshold", 0),
-                                       ("sofa_lookback_hours", 23.5),
-                                       ("si_window_before_hours", -1.0)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("si_time", "first"),
+        ("baseline", "min"),
+        ("on_bad_rows", "ignore"),
+        ("sofa_threshold", 0),
+        ("sofa_lookback_hours", 23.5),
+        ("si_window_before_hours", -1.0),
+    ],
+)
 def test_params_validate_rejects(key, value):
     with pytest.raises(ValueError, match=f"labels.{key}"):
         LabelParams(**{key: value}).validate()
@@ -148,8 +206,11 @@ def test_params_validate_rejects(key, value):
 # real data (MIMIC-III demo) and the synthetic generator
 # ---------------------------------------------------------------------------------------
 
-SHARED = Path(os.environ.get("SEPSIS_SHARED_DATA",
-                             Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+SHARED = Path(
+    os.environ.get(
+        "SEPSIS_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    )
+)
 DEMO = SHARED / "mimic3-demo"
 
 
@@ -170,13 +231,18 @@ def test_demo_hourly_sofa_matches_raw_rows(tmp_path):
     labels, onsets, att = derive_labels(tmp_path, LabelParams(), progress=False)
     stays = pd.read_parquet(tmp_path / "stays.parquet")
     assert len(onsets) == len(stays)
-    lab = pd.read_csv(DEMO / "LABEVENTS.csv.gz", usecols=["subject_id", "itemid", "charttime", "valuenum"],
-                      parse_dates=["charttime"])
+    lab = pd.read_csv(
+        DEMO / "LABEVENTS.csv.gz",
+        usecols=["subject_id", "itemid", "charttime", "valuenum"],
+        parse_dates=["charttime"],
+    )
     icu = pd.read_csv(DEMO / "ICUSTAYS.csv.gz", parse_dates=["intime", "outtime"])
     plt = lab[lab["itemid"] == 51265]
     # the stay with the most platelet counts: recompute coag by hand at a few hours
     m = plt.merge(icu[["subject_id", "icustay_id", "intime", "outtime"]], on="subject_id")
-    m = m[(m["charttime"] >= m["intime"] - pd.Timedelta(hours=24)) & (m["charttime"] <= m["outtime"])]
+    m = m[
+        (m["charttime"] >= m["intime"] - pd.Timedelta(hours=24)) & (m["charttime"] <= m["outtime"])
+    ]
     sid = m["icustay_id"].value_counts().index[0]
     rows = m[m["icustay_id"] == sid]
     intime = rows["intime"].iloc[0]
@@ -184,8 +250,15 @@ def test_demo_hourly_sofa_matches_raw_rows(tmp_path):
     got = labels[labels["stay_id"] == sid].set_index("hour")["sofa_coag"]
     for hour in got.index[:: max(len(got) // 6, 1)]:
         w = rows[(h >= hour + 1 - 24) & (h < hour + 1)]["valuenum"].dropna()
-        exp = 0 if w.empty else int(np.select([w.min() < 20, w.min() < 50, w.min() < 100,
-                                               w.min() < 150], [4, 3, 2, 1], 0))
+        exp = (
+            0
+            if w.empty
+            else int(
+                np.select(
+                    [w.min() < 20, w.min() < 50, w.min() < 100, w.min() < 150], [4, 3, 2, 1], 0
+                )
+            )
+        )
         assert got[hour] == exp, f"stay {sid} hour {hour}"
     print("demo:", {k: att[k] for k in att if k.startswith(("stays", "onsets"))})
 
@@ -208,4 +281,5 @@ def test_synthetic_onsets_match_design(tmp_path):
     assert (m.loc[designed.isna(), "onset_hour"].isna()).all()
     both = m[designed.notna()]
     assert (both["onset_hour"] == both["designed_onset_hour"]).all(), both[
-        ["stay_id", "designed_onset_hour", "onset_hour"]]
+        ["stay_id", "designed_onset_hour", "onset_hour"]
+    ]

@@ -17,7 +17,9 @@ def test_stage_writes_manifest_and_is_then_current(tmp_path):
     assert not stage.is_current()
     _run(stage)
     man = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert man["stage"] == "demo" and man["counts"] == {"rows": 1} and man["inputs"] == {"in": "abc"}
+    assert (
+        man["stage"] == "demo" and man["counts"] == {"rows": 1} and man["inputs"] == {"in": "abc"}
+    )
     assert man["config_hash"] == stage.config_hash and man["wall_seconds"] >= 0
     assert Stage("demo", tmp_path / "out", {"a": 1}, inputs={"in": "abc"}).is_current()
 

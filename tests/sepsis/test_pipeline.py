@@ -18,9 +18,18 @@ FAST = {
     # a stronger early signal than the default (which is tuned to be as hard as real data), so
     # that "real labels beat shuffled labels" is clear on a cohort this small
     "synthetic": {"n_patients": 400, "seed": 3, "signal_strength": 2.5},
-    "cohort": {"split_seeds": [0], "dbsource": "all", "split_fractions": [0.5, 0.2, 0.3], "min_variable_observations": 20,
-               "horizons": [0, 3, 7]},
-    "train": {"per_horizon": ["logreg", "sofa"], "train_once": ["dtw_knn", "mgp_tcn"], "horizons": [0, 3, 7]},
+    "cohort": {
+        "split_seeds": [0],
+        "dbsource": "all",
+        "split_fractions": [0.5, 0.2, 0.3],
+        "min_variable_observations": 20,
+        "horizons": [0, 3, 7],
+    },
+    "train": {
+        "per_horizon": ["logreg", "sofa"],
+        "train_once": ["dtw_knn", "mgp_tcn"],
+        "horizons": [0, 3, 7],
+    },
     "dtw_knn": {"k_grid": [3, 5], "variables": ["heart_rate", "resp_rate", "mbp", "temperature"]},
     "mgp_tcn": {"epochs": 1, "n_mc_samples": 2, "levels": 2, "hidden": 8, "batch_size": 32},
     "evaluate": {"n_bootstrap": 50},
@@ -28,8 +37,12 @@ FAST = {
 
 
 def _config(tmp_path: Path, name: str = "tiny", **extra) -> Path:
-    data = {"name": name, "source": "synthetic", "data_dir": str(tmp_path / "db"),
-            "output_dir": str(tmp_path / "runs" / name)}
+    data = {
+        "name": name,
+        "source": "synthetic",
+        "data_dir": str(tmp_path / "db"),
+        "output_dir": str(tmp_path / "runs" / name),
+    }
     data.update(yaml.safe_load(yaml.safe_dump(FAST)))
     for key, val in extra.items():
         data.setdefault(key, {}).update(val)
@@ -67,7 +80,9 @@ def test_run_writes_every_stage_with_manifests(tiny_run):
         assert (u.folder(out / "models") / "predictions.parquet").exists(), u
     preds = pd.read_parquet(out / "evaluation" / "predictions.parquet")
     # every learner scores every test stay at every horizon, once
-    test_ids = set(pd.read_parquet(out / "prepared" / "splits.parquet").query("split == 'test'")["stay_id"])
+    test_ids = set(
+        pd.read_parquet(out / "prepared" / "splits.parquet").query("split == 'test'")["stay_id"]
+    )
     for (learner, h), g in preds.groupby(["learner", "horizon"]):
         assert set(g["stay_id"]) == test_ids, (learner, h)
     metrics = pd.read_csv(out / "evaluation" / "metrics.csv")
@@ -94,7 +109,8 @@ def _auroc_by_learner(preds: pd.DataFrame) -> pd.Series:
     from sepsis.evaluation.metrics import auroc
 
     per = preds.groupby(["learner", "horizon"]).apply(
-        lambda g: auroc(g["y_true"].to_numpy(), g["score"].to_numpy()), include_groups=False)
+        lambda g: auroc(g["y_true"].to_numpy(), g["score"].to_numpy()), include_groups=False
+    )
     return per.groupby("learner").mean()
 
 
@@ -189,7 +205,9 @@ def test_cli_reports_config_errors_and_missing_stages(tmp_path, capsys):
     bad.write_text("source: synthetic\ncohort:\n  contol_ratio: 2\n")
     assert main(["prepare", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "cohort.contol_ratio" in err and str(bad) in err and "did you mean 'control_ratio'" in err
+    assert (
+        "cohort.contol_ratio" in err and str(bad) in err and "did you mean 'control_ratio'" in err
+    )
     ok = _config(tmp_path, name="empty")
     assert main(["train", "--config", str(ok), "--no-progress"]) == 1
     assert "run `sepsis prepare" in capsys.readouterr().err
