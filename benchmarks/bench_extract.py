@@ -33,24 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_prep.concepts import variables as V  # noqa: E402
+from data_prep.sources.synthetic import COLUMNS  # noqa: E402  (MIMIC-III v1.4 column order)
 
-CHART_COLUMNS = [
-    "ROW_ID",
-    "SUBJECT_ID",
-    "HADM_ID",
-    "ICUSTAY_ID",
-    "ITEMID",
-    "CHARTTIME",
-    "STORETIME",
-    "CGID",
-    "VALUE",
-    "VALUENUM",
-    "VALUEUOM",
-    "WARNING",
-    "ERROR",
-    "RESULTSTATUS",
-    "STOPPED",
-]
+CHART_COLUMNS = list(COLUMNS["CHARTEVENTS"])
 N_STAYS = 20_000
 CHUNK = 1_000_000
 T0 = np.datetime64("2150-01-01T00:00:00", "s")

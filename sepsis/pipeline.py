@@ -441,18 +441,9 @@ def collect_predictions(models_dir: Path, units: list[Unit] | None = None) -> pd
     )
     frames = [pd.read_parquet(f) for f in files if f.exists()]
     if not frames:
-        return pd.DataFrame(
-            columns=[
-                "learner",
-                "horizon",
-                "seed",
-                "stay_id",
-                "y_true",
-                "score",
-                "regime",
-                "external",
-            ]
-        )
+        from sepsis.evaluation.metrics import PREDICTION_COLUMNS
+
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     return pd.concat(frames, ignore_index=True)
 
 
