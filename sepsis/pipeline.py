@@ -359,8 +359,17 @@ def _train_unit(
             if unit.learner == "mgp_tcn" and cfg.train.mgp_search_trials > 0:
                 from models.mgp_tcn import search_hyperparameters
 
+                # the config's mgp_tcn keys (epochs, batch size, ...) hold in every trial;
+                # the search draws the rest; scored on the validation split only
                 best, trials = search_hyperparameters(
-                    X_tr, y_tr, X_va, y_va, n_trials=cfg.train.mgp_search_trials, seed=unit.seed
+                    X_tr,
+                    y_tr,
+                    X_va,
+                    y_va,
+                    n_trials=cfg.train.mgp_search_trials,
+                    seed=unit.seed,
+                    base_params=dict(cfg.learners.get("mgp_tcn", {})),
+                    progress=progress,
                 )
                 trials.to_csv(tmp / "search_trials.csv", index=False)
                 learner.set_params(**best)

@@ -48,9 +48,10 @@ def search_hyperparameters(
     space = DEFAULT_SPACE if space is None else space
     base = dict(base_params or {})
     rng = np.random.default_rng(seed)
-    rows = []
+    rows, draws = [], []
     for trial in range(n_trials):
         draw = {k: v[int(rng.integers(len(v)))] for k, v in space.items()}
+        draws.append(draw)
         params = {**base, **draw, "seed": seed + trial, "progress": progress}
         t0 = time.perf_counter()
         model = MGPTCNClassifier(**params).fit(X, y, X_val, y_val)
@@ -67,8 +68,13 @@ def search_hyperparameters(
         )
         logger.info("trial %d/%d %s: val AUPRC %.4f", trial + 1, n_trials, draw, score)
     trials = pd.DataFrame(rows)
-    best = trials.iloc[int(trials["val_auprc"].to_numpy().argmax())]
-    best_params = {**base, **{k: _py(best[k]) for k in space}, "seed": int(best["seed"])}
+    i = int(trials["val_auprc"].to_numpy().argmax())
+    # the draw itself, not the frame's row: a row of mixed columns turns integers into floats
+    best_params = {
+        **base,
+        **{k: _py(v) for k, v in draws[i].items()},
+        "seed": int(trials["seed"].iloc[i]),
+    }
     return best_params, trials
 
 

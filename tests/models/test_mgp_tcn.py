@@ -124,7 +124,7 @@ def test_invalid_parameters_raise_naming_the_key(data):
 
 def test_search_hyperparameters_picks_best_trial(data):
     X, y, Xv, yv = data
-    space = {"hidden": [4, 16], "levels": [1, 2]}
+    space = {"hidden": [4, 16], "levels": [1, 2], "lr": [0.001, 0.005]}  # mixed int/float columns
     best, trials = search_hyperparameters(
         X.subset(np.arange(80)),
         y[:80],
@@ -138,6 +138,8 @@ def test_search_hyperparameters_picks_best_trial(data):
     )
     assert len(trials) == 2 and set(space) <= set(trials.columns)
     top = trials.loc[trials["val_auprc"].idxmax()]
+    assert type(best["hidden"]) is int and type(best["levels"]) is int  # refit needs integers
+    MGPTCNClassifier(**{**best, "progress": False}).fit(X.subset(np.arange(40)), y[:40])
     assert (
         best["hidden"] == top["hidden"]
         and best["levels"] == top["levels"]

@@ -227,3 +227,24 @@ def test_predictions_are_valid_probability_like_scores(tiny_run):
     learned = preds[preds["learner"] != "sofa"]
     assert np.isfinite(learned["score"]).all()
     assert learned["score"].between(0, 1).all()
+
+
+def test_mgp_search_runs_on_validation_and_keeps_config_keys(tiny_run):
+    tmp, cfg = tiny_run
+    cfg_s = load_config(
+        _config(
+            tmp,
+            name="search",
+            train={"per_horizon": [], "train_once": ["mgp_tcn"], "mgp_search_trials": 2},
+        )
+    )
+    cfg_s.output_dir.mkdir(parents=True, exist_ok=True)
+    (cfg_s.output_dir / "prepared").symlink_to(cfg.output_dir / "prepared")
+    pipeline.train(cfg_s, progress=False)
+    unit = pipeline.Unit("mgp_tcn", "train_once", 0, 0).folder(cfg_s.output_dir / "models")
+    trials = pd.read_csv(unit / "search_trials.csv")
+    assert len(trials) == 2 and trials["val_auprc"].between(0, 1).all()
+    best = trials.loc[trials["val_auprc"].idxmax()]
+    params = json.loads((unit / "model" / "params.json").read_text())
+    assert params["levels"] == best["levels"] and params["hidden"] == best["hidden"]
+    assert params["epochs"] == FAST["mgp_tcn"]["epochs"]  # the config's keys hold in every trial
