@@ -23,16 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "default_run.md"
 TARGET_S = 600
 
-
-def _stage_seconds(run: Path) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for stage in ("extracted", "prepared", "models", "evaluation", "reports"):
-        d = run / stage
-        if d.exists():
-            out[stage] = sum(
-                json.loads(m.read_text()).get("wall_seconds", 0.0) for m in d.rglob("manifest.json")
-            )
-    return out
+sys.path.insert(0, str(ROOT))
+from sepsis.pipeline import stage_wall_seconds  # noqa: E402
 
 
 def main() -> int:
@@ -58,7 +50,7 @@ def main() -> int:
             print(proc.stdout[-3000:], proc.stderr[-3000:])
             return proc.returncode
         rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        stages = _stage_seconds(run)
+        stages = stage_wall_seconds(run)
         gen = json.loads((data / "manifest.json").read_text()).get("wall_seconds", 0.0)
         summary = proc.stdout[proc.stdout.find("AUPRC (mean") :]
     lines = [

@@ -557,7 +557,9 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
         "models_run": str(models_run) if models_run else None,
     }
     ctx["command"] = _stage_commands(cfg)
-    ctx["wall_seconds"] = _stage_times(cfg)
+    # the report is written after this, so its own stage is not counted
+    walls = stage_wall_seconds(cfg.output_dir, STAGE_FOLDERS[:-1])
+    ctx["wall_seconds"] = {k: round(v, 1) for k, v in walls.items()}
     if (prepared / "attrition.json").exists():
         att = json.loads((prepared / "attrition.json").read_text())
         ctx["attrition"] = att.get("steps", att) if isinstance(att, dict) else att
@@ -587,17 +589,19 @@ def _stage_commands(cfg: RunConfig) -> dict[str, str]:
     return out
 
 
-def _stage_times(cfg: RunConfig) -> dict[str, float]:
+STAGE_FOLDERS = ("extracted", "prepared", "models", "evaluation", "reports")
+
+
+def stage_wall_seconds(
+    output_dir: Path, stages: tuple[str, ...] = STAGE_FOLDERS
+) -> dict[str, float]:
+    """Wall seconds per stage folder of a run: the sum over its manifests (training has one per unit)."""
     out: dict[str, float] = {}
-    for stage in ("extracted", "prepared", "models", "evaluation"):
-        d = cfg.output_dir / stage
+    for stage in stages:
+        d = Path(output_dir) / stage
         if d.exists():
-            out[stage] = round(
-                sum(
-                    json.loads(m.read_text()).get("wall_seconds", 0.0)
-                    for m in d.rglob("manifest.json")
-                ),
-                1,
+            out[stage] = sum(
+                json.loads(m.read_text()).get("wall_seconds", 0.0) for m in d.rglob("manifest.json")
             )
     return out
 
