@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -253,6 +256,102 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
     return o
 
 
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+
+
+class _StayChunks:
+    """The SOFA inputs of each chunk of `CHUNK_STAYS` stays, with ONE pass over each table.
+
+    Filtering every table once per chunk re-reads the whole file n_chunks times (quadratic
+    in the database size; the extracted tables are in source order, not sorted by stay).
+    Instead each table is streamed once in record batches, rows are routed to their
+    chunk by the stay's rank, and each chunk's rows are spilled to a temporary Arrow IPC
+    file (lz4) inside the extracted folder (removed afterwards). Peak memory is one record batch
+    plus one chunk, whatever the database size. With a single chunk the tables are read
+    directly. Rows whose stay_id is null or not in stays go to chunk 0, where SOFA's row
+    checks report or count them (`on_bad_rows`) as they would without chunking.
+    """
+
+    BATCH_ROWS = 1 << 21
+
+    def __init__(self, d: Path, tables: dict, stay_ids: np.ndarray, n_chunks: int):
+        self.d, self.tables, self.n_chunks = d, tables, n_chunks
+        if len(stay_ids) > 1 and not (np.diff(stay_ids) > 0).all():
+            raise ValueError("stays must be sorted by unique stay_id")
+        self.order = stay_ids  # chunk k holds stays order[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
+        self._schemas: dict[str, pa.Schema] = {}
+        self.tmp: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> _StayChunks:
+        if self.n_chunks > 1:
+            self.tmp = tempfile.TemporaryDirectory(dir=self.d, prefix=".labels-chunks-")
+            for name, (columns, items) in self.tables.items():
+                self._spill(name, columns, items)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+    def _chunk_of(self, stay: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.order, stay)
+        pos_c = np.minimum(pos, len(self.order) - 1)
+        found = valid & (self.order[pos_c] == stay)
+        return np.where(found, pos_c // CHUNK_STAYS, 0)
+
+    def _spill(self, name: str, columns: list[str], items: list[int] | None) -> None:
+        path = self.d / f"{name}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing extracted table (run the MIMIC-III reader)")
+        pf = pq.ParquetFile(path)
+        writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        value_set = pa.array(items, pa.int32()) if items is not None else None
+        try:
+            for batch in pf.iter_batches(batch_size=self.BATCH_ROWS, columns=columns):
+                if value_set is not None:
+                    batch = batch.filter(pc.is_in(batch.column("itemid"), value_set=value_set))
+                if batch.num_rows == 0:
+                    continue
+                sid = batch.column("stay_id")
+                valid = ~np.asarray(sid.is_null().to_numpy(zero_copy_only=False), bool)
+                stay = np.asarray(sid.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
+                chunk = self._chunk_of(stay, valid)
+                perm = np.argsort(chunk, kind="stable")
+                sorted_chunk = chunk[perm]
+                batch = batch.take(pa.array(perm))
+                bounds = np.flatnonzero(np.diff(sorted_chunk)) + 1
+                starts = np.concatenate([[0], bounds])
+                ends = np.concatenate([bounds, [len(perm)]])
+                for a, b in zip(starts, ends, strict=True):
+                    k = int(sorted_chunk[a])
+                    if k not in writers:
+                        writers[k] = pa.ipc.new_file(
+                            self._part(name, k), batch.schema, options=_IPC_OPTIONS
+                        )
+                    writers[k].write_batch(batch.slice(a, b - a))
+        finally:
+            for w in writers.values():
+                w.close()
+        self._schemas[name] = pa.schema([pf.schema_arrow.field(c) for c in columns])
+
+    def _part(self, name: str, k: int) -> Path:
+        assert self.tmp is not None
+        return Path(self.tmp.name) / f"{name}-{k}.arrow"
+
+    def read(self, k: int) -> dict[str, pd.DataFrame]:
+        out = {}
+        for name, (columns, items) in self.tables.items():
+            if self.tmp is None:
+                filters = [("itemid", "in", items)] if items is not None else None
+                out[name] = _read(self.d / f"{name}.parquet", columns, filters)
+            elif self._part(name, k).exists():
+                with pa.memory_map(str(self._part(name, k))) as src:
+                    out[name] = pa.ipc.open_file(src).read_all().to_pandas()
+            else:
+                out[name] = self._schemas[name].empty_table().to_pandas()
+        return out
+
+
 def derive_labels(
     extracted_dir: Path,
     params: LabelParams,
@@ -275,34 +374,37 @@ def derive_labels(
     del pres, micro
     chart_items = _sofa_chart_items()
     lab_items = [V.LAB_PO2, V.LAB_FIO2, V.LAB_PLATELETS, V.LAB_BILIRUBIN, V.LAB_CREATININE]
+    tables = {
+        "chart": (["stay_id", "time", "itemid", "valuenum", "value"], chart_items),
+        "lab": (["stay_id", "time", "itemid", "valuenum"], lab_items),
+        "vasopressors": (["stay_id", "starttime", "endtime", "drug", "rate"], None),
+        "urine": (["stay_id", "time", "value"], None),
+    }
     labels, onsets = [], []
     bar = tqdm(total=len(stays), desc="sepsis-3 labels", unit="stay", disable=not progress)
-    for a in range(0, max(len(stays), 1), CHUNK_STAYS):
-        chunk = stays.iloc[a : a + CHUNK_STAYS]
-        if chunk.empty:
-            break
-        ids = chunk["stay_id"].astype(np.int64).tolist()
-        sf = [("stay_id", "in", ids)]
-        chart = _read(
-            d / "chart.parquet",
-            ["stay_id", "time", "itemid", "valuenum", "value"],
-            sf + [("itemid", "in", chart_items)],
-        )
-        lab = _read(
-            d / "lab.parquet",
-            ["stay_id", "time", "itemid", "valuenum"],
-            sf + [("itemid", "in", lab_items)],
-        )
-        vaso = _read(
-            d / "vasopressors.parquet", ["stay_id", "starttime", "endtime", "drug", "rate"], sf
-        )
-        urine = _read(d / "urine.parquet", ["stay_id", "time", "value"], sf)
-        lh, on, c = label_stays(chunk, si[si["stay_id"].isin(ids)], chart, lab, vaso, urine, params)
-        labels.append(lh)
-        onsets.append(on)
-        for key, v in c.items():
-            counts[key] = counts.get(key, 0) + v
-        bar.update(len(chunk))
+    stay_ids = stays["stay_id"].to_numpy(np.int64)
+    n_chunks = max(1, math.ceil(len(stays) / CHUNK_STAYS))
+    with _StayChunks(d, tables, stay_ids, n_chunks) as chunks:
+        for k in range(n_chunks):
+            chunk = stays.iloc[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
+            if chunk.empty:
+                break
+            t = chunks.read(k)
+            ids = chunk["stay_id"]
+            lh, on, c = label_stays(
+                chunk,
+                si[si["stay_id"].isin(ids)],
+                t["chart"],
+                t["lab"],
+                t["vasopressors"],
+                t["urine"],
+                params,
+            )
+            labels.append(lh)
+            onsets.append(on)
+            for key, v in c.items():
+                counts[key] = counts.get(key, 0) + v
+            bar.update(len(chunk))
     bar.close()
     labels_hourly = (
         pd.concat(labels, ignore_index=True) if labels else pd.DataFrame(columns=LABEL_COLUMNS)

@@ -186,6 +186,43 @@ def test_derive_labels_from_parquet_matches_schema(tmp_path):
     assert len(labels) == sum(c["los_hours"] for c in CASES[:6])
 
 
+def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
+    """Stays in chunks of 2 (tables spilled per chunk, rows in reverse source order) give the
+    same labels, onsets and counts as one chunk; rows of unknown stays are still counted
+    or rejected, and the temporary chunk files are removed."""
+    import data_prep.sepsis3 as S3
+
+    frames = [build_tables(c, stay_id=i + 1, hadm_id=i + 1) for i, c in enumerate(CASES)]
+    tables = {k: pd.concat([f[k] for f in frames], ignore_index=True) for k in frames[0]}
+    tables = {k: v.iloc[::-1].reset_index(drop=True) for k, v in tables.items()}
+    chart = tables["chart"]
+    assert chart["itemid"].isin(S3._sofa_chart_items()).sum() >= 3
+    stray = chart[chart["itemid"].isin(S3._sofa_chart_items())].iloc[:3].copy()
+    stray["stay_id"] = 999  # not an ICU stay of stays.parquet
+    tables["chart"] = pd.concat([tables["chart"], stray], ignore_index=True)
+    _write_extracted(tmp_path, tables)
+    params = LabelParams(on_bad_rows="skip-and-count")
+    one = derive_labels(tmp_path, params, progress=False)
+    monkeypatch.setattr(S3, "CHUNK_STAYS", 2)
+    many = derive_labels(tmp_path, params, progress=False)
+    key = ["stay_id", "hour"]
+    pd.testing.assert_frame_equal(
+        one[0].sort_values(key).reset_index(drop=True),
+        many[0].sort_values(key).reset_index(drop=True),
+    )
+    pd.testing.assert_frame_equal(
+        one[1].sort_values("stay_id").reset_index(drop=True),
+        many[1].sort_values("stay_id").reset_index(drop=True),
+    )
+    assert one[2] == many[2]
+    assert many[2]["chart_rows_unknown_stay"] == 3
+    assert many[1]["onset_hour"].notna().sum() > 0
+    assert not list(tmp_path.glob(".labels-chunks-*"))
+    with pytest.raises(ValueError, match="stay_id not in stays"):
+        derive_labels(tmp_path, LabelParams(on_bad_rows="error"), progress=False)
+    assert not list(tmp_path.glob(".labels-chunks-*"))
+
+
 @pytest.mark.parametrize(
     "key,value",
     [

@@ -743,3 +743,14 @@ def test_implausible_lab_values_are_dropped_and_counted():
     )
     assert counts["lab_platelets_implausible"] == 3
     assert series(df, "sofa_coag") == [0, 0, 0]
+
+
+@pytest.mark.parametrize("lookback", [1, 2, 3, 4, 5, 8, 17, 24, 25, 32])
+def test_window_max_equals_sliding_window_reduction(lookback):
+    rng = np.random.default_rng(lookback)
+    for n in (0, 1, lookback - 1, lookback, lookback + 1, 257):
+        a = rng.integers(0, 5, max(n, 0)).astype(np.int8)
+        ref = np.zeros_like(a)
+        if len(a) >= lookback:
+            ref[lookback - 1 :] = np.lib.stride_tricks.sliding_window_view(a, lookback).max(axis=1)
+        np.testing.assert_array_equal(S._window_max(a, lookback), ref)

@@ -285,3 +285,16 @@ def test_interrupted_generation_leaves_nothing_that_looks_whole(tmp_path, monkey
     with pytest.raises(RuntimeError):
         generate(tmp_path / "fresh", SyntheticParams(n_patients=300, seed=1), progress=False)
     assert not (tmp_path / "fresh").exists()
+
+
+def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch):
+    """The per-chunk spill path (several chunks) reproduces the one-chunk labels exactly."""
+    import data_prep.sepsis3 as S3
+
+    one = derive_labels(extracted, LabelParams(), progress=False)
+    monkeypatch.setattr(S3, "CHUNK_STAYS", 7)
+    many = derive_labels(extracted, LabelParams(), progress=False)
+    pd.testing.assert_frame_equal(one[0], many[0])
+    pd.testing.assert_frame_equal(one[1], many[1])
+    assert one[2] == many[2]
+    assert many[1]["onset_hour"].notna().sum() >= 10
