@@ -5,7 +5,7 @@ child process run `mimic3.extract` and `sepsis3.derive_labels` and record wall t
 CHARTEVENTS rows per second end to end (rows / (extract + label seconds)) and the child's
 peak RSS. Writes docs/benchmarks/labels.md.
 
-Usage: python benchmarks/bench_labels.py [--sizes 10000,50000] [--work /tmp/bench_labels]
+Usage: python benchmarks/bench_labels.py [--sizes 10000,90000] [--work /tmp/bench_labels]
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def _count_rows(path: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--sizes", default="10000,50000")
+    ap.add_argument(
+        "--sizes", default="10000,90000", help="patients; 90,000 ~ 50 M CHARTEVENTS rows"
+    )
     ap.add_argument("--work", default="/tmp/bench_labels")
     ap.add_argument("--full", action="store_true", help="accepted for run_all.py")
     args = ap.parse_args()
