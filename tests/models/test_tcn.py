@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -66,3 +67,35 @@ def test_skipping_taps_that_read_only_padding_is_exact():
             torch.nn.functional.pad(x, (conv.left, 0)), conv.weight, conv.bias, dilation=d
         )
         assert torch.allclose(conv(x), full, atol=1e-6), (k, d, t)
+
+
+@pytest.mark.parametrize("levels,kernel,hidden", [(9, 5, 81), (4, 3, 32), (1, 2, 4), (6, 4, 16)])
+@pytest.mark.parametrize("total", [1, 2, 7, 49, 60])
+def test_forward_last_equals_full_forward_and_gradients(levels, kernel, hidden, total):
+    """The pruned last-step path is the full TCN read at step T-1, values and gradients."""
+    torch.manual_seed(levels * 100 + total)
+    net = TCN(5, hidden, levels, kernel).double()
+    x = torch.randn(6, 5, total, dtype=torch.double, requires_grad=True)
+    lengths = torch.tensor([total, 1, max(total // 2, 1), total, min(3, total), total])
+    mask = left_pad_mask(lengths, total)
+    full = net(x, mask)[:, :, -1]
+    last = net.forward_last(x.transpose(1, 2), mask)
+    torch.testing.assert_close(last, full, rtol=0, atol=1e-12)
+    (g_full,) = torch.autograd.grad(full.square().sum(), x)
+    (g_last,) = torch.autograd.grad(last.square().sum(), x)
+    torch.testing.assert_close(g_last, g_full, rtol=0, atol=1e-12)
+    w_full = torch.autograd.grad(net(x, mask)[:, :, -1].sum(), list(net.parameters()))
+    w_last = torch.autograd.grad(
+        net.forward_last(x.transpose(1, 2), mask).sum(), list(net.parameters())
+    )
+    for a, b in zip(w_full, w_last, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+
+
+def test_forward_last_computes_fewer_steps_for_deep_stacks():
+    net = TCN(5, 8, 9, 5)
+    plans = net.plan(49, torch.device("cpu"))
+    evaluated = sum(len(p.mid_pos) + len(p.out_pos) for p in plans)
+    assert evaluated < 0.25 * 2 * 9 * 49  # vs every step at every conv of the full pass
+    assert plans[-1].out_pos.tolist() == [48]
+    assert plans[0].in_pos.tolist() == list(range(49))  # the first layer still reads all steps
