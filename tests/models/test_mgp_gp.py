@@ -153,6 +153,24 @@ def test_ou_factor_reproduces_kernel_with_repeated_times():
     assert torch.allclose(lu @ lu.transpose(-1, -2), gp.ou(u, u), atol=1e-12)
 
 
+@pytest.mark.parametrize("n", [1, 5, 63, 64, 65, 130, 300])
+@pytest.mark.parametrize("block", [1, 4, 64])
+def test_blocked_ou_factor_matmul_equals_dense_factor(n, block):
+    """The Markov blocked product equals the dense closed-form factor times z, with repeated
+    times, one or many blocks and a ragged last block; so does its length-scale gradient."""
+    gp = _random_gp()
+    gen = torch.Generator().manual_seed(n * 10 + block)
+    u = torch.sort(torch.randint(-60, 1, (3, n), generator=gen).double(), dim=1).values
+    z = torch.randn(3, n, 7, generator=gen, dtype=torch.float64)
+    ref = gp.ou_factor_sorted(u) @ z
+    got = gp.ou_factor_matmul(u, z, block=block)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
+    raw = gp.time_kernel.raw_lengthscale
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), raw)
+    (g_got,) = torch.autograd.grad(gp.ou_factor_matmul(u, z, block=block).square().sum(), raw)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("method", ["pathwise", "dense"])
 def test_sampler_moments_match_posterior(method):
     """Monte Carlo mean/covariance of the samples agree with the exact posterior.
