@@ -11,7 +11,9 @@ the TCN under bfloat16 autocast (`mixed_precision: true`; the GP stays float32).
 Writes docs/benchmarks/mgp_epoch.md.
 
 Usage: python benchmarks/bench_mgp_epoch.py [--prepared runs/physionet2019/prepared]
-       [--configs 9/5/81,4/3/32] [--precisions fp32,bf16] [--threads 2]
+       [--configs 9/5/81,4/3/32] [--precisions fp32,bf16] [--threads 2] [--device auto]
+On a machine with a GPU, `--device auto` runs the same epoch there (CUDA; bf16 autocast on
+the TCN), which is the GPU benchmark issue 5 asks for where a GPU is lent.
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ import json, resource, sys, time
 import numpy as np, torch
 from data_prep.dataset import CohortDataset
 from models.mgp_tcn import MGPTCNClassifier
-prepared, levels, kernel, hidden, bf16, threads = sys.argv[1:7]
+prepared, levels, kernel, hidden, bf16, threads, device = sys.argv[1:8]
 torch.set_num_threads(int(threads))
 ds = CohortDataset.load(prepared)
 X_tr, y_tr = ds.irregular(0, split="train", seed=0)
 X_va, y_va = ds.irregular(0, split="val", seed=0)
 clf = MGPTCNClassifier(levels=int(levels), kernel_size=int(kernel), hidden=int(hidden),
-                       epochs=1, patience=1, mixed_precision=bf16 == "1", progress=True, seed=0)
+                       epochs=1, patience=1, mixed_precision=bf16 == "1", progress=True, seed=0,
+                       device=device)
+dev = clf._torch_device()
+dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 t0 = time.time()
 clf.fit(X_tr, y_tr, X_val=X_va, y_val=y_va)
 h = clf.history_[0]
@@ -46,6 +51,7 @@ print(json.dumps({"n_train": len(y_tr), "n_val": len(y_va), "epoch_s": h["second
                   "train_s": h["train_seconds"], "train_stays_per_s": h["train_stays_per_s"],
                   "val_s": h["seconds"] - h["train_seconds"], "val_auprc": h["val_auprc"],
                   "val_prevalence": float(np.mean(y_va)), "fit_s": time.time() - t0,
+                  "device": dev_name,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -60,6 +66,7 @@ def main() -> int:
     )
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda[:k]")
     ap.add_argument("--full", action="store_true", help="accepted for run_all.py")
     args = ap.parse_args()
     prepared = Path(args.prepared)
@@ -91,6 +98,7 @@ def main() -> int:
                     hidden,
                     "1" if prec == "bf16" else "0",
                     str(args.threads),
+                    args.device,
                 ],
                 cwd=ROOT,
                 env=env,
@@ -116,7 +124,8 @@ def main() -> int:
         "",
         f"Command: `{cmd}` (prepared cohort: `sepsis prepare --config configs/physionet2019.yaml`)",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {_torch_version()}, "
-        f"{args.threads} threads, Python {platform.python_version()}. Split seed 0, horizon 0 "
+        f"{args.threads} threads, Python {platform.python_version()}, device {rows[0]['device']}. "
+        "Split seed 0, horizon 0 "
         f"(train-once training data): {rows[0]['n_train']:,} training stays, {rows[0]['n_val']:,} "
         "validation stays; 10 MC samples, batch 32, pathwise GP sampling in float32. Each row is "
         "a fresh process (peak RSS is that run's).",
