@@ -204,7 +204,15 @@ def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
     params = LabelParams(on_bad_rows="skip-and-count")
     one = derive_labels(tmp_path, params, progress=False)
     monkeypatch.setattr(S3, "CHUNK_STAYS", 2)
+    spilled = []
+    real_spill = S3._StayChunks._spill
+    monkeypatch.setattr(
+        S3._StayChunks,
+        "_spill",
+        lambda self, name, *a: spilled.append(name) or real_spill(self, name, *a),
+    )
     many = derive_labels(tmp_path, params, progress=False)
+    assert spilled == ["chart", "lab", "vasopressors", "urine"]  # the multi-chunk path ran
     key = ["stay_id", "hour"]
     pd.testing.assert_frame_equal(
         one[0].sort_values(key).reset_index(drop=True),

@@ -293,7 +293,16 @@ def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch):
 
     one = derive_labels(extracted, LabelParams(), progress=False)
     monkeypatch.setattr(S3, "CHUNK_STAYS", 7)
+    n_chunks = []
+    real_init = S3._StayChunks.__init__
+
+    def spy(self, d, tables, stay_ids, n):
+        n_chunks.append(n)
+        real_init(self, d, tables, stay_ids, n)
+
+    monkeypatch.setattr(S3._StayChunks, "__init__", spy)
     many = derive_labels(extracted, LabelParams(), progress=False)
+    assert n_chunks and n_chunks[0] > 2  # several chunks, spilled
     pd.testing.assert_frame_equal(one[0], many[0])
     pd.testing.assert_frame_equal(one[1], many[1])
     assert one[2] == many[2]
