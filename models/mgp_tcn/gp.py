@@ -232,21 +232,28 @@ class MultitaskGP(nn.Module):
         return draws.permute(0, 2, 1).reshape(s, n_samples, g, v)
 
     # --- pathwise (Matheron) ----------------------------------------------------------
-    def ou_factor_sorted(self, u_sorted: Tensor) -> Tensor:
-        """Closed-form lower Cholesky factor of the OU kernel on sorted times (S, N, N)."""
-        ell = self.lengthscale.to(u_sorted.dtype)
+    def _ou_decay_tril(self, u_sorted: Tensor) -> Tensor:
+        """exp(-(u_k - u_j)/l) for j <= k, else 0, over the last axis: (..., N, N)."""
+        c = -1.0 / self.lengthscale.to(u_sorted.dtype)
         n = u_sorted.shape[-1]
-        d = u_sorted[..., :, None] - u_sorted[..., None, :]  # u_k - u_j >= 0 below the diagonal
+        d = (u_sorted[..., :, None] - u_sorted[..., None, :]).clamp_min(0)  # u_k - u_j, k >= j
         tril = torch.ones(n, n, dtype=torch.bool, device=u_sorted.device).tril()
-        e = torch.where(tril, torch.exp(-d.clamp_min(0) / ell), torch.zeros_like(d))
-        q = -torch.expm1(-2 * torch.diff(u_sorted, dim=-1) / ell)  # 1 - rho^2 in [0, 1)
+        return torch.where(tril, torch.exp(d * c), torch.zeros_like(d))
+
+    def _ou_scales(self, u_sorted: Tensor) -> Tensor:
+        """Innovation scales s (..., N): s_0 = 1, s_j = sqrt(1 - exp(-2 (u_j - u_(j-1))/l))."""
+        c = -1.0 / self.lengthscale.to(u_sorted.dtype)
+        q = -torch.expm1(2 * c * torch.diff(u_sorted, dim=-1))  # 1 - rho^2 in [0, 1)
         pos = q > 0
         # double where: sqrt'(0) is infinite, repeated times must not poison the gradient
         s_rest = torch.where(
             pos, torch.sqrt(torch.where(pos, q, torch.ones_like(q))), torch.zeros_like(q)
         )
-        s = torch.cat([torch.ones_like(u_sorted[..., :1]), s_rest], dim=-1)
-        return e * s[..., None, :]
+        return torch.cat([torch.ones_like(u_sorted[..., :1]), s_rest], dim=-1)
+
+    def ou_factor_sorted(self, u_sorted: Tensor) -> Tensor:
+        """Closed-form lower Cholesky factor of the OU kernel on sorted times (S, N, N)."""
+        return self._ou_decay_tril(u_sorted) * self._ou_scales(u_sorted)[..., None, :]
 
     def ou_factor_matmul(self, u_sorted: Tensor, z: Tensor, block: int = 64) -> Tensor:
         """``ou_factor_sorted(u_sorted) @ z`` without the (S, N, N) factor.
@@ -263,21 +270,13 @@ class MultitaskGP(nn.Module):
         nb = -(-n // block)
         pad = nb * block - n
         c = -1.0 / self.lengthscale.to(u_sorted.dtype)
-        q = -torch.expm1(2 * c * torch.diff(u_sorted, dim=-1))  # 1 - rho^2 in [0, 1)
-        pos = q > 0
-        # double where: sqrt'(0) is infinite, repeated times must not poison the gradient
-        s_rest = torch.where(
-            pos, torch.sqrt(torch.where(pos, q, torch.ones_like(q))), torch.zeros_like(q)
-        )
-        sd = torch.cat([torch.ones_like(u_sorted[:, :1]), s_rest], dim=-1)
+        sd = self._ou_scales(u_sorted)  # over all N times: a block's first step links back
         if pad:  # padded steps repeat the last time and carry zero noise; dropped at the end
             u_sorted = torch.cat([u_sorted, u_sorted[:, -1:].expand(s, pad)], dim=1)
             sd = torch.cat([sd, sd.new_zeros(s, pad)], dim=1)
             z = torch.cat([z, z.new_zeros(s, pad, r)], dim=1)
         ub = u_sorted.reshape(s, nb, block)
-        d = (ub[..., :, None] - ub[..., None, :]).clamp_min(0)  # (S, nb, B, B)
-        tril = torch.ones(block, block, dtype=torch.bool, device=u_sorted.device).tril()
-        e = torch.where(tril, torch.exp(d * c), torch.zeros_like(d))
+        e = self._ou_decay_tril(ub)  # (S, nb, B, B)
         local = (e * sd.reshape(s, nb, 1, block)) @ z.reshape(s, nb, block, r)  # (S,nb,B,R)
         if nb == 1:
             return local.reshape(s, nb * block, r)[:, :n]
