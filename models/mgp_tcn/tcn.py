@@ -51,7 +51,7 @@ class CausalConv1d(nn.Conv1d):
 
     def forward(self, x: Tensor) -> Tensor:
         k, d = self.kernel_size[0], self.dilation[0]
-        taps = min(k, (x.shape[-1] - 1) // d + 1)  # lags 0, d, ..., (taps-1)*d fit inside T
+        taps = _taps(k, d, x.shape[-1])  # lags 0, d, ..., (taps-1)*d fit inside T
         # weight[..., j] multiplies lag (k-1-j)*d, so the useful taps are the last `taps`
         w = self.weight[..., k - taps :]
         x = nn.functional.pad(x, ((taps - 1) * d, 0))
@@ -112,10 +112,14 @@ def _taps(kernel_size: int, dilation: int, total: int) -> int:
     return min(kernel_size, (total - 1) // dilation + 1)
 
 
+def _lagged(pos: np.ndarray, taps: int, d: int) -> np.ndarray:
+    """(len(pos), taps) steps p - (taps-1-j)*d read by tap j (the order of conv weights)."""
+    return pos[:, None] - ((taps - 1 - np.arange(taps)) * d)[None, :]
+
+
 def _lag_index(out_pos: np.ndarray, src_pos: np.ndarray, taps: int, d: int) -> np.ndarray:
     """(len(out_pos), taps) rows into src_pos of steps p - (taps-1-j)*d; len(src_pos) if < 0."""
-    lags = (taps - 1 - np.arange(taps)) * d
-    want = out_pos[:, None] - lags[None, :]
+    want = _lagged(out_pos, taps, d)
     row = np.searchsorted(src_pos, np.maximum(want, 0))
     return np.where(want >= 0, row, len(src_pos))
 
@@ -151,6 +155,7 @@ class TCN(nn.Module):
         self.blocks = nn.ModuleList(
             TemporalBlock(chans[i], chans[i + 1], kernel_size, 2**i, dropout) for i in range(levels)
         )
+        self._plans: dict[tuple[int, str], list[_BlockPlan]] = {}  # see `plan`
 
     @property
     def receptive_field(self) -> int:
@@ -168,20 +173,20 @@ class TCN(nn.Module):
     def plan(self, total: int, device: torch.device) -> list[_BlockPlan]:
         """Per block, the steps needed for the output at step total-1 (cached per T)."""
         key = (total, str(device))
-        cache = self.__dict__.setdefault("_plans", {})
-        if key not in cache:
+        if key not in self._plans:
+
+            def as_t(a: np.ndarray) -> Tensor:
+                return torch.as_tensor(a, dtype=torch.long, device=device)
+
             out = np.array([total - 1])
             plans = []
             for block in reversed(self.blocks):
                 d = block.conv1.dilation[0]
-                k = block.conv1.kernel_size[0]
-                taps = _taps(k, d, total)
-                lags = (taps - 1 - np.arange(taps)) * d
-                mid = np.unique((out[:, None] - lags[None, :]).ravel())
+                taps = _taps(block.conv1.kernel_size[0], d, total)
+                mid = np.unique(_lagged(out, taps, d))
                 mid = mid[mid >= 0]
-                inp = np.unique(np.concatenate([(mid[:, None] - lags[None, :]).ravel(), out]))
+                inp = np.unique(np.concatenate([_lagged(mid, taps, d).ravel(), out]))
                 inp = inp[inp >= 0]
-                as_t = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
                 plans.append(
                     _BlockPlan(
                         in_pos=as_t(inp),
@@ -193,8 +198,8 @@ class TCN(nn.Module):
                     )
                 )
                 out = inp
-            cache[key] = plans[::-1]
-        return cache[key]
+            self._plans[key] = plans[::-1]
+        return self._plans[key]
 
     def forward_last(self, x: Tensor, mask: Tensor) -> Tensor:
         """Features (B, hidden) at the last step only; x channels-last (B, T, C).
