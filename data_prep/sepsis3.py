@@ -186,11 +186,15 @@ def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -
     return out
 
 
-def _read(path: Path, columns: list[str], filters: list | None = None) -> pd.DataFrame:
-    """Read a parquet file (only `columns`, optional pyarrow filters)."""
+def _existing(path: Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing extracted table (run the MIMIC-III reader)")
-    return pq.read_table(path, columns=columns, filters=filters).to_pandas()
+    return path
+
+
+def _read(path: Path, columns: list[str], filters: list | None = None) -> pd.DataFrame:
+    """Read a parquet file (only `columns`, optional pyarrow filters)."""
+    return pq.read_table(_existing(path), columns=columns, filters=filters).to_pandas()
 
 
 def _sofa_chart_items() -> list[int]:
@@ -274,11 +278,12 @@ class _StayChunks:
 
     BATCH_ROWS = 1 << 21
 
-    def __init__(self, d: Path, tables: dict, stay_ids: np.ndarray, n_chunks: int):
-        self.d, self.tables, self.n_chunks = d, tables, n_chunks
+    def __init__(self, d: Path, tables: dict, stay_ids: np.ndarray):
+        self.d, self.tables = d, tables
         if len(stay_ids) > 1 and not (np.diff(stay_ids) > 0).all():
             raise ValueError("stays must be sorted by unique stay_id")
         self.order = stay_ids  # chunk k holds stays order[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
+        self.n_chunks = max(1, math.ceil(len(stay_ids) / CHUNK_STAYS))
         self._schemas: dict[str, pa.Schema] = {}
         self.tmp: tempfile.TemporaryDirectory | None = None
 
@@ -300,10 +305,7 @@ class _StayChunks:
         return np.where(found, pos_c // CHUNK_STAYS, 0)
 
     def _spill(self, name: str, columns: list[str], items: list[int] | None) -> None:
-        path = self.d / f"{name}.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing extracted table (run the MIMIC-III reader)")
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_existing(self.d / f"{name}.parquet"))
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         value_set = pa.array(items, pa.int32()) if items is not None else None
         try:
@@ -382,10 +384,8 @@ def derive_labels(
     }
     labels, onsets = [], []
     bar = tqdm(total=len(stays), desc="sepsis-3 labels", unit="stay", disable=not progress)
-    stay_ids = stays["stay_id"].to_numpy(np.int64)
-    n_chunks = max(1, math.ceil(len(stays) / CHUNK_STAYS))
-    with _StayChunks(d, tables, stay_ids, n_chunks) as chunks:
-        for k in range(n_chunks):
+    with _StayChunks(d, tables, stays["stay_id"].to_numpy(np.int64)) as chunks:
+        for k in range(chunks.n_chunks):
             chunk = stays.iloc[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
             if chunk.empty:
                 break

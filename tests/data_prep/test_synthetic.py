@@ -296,9 +296,9 @@ def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch):
     n_chunks = []
     real_init = S3._StayChunks.__init__
 
-    def spy(self, d, tables, stay_ids, n):
-        n_chunks.append(n)
-        real_init(self, d, tables, stay_ids, n)
+    def spy(self, d, tables, stay_ids):
+        real_init(self, d, tables, stay_ids)
+        n_chunks.append(self.n_chunks)
 
     monkeypatch.setattr(S3._StayChunks, "__init__", spy)
     many = derive_labels(extracted, LabelParams(), progress=False)
