@@ -176,6 +176,22 @@ def _asof(left: pd.DataFrame, right: pd.DataFrame, direction: str, hours: float)
     return merged[merged["time_r"].notna()].drop(columns="time_key")
 
 
+def _si_events(m: pd.DataFrame, abx_is_left: bool, order: str) -> pd.DataFrame:
+    """SI events from an `_asof` pairing: the left event's time is the SI time."""
+    abx_t, cx_t = (m["time"], m["time_r"]) if abx_is_left else (m["time_r"], m["time"])
+    return pd.DataFrame(
+        {
+            "hadm_id": m["hadm_id"],
+            "si_time": m["time"],
+            "antibiotic": m["drug"],
+            "antibiotic_time": abx_t,
+            "culture_time": cx_t,
+            "culture_specimen": m["specimen"],
+            "si_order": order,
+        }
+    )
+
+
 def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams) -> pd.DataFrame:
     """Every SI event of every admission (one per qualifying culture or antibiotic).
 
@@ -188,6 +204,8 @@ def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams
     c = cultures.sort_values(["hadm_id", "time", "date_only", "specimen"]).drop_duplicates(
         ["hadm_id", "time"]
     )
+    abx_ev = a[["hadm_id", "time", "drug"]]
+    cx_ev = c[["hadm_id", "time", "specimen"]]
     parts = []
     # culture first, antibiotic within 72 h (96 h for a date-only culture)
     for date_only, hours in (
@@ -195,61 +213,15 @@ def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams
         (True, params.date_only_culture_window_hours),
     ):
         left = c[c["date_only"] == date_only][["hadm_id", "time", "specimen"]]
-        m = _asof(left, a[["hadm_id", "time", "drug"]], "forward", hours)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "hadm_id": m["hadm_id"],
-                    "si_time": m["time"],
-                    "antibiotic": m["drug"],
-                    "antibiotic_time": m["time_r"],
-                    "culture_time": m["time"],
-                    "culture_specimen": m["specimen"],
-                    "si_order": "culture_first",
-                }
-            )
-        )
+        m = _asof(left, abx_ev, "forward", hours)
+        parts.append(_si_events(m, abx_is_left=False, order="culture_first"))
     # antibiotic first, culture within 24 h
     if params.si_time == "earlier":
-        m = _asof(
-            a[["hadm_id", "time", "drug"]],
-            c[["hadm_id", "time", "specimen"]],
-            "forward",
-            params.abx_then_culture_hours,
-        )
-        parts.append(
-            pd.DataFrame(
-                {
-                    "hadm_id": m["hadm_id"],
-                    "si_time": m["time"],
-                    "antibiotic": m["drug"],
-                    "antibiotic_time": m["time"],
-                    "culture_time": m["time_r"],
-                    "culture_specimen": m["specimen"],
-                    "si_order": "abx_first",
-                }
-            )
-        )
+        m = _asof(abx_ev, cx_ev, "forward", params.abx_then_culture_hours)
+        parts.append(_si_events(m, abx_is_left=True, order="abx_first"))
     else:  # culture time: every culture preceded by an antibiotic within 24 h
-        m = _asof(
-            c[["hadm_id", "time", "specimen"]],
-            a[["hadm_id", "time", "drug"]],
-            "backward",
-            params.abx_then_culture_hours,
-        )
-        parts.append(
-            pd.DataFrame(
-                {
-                    "hadm_id": m["hadm_id"],
-                    "si_time": m["time"],
-                    "antibiotic": m["drug"],
-                    "antibiotic_time": m["time_r"],
-                    "culture_time": m["time"],
-                    "culture_specimen": m["specimen"],
-                    "si_order": "abx_first",
-                }
-            )
-        )
+        m = _asof(cx_ev, abx_ev, "backward", params.abx_then_culture_hours)
+        parts.append(_si_events(m, abx_is_left=False, order="abx_first"))
     out = (
         pd.concat([p for p in parts if len(p)], ignore_index=True)
         if any(len(p) for p in parts)
