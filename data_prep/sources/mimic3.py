@@ -1150,6 +1150,21 @@ def _drop_null(b: _Batch, tr: TableReport, col: str, reason: str) -> None:
         tr.drop(reason, nulls)
 
 
+def _keep_items(b: _Batch, tr: TableReport, wanted: pa.Array) -> None:
+    """Keep the rows whose ITEMID is in `wanted`; the rest are counted as not needed."""
+    n = len(b)
+    b.filter(pc.is_in(b["itemid"], value_set=wanted))
+    tr.drop("itemid_not_needed", n - len(b))
+
+
+def _keep_known_stays(b: _Batch, tr: TableReport, index: _StayIndex) -> np.ndarray:
+    """Keep the rows of known ICU stays (others counted); their positions in `index`."""
+    found, pos = index.by_id(_ids(b["icustay_id"]))
+    b.filter(found)
+    tr.drop("unknown_stay", int((~found).sum()))
+    return pos[found]
+
+
 def _inputevents_mv(
     data_dir: Path,
     out: Path,
@@ -1189,9 +1204,7 @@ def _inputevents_mv(
                     _ts_us(st, np.iinfo(np.int64).max)[ok],
                     w[ok],
                 )
-        n = len(b)
-        b.filter(pc.is_in(b["itemid"], value_set=wanted))
-        tr.drop("itemid_not_needed", n - len(b))
+        _keep_items(b, tr, wanted)
         if b.has("statusdescription"):
             rewritten = pc.fill_null(
                 pc.equal(pc.utf8_lower(b["statusdescription"]), "rewritten"), False
@@ -1202,9 +1215,7 @@ def _inputevents_mv(
         _drop_null(b, tr, "starttime", "missing_starttime")
         _drop_null(b, tr, "endtime", "missing_endtime")
         _drop_null(b, tr, "rate", "missing_rate")
-        found, _ = index.by_id(_ids(b["icustay_id"]))
-        b.filter(found)
-        tr.drop("unknown_stay", int((~found).sum()))
+        _keep_known_stays(b, tr, index)
         if not len(b):
             return
         df = pd.DataFrame(
@@ -1255,15 +1266,11 @@ def _inputevents_cv(
 
     def handle(b: _Batch) -> None:
         b.convert("icustay_id", "itemid", "rate")
-        n = len(b)
-        b.filter(pc.is_in(b["itemid"], value_set=wanted))
-        tr.drop("itemid_not_needed", n - len(b))
+        _keep_items(b, tr, wanted)
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
         _drop_null(b, tr, "rate", "missing_rate")
-        found, _ = index.by_id(_ids(b["icustay_id"]))
-        b.filter(found)
-        tr.drop("unknown_stay", int((~found).sum()))
+        _keep_known_stays(b, tr, index)
         if not len(b):
             return
         df = pd.DataFrame(
@@ -1348,9 +1355,7 @@ def _labevents(
 
     def handle(b: _Batch) -> None:
         b.convert("subject_id", "itemid", "valuenum")
-        n = len(b)
-        b.filter(pc.is_in(b["itemid"], value_set=wanted))
-        tr.drop("itemid_not_needed", n - len(b))
+        _keep_items(b, tr, wanted)
         _drop_null(b, tr, "valuenum", "missing_valuenum")
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
@@ -1392,21 +1397,15 @@ def _outputevents(
 
     def handle(b: _Batch) -> None:
         b.convert("icustay_id", "itemid", "value")
-        n = len(b)
-        b.filter(pc.is_in(b["itemid"], value_set=wanted))
-        tr.drop("itemid_not_needed", n - len(b))
+        _keep_items(b, tr, wanted)
         _drop_null(b, tr, "value", "missing_value")
         neg = pc.less(b["value"], 0.0)
         tr.drop("negative_value", int(pc.sum(neg).as_py() or 0))
         b.filter(pc.invert(neg))
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
-        found, pos = index.by_id(_ids(b["icustay_id"]))
-        b.filter(found)
-        tr.drop("unknown_stay", int((~found).sum()))
-        ok = index.in_window(
-            pos[found], _ts_us(b["charttime"], 0), CHART_BEFORE_HOURS, CHART_AFTER_HOURS
-        )
+        pos = _keep_known_stays(b, tr, index)
+        ok = index.in_window(pos, _ts_us(b["charttime"], 0), CHART_BEFORE_HOURS, CHART_AFTER_HOURS)
         b.filter(ok)
         tr.drop("outside_stay", int((~ok).sum()))
         if len(b):
