@@ -466,6 +466,13 @@ def collect_histories(models_dir: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 
+def _output_dir(cfg: RunConfig, stage: str, models_run: Path | None) -> Path:
+    """`<output_dir>/<stage>`, or `<stage>-external-<run>` for another run's models."""
+    return cfg.output_dir / (
+        stage if models_run is None else f"{stage}-external-{Path(models_run).name}"
+    )
+
+
 def evaluate(
     cfg: RunConfig, force: bool = False, progress: bool = True, models_run: Path | None = None
 ) -> Path:
@@ -481,9 +488,7 @@ def evaluate(
     preds = collect_predictions(models_dir, units)
     if preds.empty:
         raise PipelineError(f"no predictions under {models_dir}: run `sepsis train` first")
-    out = cfg.output_dir / (
-        "evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}"
-    )
+    out = _output_dir(cfg, "evaluation", models_run)
     fp = {"predictions": str(pd.util.hash_pandas_object(preds, index=False).sum())}
     stage = Stage("evaluate", out, {"evaluate": _asdict(cfg.evaluate)}, inputs=fp, force=force)
     if stage.is_current():
@@ -512,14 +517,10 @@ def report(cfg: RunConfig, force: bool = False, models_run: Path | None = None) 
     """Render report.md / report.html with tables and plots (`reports/`)."""
     from sepsis.evaluation.report import write_report
 
-    ev = cfg.output_dir / (
-        "evaluation" if models_run is None else f"evaluation-external-{Path(models_run).name}"
-    )
+    ev = _output_dir(cfg, "evaluation", models_run)
     if not (ev / "manifest.json").exists():
         raise PipelineError(f"no evaluation at {ev}: run `sepsis evaluate` first")
-    out = cfg.output_dir / (
-        "reports" if models_run is None else f"reports-external-{Path(models_run).name}"
-    )
+    out = _output_dir(cfg, "reports", models_run)
     stage = Stage(
         "report", out, {"name": cfg.name}, inputs={"evaluation": stage_fingerprint(ev)}, force=force
     )
