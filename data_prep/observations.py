@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from data_prep import io
 from data_prep.concepts.variables import VARIABLES, Variable, itemid_to_variable
+from data_prep.ids import locate
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +98,7 @@ class _Accumulator:
             code[keep],
         )
         # stays: locate intime
-        pos = np.searchsorted(self.sorted_ids, stay)
-        pos_c = np.minimum(pos, len(self.sorted_ids) - 1)
-        found = (
-            (len(self.sorted_ids) > 0) & (self.sorted_ids[pos_c] == stay)
-            if len(stay)
-            else np.zeros(0, bool)
-        )
+        pos_c, found = locate(self.sorted_ids, stay)
         found &= self.valid_intime[pos_c] if len(stay) else found
         self.unknown_stay += int((~found).sum())
         stay, time_us, itemid, valuenum, code, pos_c = (

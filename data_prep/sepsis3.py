@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from data_prep.concepts import variables as V
 from data_prep.concepts.infection import suspected_infection
 from data_prep.concepts.sofa import COMPONENTS, hourly_sofa
+from data_prep.ids import locate
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +300,8 @@ class _StayChunks:
             self.tmp.cleanup()
 
     def _chunk_of(self, stay: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.order, stay)
-        pos_c = np.minimum(pos, len(self.order) - 1)
-        found = valid & (self.order[pos_c] == stay)
-        return np.where(found, pos_c // CHUNK_STAYS, 0)
+        pos, found = locate(self.order, stay)
+        return np.where(valid & found, pos // CHUNK_STAYS, 0)
 
     def _spill(self, name: str, columns: list[str], items: list[int] | None) -> None:
         pf = pq.ParquetFile(_existing(self.d / f"{name}.parquet"))

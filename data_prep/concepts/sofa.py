@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.concepts import variables as V
+from data_prep.ids import locate
 
 if TYPE_CHECKING:
     from data_prep.sepsis3 import LabelParams
@@ -191,12 +192,7 @@ class _Grid:
 
     def locate(self, stay_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stay index, found mask) of each event's stay."""
-        idx = np.searchsorted(self.stay_ids, stay_id)
-        idx = np.minimum(idx, max(len(self.stay_ids) - 1, 0))
-        found = (
-            (self.stay_ids[idx] == stay_id) if len(self.stay_ids) else np.zeros(len(stay_id), bool)
-        )
-        return idx, found
+        return locate(self.stay_ids, stay_id)
 
     def hours(self, idx: np.ndarray, t_us: np.ndarray) -> np.ndarray:
         """Hours since the stay's intime."""

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from data_prep.concepts import variables as V
+from data_prep.ids import locate
 
 log = logging.getLogger(__name__)
 
@@ -770,9 +771,7 @@ class _StayIndex:
             pos = self.lut[np.where(inside, off, 0)]
             found = inside & (pos >= 0)
             return found, np.where(found, pos, 0)
-        pos = np.searchsorted(self.ids, stay)
-        pos = np.minimum(pos, max(len(self.ids) - 1, 0))
-        found = (self.ids[pos] == stay) if len(self.ids) else np.zeros(len(stay), bool)
+        pos, found = locate(self.ids, stay)
         return found, pos
 
     def in_window(
