@@ -246,9 +246,8 @@ class CohortDataset:
         n = len(lengths)
         var = self._var[idx]
         rel = self._hour[idx] - end[crow]  # <= 0
-        g = np.ceil(rel - 1e-9).astype(
-            np.int64
-        )  # cell (g-1, g]; tolerance keeps exact hours in their cell
+        # cell (g-1, g]; the tolerance keeps exact hours in their cell
+        g = np.ceil(rel - 1e-9).astype(np.int64)
         pos = np.maximum(lengths[r] - 1 + g, 0)  # earlier than the first cell -> the first cell
         z = (self._value[idx] - mean[var]) / std[var]
         flat = (r * t + pos) * v + var
