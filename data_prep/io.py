@@ -31,12 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from data_prep.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 TS = pa.timestamp("us")
 
 
-class SchemaError(ValueError):
+class SchemaError(DataError):
     """An artifact does not match its declared schema (names the file and column)."""
 
 

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from data_prep.concepts import variables as V
+from data_prep.errors import DataError
 from data_prep.ids import locate
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ class ReaderParams:
             )
 
 
-class MalformedRowError(ValueError):
+class MalformedRowError(DataError):
     """A raw row could not be read; the message names file, data row, column and value."""
 
 

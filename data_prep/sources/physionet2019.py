@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from data_prep.cohort import PHYSIONET_SOURCE
 from data_prep.concepts.variables import PHYSIONET_EXTRA, VARIABLES
+from data_prep.errors import DataError
 from data_prep.sepsis3 import LABEL_COLUMNS, ONSET_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class PhysioNetParams:
             )
 
 
-class PhysioNetFormatError(ValueError):
+class PhysioNetFormatError(DataError):
     """A `.psv` member does not have the challenge format (names member, row, column)."""
 
 
