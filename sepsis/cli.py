@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                 help="external validation: evaluate the models of another run "
                 "(e.g. runs/physionet2019) on this config's dataset",
             )
+            p.add_argument(
+                "--partial",
+                action="store_true",
+                help="evaluate although some planned training units are missing or stale "
+                "(the report lists them); without it such a run stops with the list",
+            )
     return parser
 
 
@@ -125,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"models and test-split predictions: {path}")
         elif args.command in ("evaluate", "report"):
             models = Path(args.models) if args.models else None
-            path = pipeline.evaluate(cfg, force=args.force, progress=progress, models_run=models)
+            path = pipeline.evaluate(
+                cfg, force=args.force, progress=progress, models_run=models, partial=args.partial
+            )
             if args.command == "report":
                 path = pipeline.report(cfg, force=args.force, models_run=models)
                 print(f"report: {path / 'report.html'} (and report.md)")

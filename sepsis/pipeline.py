@@ -9,6 +9,7 @@ its own stage folder, so an interrupted `make train` resumes where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -21,15 +22,26 @@ import numpy as np
 import pandas as pd
 
 from sepsis.config import RunConfig, split_seeds
-from sepsis.manifest import Stage, hash_path, stage_fingerprint
+from sepsis.manifest import PipelineError, Stage, hash_files, hash_path, stage_fingerprint
+from sepsis.runlock import data_lock, output_lock, run_lock
 
 log = logging.getLogger(__name__)
 
 REGIMES = ("per_horizon", "train_once")
 
 
-class PipelineError(RuntimeError):
-    """A stage cannot run (missing input, unbuilt learner, bad data); the message says why."""
+__all__ = ["PipelineError", "generate", "prepare", "train", "evaluate", "report"]
+
+
+def _locked(fn):
+    """Run a stage entry point holding the run folder's lock (one process per run folder)."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: RunConfig, *args, **kwargs):
+        with run_lock(output_lock(cfg.output_dir), f"run folder {cfg.output_dir}"):
+            return fn(cfg, *args, **kwargs)
+
+    return wrapper
 
 
 def _asdict(obj: Any) -> dict[str, Any]:
@@ -48,13 +60,17 @@ def generate(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path
     if cfg.source != "synthetic":
         raise PipelineError(f"generate: config source is '{cfg.source}', not 'synthetic'")
     stage = Stage("generate", cfg.data_dir, {"synthetic": _asdict(cfg.synthetic)}, force=force)
-    if stage.is_current():
-        log.info("generate: %s is current, skipped", cfg.data_dir)
-        return cfg.data_dir
-    counts: dict[str, Any] = {}
-    with stage.writing(counts) as tmp:
-        report = gen(tmp, cfg.synthetic, progress=progress)
-        counts.update(_report_counts(report))
+    with run_lock(data_lock(cfg.data_dir), f"data folder {cfg.data_dir}"):
+        if stage.is_current():
+            log.info("generate: %s is current, skipped", cfg.data_dir)
+            return cfg.data_dir
+        # a data_dir that holds anything but an earlier generate's own files is someone's
+        # data: refused before any work, never moved or deleted (Stage.check_replaceable)
+        stage.check_replaceable()
+        counts: dict[str, Any] = {}
+        with stage.writing(counts) as tmp:
+            report = gen(tmp, cfg.synthetic, progress=progress)
+            counts.update(_report_counts(report))
     return cfg.data_dir
 
 
@@ -74,6 +90,18 @@ def _reader_params(cfg: RunConfig):
     return ReaderParams(on_bad_rows=cfg.labels.on_bad_rows)
 
 
+def _mimic_tables_fingerprint(data_dir: Path) -> str:
+    """Fingerprint of exactly the tables the MIMIC-III reader reads (other files ignored)."""
+    from data_prep.sources.mimic3 import TABLE_COLUMNS, find_table
+
+    try:
+        files = [find_table(data_dir, table) for table in TABLE_COLUMNS]
+    except FileNotFoundError as err:
+        raise PipelineError(str(err)) from None
+    return hash_files(files, data_dir)
+
+
+@_locked
 def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     """Stream the raw MIMIC-III tables into compact parquet (`extracted/`)."""
     from data_prep.sources.mimic3 import extract as mimic_extract
@@ -86,7 +114,7 @@ def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
         "extract",
         out,
         {"source": cfg.source, "reader": _asdict(reader)},
-        inputs={"data_dir": hash_path(cfg.data_dir)},
+        inputs={"tables": _mimic_tables_fingerprint(cfg.data_dir)},
         force=force,
     )
     if stage.is_current():
@@ -103,6 +131,7 @@ def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     return out
 
 
+@_locked
 def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     """Raw records -> Sepsis-3 labels -> matched cohort and windows (`prepared/`)."""
     from data_prep.cohort import prepare_from_tables
@@ -268,6 +297,7 @@ def _set_threads(n: int) -> None:
         pass
 
 
+@_locked
 def train(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     """Fit every planned unit (skipping current ones) and write test-split predictions."""
     from tqdm.auto import tqdm
@@ -335,13 +365,43 @@ def _view(ds, learner_view: str, h: int, split: str | None, seed: int):
     )
 
 
+def _unit_stage(
+    cfg: RunConfig, unit: Unit, models_dir: Path, prepared_fp: str, force: bool = False
+) -> Stage:
+    """The stage of one training unit (its folder, config and input fingerprint)."""
+    return Stage(
+        "train",
+        unit.folder(models_dir),
+        _unit_config(cfg, unit),
+        inputs={"prepared": prepared_fp},
+        force=force,
+    )
+
+
+def unfinished_units(cfg: RunConfig) -> list[tuple[Unit, str]]:
+    """The planned training units without a current result, each with the reason."""
+    prepared_fp = stage_fingerprint(cfg.output_dir / "prepared")
+    models_dir = cfg.output_dir / "models"
+    out = []
+    for unit in plan_units(cfg):
+        reason = _unit_stage(cfg, unit, models_dir, prepared_fp).stale_reason()
+        if reason is not None:
+            out.append((unit, "not trained" if reason == "no manifest" else reason))
+    return out
+
+
+def _describe_units(units: list[tuple[Unit, str]], n: int = 8) -> str:
+    text = "; ".join(
+        f"{u.learner} {u.regime} h{u.horizon} seed{u.seed} ({why})" for u, why in units[:n]
+    )
+    return text + (f"; and {len(units) - n} more" if len(units) > n else "")
+
+
 def _train_unit(
     cfg: RunConfig, ds, unit: Unit, models_dir: Path, prepared_fp: str, force: bool, progress: bool
 ) -> Path:
     out = unit.folder(models_dir)
-    stage = Stage(
-        "train", out, _unit_config(cfg, unit), inputs={"prepared": prepared_fp}, force=force
-    )
+    stage = _unit_stage(cfg, unit, models_dir, prepared_fp, force=force)
     if stage.is_current():
         return out
     horizons = [unit.horizon] if unit.regime == "per_horizon" else list(cfg.train.horizons)
@@ -473,23 +533,52 @@ def _output_dir(cfg: RunConfig, stage: str, models_run: Path | None) -> Path:
     )
 
 
+@_locked
 def evaluate(
-    cfg: RunConfig, force: bool = False, progress: bool = True, models_run: Path | None = None
+    cfg: RunConfig,
+    force: bool = False,
+    progress: bool = True,
+    models_run: Path | None = None,
+    partial: bool = False,
 ) -> Path:
-    """Metrics with bootstrap CIs for every learner, regime and horizon (`evaluation/`)."""
+    """Metrics with bootstrap CIs for every learner, regime and horizon (`evaluation/`).
+
+    Only current training units count: a unit that is missing (interrupted training) or
+    stale (trained with another config or cohort) stops the evaluation with the list of
+    such units, unless `partial`, when the evaluation and its report say what is missing.
+    """
     from sepsis.evaluation.metrics import metrics_table, paired_differences, summarise_over_seeds
 
     models_dir = cfg.output_dir / "models"
+    missing: list[tuple[Unit, str]] = []
     if models_run is not None:
         models_dir = _external_predictions(cfg, Path(models_run), progress=progress)
+        units = None
+    else:
+        missing = unfinished_units(cfg)
+        if missing and not partial:
+            raise PipelineError(
+                f"training is incomplete: {len(missing)} of {len(plan_units(cfg))} units have "
+                f"no current result: {_describe_units(missing)}. Run `sepsis train --config "
+                f"{cfg.config_file}` to finish them, or pass --partial to evaluate what exists "
+                "(the report then lists what is missing)"
+            )
+        gone = {u for u, _ in missing}
+        units = [u for u in plan_units(cfg) if u not in gone]
     if not models_dir.exists():
         raise PipelineError(f"no trained models at {models_dir}: run `sepsis train` first")
-    units = None if models_run is not None else [u for u in plan_units(cfg)]
     preds = collect_predictions(models_dir, units)
     if preds.empty:
         raise PipelineError(f"no predictions under {models_dir}: run `sepsis train` first")
     out = _output_dir(cfg, "evaluation", models_run)
-    fp = {"predictions": str(pd.util.hash_pandas_object(preds, index=False).sum())}
+    missing_rows = pd.DataFrame(
+        [{**dataclasses.asdict(u), "reason": why} for u, why in missing],
+        columns=["learner", "regime", "horizon", "seed", "reason"],
+    )
+    fp = {
+        "predictions": str(pd.util.hash_pandas_object(preds, index=False).sum()),
+        "missing_units": str(len(missing_rows)),
+    }
     stage = Stage("evaluate", out, {"evaluate": _asdict(cfg.evaluate)}, inputs=fp, force=force)
     if stage.is_current():
         return out
@@ -506,13 +595,21 @@ def evaluate(
         table.to_csv(tmp / "metrics.csv", index=False)
         summary.to_csv(tmp / "summary.csv", index=False)
         diffs.to_csv(tmp / "paired_differences.csv", index=False)
-        counts.update({"n_predictions": int(len(preds)), "n_metric_rows": int(len(table))})
+        missing_rows.to_csv(tmp / "missing_units.csv", index=False)
+        counts.update(
+            {
+                "n_predictions": int(len(preds)),
+                "n_metric_rows": int(len(table)),
+                "missing_units": int(len(missing_rows)),
+            }
+        )
     from sepsis.evaluation.report import format_summary_table
 
     print(format_summary_table(summary))
     return out
 
 
+@_locked
 def report(cfg: RunConfig, force: bool = False, models_run: Path | None = None) -> Path:
     """Render report.md / report.html with tables and plots (`reports/`)."""
     from sepsis.evaluation.report import write_report
@@ -575,6 +672,11 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
     diffs = ev / "paired_differences.csv"
     if diffs.exists():
         ctx["paired_differences"] = pd.read_csv(diffs)
+    missing = ev / "missing_units.csv"
+    if missing.exists() and missing.stat().st_size:
+        frame = pd.read_csv(missing)
+        if len(frame):
+            ctx["missing_units"] = frame
     return ctx
 
 

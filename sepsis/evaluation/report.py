@@ -16,7 +16,9 @@ Every file is written atomically (temporary file + rename).
   history: training history DataFrame (learner, seed, horizon, epoch, loss, val_auprc);
   utility: DataFrame of PhysioNet 2019 utility scores (rendered as given);
   n_resamples (default 1000), bootstrap_seed (default 0): for the paired differences;
-  notes: list of extra strings shown under "Notes".
+  notes: list of extra strings shown under "Notes";
+  missing_units: DataFrame (learner, regime, horizon, seed, reason) of planned training
+    units absent from the evaluation (--partial); shown first, as a warning.
 """
 
 from __future__ import annotations
@@ -496,6 +498,18 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
             f"External evaluation of the models of {ctx.get('models_run', 'another run')}"
         )
     blocks.append(B("p", " | ".join(header)))
+    missing = ctx.get("missing_units")
+    if isinstance(missing, pd.DataFrame) and len(missing):
+        blocks.append(B("h2", "INCOMPLETE: training units missing from this report"))
+        blocks.append(
+            B(
+                "p",
+                f"{len(missing)} planned training units had no current result when this report "
+                "was made (evaluated with --partial); their rows are absent from every table "
+                "and plot below. Run `sepsis train` to finish them, then `sepsis report` again.",
+            )
+        )
+        blocks.append(B("table", missing))
     command = ctx.get("command", "n/a")
     blocks.append(
         B("p", "Commands that produced this run:" if isinstance(command, dict) else "Command:")
