@@ -271,7 +271,7 @@ class _StayChunks:
     in the database size; the extracted tables are in source order, not sorted by stay).
     Instead each table is streamed once in record batches, rows are routed to their
     chunk by the stay's rank, and each chunk's rows are spilled to a temporary Arrow IPC
-    file (lz4) inside the extracted folder (removed afterwards). Peak memory is one record batch
+    file (lz4) in a spill folder (removed afterwards). Peak memory is one record batch
     plus one chunk, whatever the database size. With a single chunk the tables are read
     directly. Rows whose stay_id is null or not in stays go to chunk 0, where SOFA's row
     checks report or count them (`on_bad_rows`) as they would without chunking.
@@ -279,8 +279,8 @@ class _StayChunks:
 
     BATCH_ROWS = 1 << 21
 
-    def __init__(self, d: Path, tables: dict, stay_ids: np.ndarray):
-        self.d, self.tables = d, tables
+    def __init__(self, spill: Path, d: Path, tables: dict, stay_ids: np.ndarray):
+        self.spill, self.d, self.tables = spill, d, tables
         if len(stay_ids) > 1 and not (np.diff(stay_ids) > 0).all():
             raise ValueError("stays must be sorted by unique stay_id")
         self.order = stay_ids  # chunk k holds stays order[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
@@ -290,7 +290,7 @@ class _StayChunks:
 
     def __enter__(self) -> _StayChunks:
         if self.n_chunks > 1:
-            self.tmp = tempfile.TemporaryDirectory(dir=self.d, prefix=".labels-chunks-")
+            self.tmp = tempfile.TemporaryDirectory(dir=self.spill, prefix=".labels-chunks-")
             for name, (columns, items) in self.tables.items():
                 self._spill(name, columns, items)
         return self
@@ -357,8 +357,14 @@ def derive_labels(
     extracted_dir: Path,
     params: LabelParams,
     progress: bool = True,
+    spill_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Build (labels_hourly, onsets, attrition counts) from `prepared/extracted/`."""
+    """Build (labels_hourly, onsets, attrition counts) from `prepared/extracted/`.
+
+    `spill_dir` holds the temporary chunk files of large databases (default: the extracted
+    folder); the pipeline passes its stage's temporary folder, so a killed run leaves
+    nothing inside `extracted/` (a stale stage folder is removed as a whole).
+    """
     params.validate()
     d = Path(extracted_dir)
     stays = _read(d / "stays.parquet", ["stay_id", "hadm_id", "intime", "outtime"])
@@ -383,7 +389,12 @@ def derive_labels(
     }
     labels, onsets = [], []
     bar = tqdm(total=len(stays), desc="sepsis-3 labels", unit="stay", disable=not progress)
-    with _StayChunks(d, tables, stays["stay_id"].to_numpy(np.int64)) as chunks:
+    with _StayChunks(
+        Path(spill_dir) if spill_dir is not None else d,
+        d,
+        tables,
+        stays["stay_id"].to_numpy(np.int64),
+    ) as chunks:
         for k in range(chunks.n_chunks):
             chunk = stays.iloc[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
             if chunk.empty:

@@ -177,7 +177,7 @@ def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
             from data_prep.sepsis3 import derive_labels
 
             labels_hourly, onsets, label_counts = derive_labels(
-                extracted, cfg.labels, progress=progress
+                extracted, cfg.labels, progress=progress, spill_dir=tmp
             )
             stays = pd.read_parquet(extracted / "stays.parquet")
             diagnoses = pd.read_parquet(extracted / "diagnoses.parquet")
