@@ -50,7 +50,9 @@ ONSET_COLUMNS = [
     "si_hour",
     "antibiotic",
     "antibiotic_time",
+    "antibiotic_time_source",
     "culture_time",
+    "culture_time_source",
     "culture_specimen",
     "onset_hour",
     "onset_time",
@@ -68,7 +70,6 @@ class LabelParams:
     si_time: str = "earlier"  # "earlier" (Seymour 2016) | "culture" (reference code)
     culture_then_abx_hours: float = 72.0
     abx_then_culture_hours: float = 24.0
-    date_only_culture_window_hours: float = 96.0  # culture with only chartdate
     si_window_before_hours: float = 48.0
     si_window_after_hours: float = 24.0
     sofa_threshold: int = 2
@@ -88,7 +89,6 @@ class LabelParams:
         for key in (
             "culture_then_abx_hours",
             "abx_then_culture_hours",
-            "date_only_culture_window_hours",
             "si_window_before_hours",
             "si_window_after_hours",
             "fio2_lookback_hours",
@@ -254,7 +254,13 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
         o[c] = pd.to_datetime(o[c]).astype("datetime64[us]")
     for c in ("si_hour", "onset_hour"):
         o[c] = o[c].astype(float)
-    for c in ("antibiotic", "culture_specimen", "components_rose"):
+    for c in (
+        "antibiotic",
+        "antibiotic_time_source",
+        "culture_time_source",
+        "culture_specimen",
+        "components_rose",
+    ):
         o[c] = o[c].astype("string")
     for c in ("sofa_baseline", "sofa_at_onset"):
         o[c] = o[c].astype("Int8")

@@ -7,17 +7,24 @@ PIPELINE.md section 1. Rules, exactly as implemented:
   OU, OS, OD, AU, AS, AD, TP or contains "ear"/"eye", and names containing cream,
   desensitization, ophth oint or gel are dropped and counted. Time = ``startdate`` (in
   MIMIC-III a date, i.e. 00:00 of that day; a finer time, if a source has one, is kept).
-* cultures: every MICROBIOLOGYEVENTS row; time = ``charttime``, else ``chartdate`` at
-  00:00 ("date-only" culture). Rows without either are counted and dropped.
+* cultures: every MICROBIOLOGYEVENTS row; time = ``charttime``, else ``chartdate`` only
+  ("date-only" culture). Rows without either are counted and dropped.
+* a date-only culture carries its uncertainty: it was drawn at some time of its day
+  ``[d 00:00, d + 24 h]``. Pairing uses that whole interval (a pair counts when SOME time
+  of the day satisfies the window), and its point time is the day's midpoint, 12:00:
+  anchoring it at 00:00, as the reference code and mimic-code do, places it on average
+  12 h and at worst 24 h too early, and so shifts the SOFA window [SI - 48 h, SI + 24 h]
+  a day early: a patient cultured in the evening of the day of admission lost the ICU hours
+  of the onset from the window (issue 14, stay 286072). Noon halves the worst-case error
+  and removes the bias. The audit records ``culture_time_source``.
 * pairing within one ``hadm_id``:
-  - culture first, antibiotic at most ``culture_then_abx_hours`` (72 h) later, or at most
-    ``date_only_culture_window_hours`` (96 h) later for a date-only culture (as mimic-code
-    / the reference did, since the culture's hour is unknown);
-  - antibiotic first, culture at most ``abx_then_culture_hours`` (24 h) later (a date-only
-    culture is compared by its date at 00:00, with the same 24 h).
+  - culture first, antibiotic at most ``culture_then_abx_hours`` (72 h) later; for a
+    date-only culture 72 h after the end of its day (96 h after 00:00, as mimic-code);
+  - antibiotic first, culture at most ``abx_then_culture_hours`` (24 h) later; a date-only
+    culture pairs when its day overlaps [antibiotic, antibiotic + 24 h].
   Both edges are inclusive (a gap of exactly 72 h pairs); equal times pair.
-* SI time = the earlier event of the pair (``si_time="earlier"``, Seymour 2016) or always
-  the culture time (``si_time="culture"``, the reference code).
+* SI time = the earlier of the two point times (``si_time="earlier"``, Seymour 2016) or
+  always the culture's point time (``si_time="culture"``, the reference code).
 * a stay takes the FIRST SI time of its admission whose SI window
   ``[SI - si_window_before_hours, SI + si_window_after_hours]`` overlaps the ICU stay
   ``[intime, outtime]``: SI events of the same admission that are so far from the stay
@@ -54,10 +61,15 @@ SI_COLUMNS = [
     "si_time",
     "antibiotic",
     "antibiotic_time",
+    "antibiotic_time_source",
     "culture_time",
+    "culture_time_source",
     "culture_specimen",
     "si_order",
 ]
+DATE_ONLY_HOURS = 24.0  # a date-only event happened somewhere in [date, date + 24 h]
+CULTURE_CHARTED, CULTURE_DATE_ONLY = "charted", "date only (12:00)"
+ABX_ORDER_DATE = "order date"  # MIMIC-III PRESCRIPTIONS.startdate
 
 
 @lru_cache(maxsize=1)
@@ -128,7 +140,10 @@ def antibiotic_events(prescriptions: pd.DataFrame) -> tuple[pd.DataFrame, dict[s
 
 
 def culture_events(microbiology: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Cultures drawn: (events with hadm_id, time, date_only, specimen; drop counts)."""
+    """Cultures drawn: (events with hadm_id, time, date_only, specimen; drop counts).
+
+    `time` is the charttime, or 00:00 of the chartdate for a date-only culture (its
+    interval's start; `si_candidates` gives it its point time, 12:00)."""
     _require(microbiology, ["hadm_id", "charttime", "chartdate", "spec_type_desc"], "microbiology")
     m = microbiology
     ct = _as_datetime(m["charttime"])
@@ -176,16 +191,21 @@ def _asof(left: pd.DataFrame, right: pd.DataFrame, direction: str, hours: float)
     return merged[merged["time_r"].notna()].drop(columns="time_key")
 
 
-def _si_events(m: pd.DataFrame, abx_is_left: bool, order: str) -> pd.DataFrame:
-    """SI events from an `_asof` pairing: the left event's time is the SI time."""
+def _si_events(m: pd.DataFrame, abx_is_left: bool, order: str, date_only: bool) -> pd.DataFrame:
+    """SI events from an `_asof` pairing of antibiotics with cultures (start times)."""
     abx_t, cx_t = (m["time"], m["time_r"]) if abx_is_left else (m["time_r"], m["time"])
+    if date_only:  # point time of a date-only culture: the middle of its day
+        cx_t = cx_t + pd.Timedelta(hours=DATE_ONLY_HOURS / 2)
     return pd.DataFrame(
         {
             "hadm_id": m["hadm_id"],
-            "si_time": m["time"],
+            # "earlier": the earlier point time; "culture": the culture's (set by the caller)
+            "si_time": np.minimum(abx_t.to_numpy(), cx_t.to_numpy()) if len(m) else abx_t,
             "antibiotic": m["drug"],
             "antibiotic_time": abx_t,
+            "antibiotic_time_source": ABX_ORDER_DATE,
             "culture_time": cx_t,
+            "culture_time_source": CULTURE_DATE_ONLY if date_only else CULTURE_CHARTED,
             "culture_specimen": m["specimen"],
             "si_order": order,
         }
@@ -202,26 +222,36 @@ def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams
     # organism x antibiotic tested; the first specimen / drug name (sorted) is reported.
     a = abx.sort_values(["hadm_id", "time", "drug"]).drop_duplicates(["hadm_id", "time"])
     c = cultures.sort_values(["hadm_id", "time", "date_only", "specimen"]).drop_duplicates(
-        ["hadm_id", "time"]
+        ["hadm_id", "time", "date_only"]
     )
     abx_ev = a[["hadm_id", "time", "drug"]]
-    cx_ev = c[["hadm_id", "time", "specimen"]]
+    day = pd.Timedelta(hours=DATE_ONLY_HOURS)
     parts = []
-    # culture first, antibiotic within 72 h (96 h for a date-only culture)
-    for date_only, hours in (
-        (False, params.culture_then_abx_hours),
-        (True, params.date_only_culture_window_hours),
-    ):
-        left = c[c["date_only"] == date_only][["hadm_id", "time", "specimen"]]
-        m = _asof(left, abx_ev, "forward", hours)
-        parts.append(_si_events(m, abx_is_left=False, order="culture_first"))
-    # antibiotic first, culture within 24 h
-    if params.si_time == "earlier":
-        m = _asof(abx_ev, cx_ev, "forward", params.abx_then_culture_hours)
-        parts.append(_si_events(m, abx_is_left=True, order="abx_first"))
-    else:  # culture time: every culture preceded by an antibiotic within 24 h
-        m = _asof(cx_ev, abx_ev, "backward", params.abx_then_culture_hours)
-        parts.append(_si_events(m, abx_is_left=False, order="abx_first"))
+    for date_only in (False, True):
+        cx = c[c["date_only"] == date_only][["hadm_id", "time", "specimen"]]
+        width = DATE_ONLY_HOURS if date_only else 0.0  # the culture's interval [start, end]
+        # culture first: antibiotic within 72 h after the culture's end, not before its start
+        m = _asof(cx, abx_ev, "forward", params.culture_then_abx_hours + width)
+        parts.append(_si_events(m, abx_is_left=False, order="culture_first", date_only=date_only))
+        # antibiotic first: the culture's interval overlaps [antibiotic, antibiotic + 24 h];
+        # matched on the interval's end, so the end is what the window is measured to
+        cx_end = cx.assign(time=cx["time"] + day) if date_only else cx
+        if params.si_time == "earlier":
+            m = _asof(abx_ev, cx_end, "forward", params.abx_then_culture_hours + width)
+            if date_only and len(m):
+                m = m.assign(time_r=m["time_r"] - day)
+        else:  # culture time: every culture preceded by an antibiotic within 24 h
+            m = _asof(cx_end, abx_ev, "backward", params.abx_then_culture_hours + width)
+            if date_only and len(m):
+                m = m.assign(time=m["time"] - day)
+        parts.append(
+            _si_events(
+                m,
+                abx_is_left=params.si_time == "earlier",
+                order="abx_first",
+                date_only=date_only,
+            )
+        )
     out = (
         pd.concat([p for p in parts if len(p)], ignore_index=True)
         if any(len(p) for p in parts)
@@ -229,6 +259,8 @@ def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams
     )
     for col in ("si_time", "antibiotic_time", "culture_time"):
         out[col] = out[col].astype("datetime64[us]")
+    if params.si_time == "culture":
+        out["si_time"] = out["culture_time"]
     out["hadm_id"] = out["hadm_id"].astype(np.int64)
     return out.reset_index(drop=True)
 

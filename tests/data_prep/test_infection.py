@@ -281,25 +281,48 @@ def test_antibiotic_then_culture_within_24h(gap, paired):
     [(24.0, True), (24.0 + 72.0 + MIN, True), (24.0 + 96.0, True), (24.0 + 96.0 + MIN, False)],
 )
 def test_date_only_culture_then_antibiotic_within_96h(abx_h, paired):
-    # culture with chartdate day 1 (= 24 h) only
-    assert si_hour([(abx_h, "Meropenem")], [(None, 1, "SPUTUM")]) == (24.0 if paired else None)
+    # culture with chartdate day 1 (= [24 h, 48 h]) only: point time 12:00 (36 h); the SI
+    # time is the earlier of that and the antibiotic
+    got = si_hour([(abx_h, "Meropenem")], [(None, 1, "SPUTUM")])
+    assert got == (min(abx_h, 36.0) if paired else None)
 
 
 def test_timed_culture_keeps_the_72h_window_where_a_date_only_one_would_pair():
     assert si_hour([(24.0 + 80.0, "Meropenem")], [(24.0, None, "SPUTUM")]) is None
-    assert si_hour([(24.0 + 80.0, "Meropenem")], [(None, 1, "SPUTUM")]) == 24.0
+    assert si_hour([(24.0 + 80.0, "Meropenem")], [(None, 1, "SPUTUM")]) == 36.0
 
 
 @pytest.mark.parametrize("abx_h,paired", [(0.0, True), (5.0, True), (-MIN, False)])
-def test_antibiotic_then_date_only_culture_compares_the_culture_date_at_midnight(abx_h, paired):
-    # date-only culture on day 1 = 24 h: an antibiotic at 0 h is exactly 24 h before
+def test_antibiotic_then_date_only_culture_pairs_when_the_culture_day_overlaps(abx_h, paired):
+    # date-only culture on day 1 = [24 h, 48 h]: an antibiotic at 0 h is exactly 24 h before
+    # the day starts
     out, _ = si(
         [(abx_h, "Vancomycin")], [(None, 1, "BLOOD CULTURE")], stays=[(1, 1, -100.0, 400.0)]
     )
     assert (not out.empty) == paired
     if paired:
         assert out["si_time"].iloc[0] == _t(abx_h)
-        assert out["culture_time"].iloc[0] == T0 + pd.Timedelta(days=1)
+        assert out["culture_time"].iloc[0] == T0 + pd.Timedelta(days=1, hours=12)
+        assert out["culture_time_source"].iloc[0] == I.CULTURE_DATE_ONLY
+
+
+def test_date_only_culture_point_time_is_noon_not_midnight():
+    """Issue 14 defect 1: an evening culture dated day 0 must not open the SOFA window at
+    00:00; with an antibiotic ordered the next day the SI time is 12:00 of day 0."""
+    out, _ = si([(24.0, "Vancomycin")], [(None, 0, "BLOOD CULTURE")])
+    r = out.iloc[0]
+    assert r["si_time"] == _t(12.0) and r["culture_time"] == _t(12.0)
+    assert r["antibiotic_time_source"] == I.ABX_ORDER_DATE
+    out, _ = si([(24.0, "Vancomycin")], [(None, 0, "BLOOD CULTURE")], CULTURE)
+    assert out["si_time"].iloc[0] == _t(12.0)  # culture-time SI: the culture's point time
+
+
+def test_antibiotic_later_the_same_day_pairs_a_date_only_culture_both_ways():
+    # culture day 1, antibiotic at 30 h (06:00 of day 1): the culture may have been before or
+    # after it; the earlier point time is the antibiotic's
+    assert si_hour([(30.0, "Vancomycin")], [(None, 1, "URINE")]) == 30.0
+    out, _ = si([(30.0, "Vancomycin")], [(None, 1, "URINE")], CULTURE)
+    assert out["si_time"].iloc[0] == _t(36.0)
 
 
 def test_equal_times_pair_and_report_culture_first():

@@ -19,19 +19,23 @@ T0 = pd.Timestamp("2100-01-01")
 CASES = yaml.safe_load((GOLDEN / "timelines.yaml").read_text())
 
 
-def _ts(h):
-    return T0 + pd.to_timedelta(np.asarray(h, float), unit="h")
-
-
 def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict[str, pd.DataFrame]:
-    """MIMIC-format extracted tables (CONTRACTS.md schemas) from a golden case."""
+    """MIMIC-format extracted tables (CONTRACTS.md schemas) from a golden case.
+
+    Event hours `t` are after intime = T0 + `intime_clock` hours (default 0: midnight);
+    prescription and culture `day` offsets are calendar days from T0's date."""
+    intime = T0 + pd.Timedelta(hours=case.get("intime_clock", 0))
+
+    def _ts(h):
+        return intime + pd.to_timedelta(np.asarray(h, float), unit="h")
+
     stays = pd.DataFrame(
         {
             "stay_id": [stay_id],
             "patient_id": [stay_id],
             "hadm_id": [hadm_id],
-            "intime": [T0],
-            "outtime": [T0 + pd.Timedelta(hours=case["los_hours"])],
+            "intime": [intime],
+            "outtime": [intime + pd.Timedelta(hours=case["los_hours"])],
         }
     )
     p = case.get("prescriptions", [])
@@ -52,12 +56,12 @@ def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict[str, pd
             "subject_id": stay_id,
             "hadm_id": hadm_id,
             "charttime": pd.Series(
-                [T0 + pd.Timedelta(hours=r[0]) if r[0] is not None else pd.NaT for r in c],
+                [intime + pd.Timedelta(hours=r[0]) if r[0] is not None else pd.NaT for r in c],
                 dtype="datetime64[us]",
             ),
             "chartdate": pd.Series(
                 [
-                    (T0 + pd.Timedelta(hours=r[0])).normalize()
+                    (intime + pd.Timedelta(hours=r[0])).normalize()
                     if r[0] is not None
                     else T0 + pd.Timedelta(days=r[1])
                     for r in c
