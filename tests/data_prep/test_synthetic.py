@@ -287,7 +287,7 @@ def test_interrupted_generation_leaves_nothing_that_looks_whole(tmp_path, monkey
     assert not (tmp_path / "fresh").exists()
 
 
-def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch):
+def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch, tmp_path):
     """The per-chunk spill path (several chunks) reproduces the one-chunk labels exactly."""
     import data_prep.sepsis3 as S3
 
@@ -296,13 +296,24 @@ def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch):
     n_chunks = []
     real_init = S3._StayChunks.__init__
 
-    def spy(self, d, tables, stay_ids):
-        real_init(self, d, tables, stay_ids)
+    spills = []
+    real_enter = S3._StayChunks.__enter__
+
+    def spy(self, *args):
+        real_init(self, *args)
         n_chunks.append(self.n_chunks)
 
+    def spy_enter(self):
+        out = real_enter(self)
+        spills.append(Path(self.tmp.name).parent)
+        return out
+
     monkeypatch.setattr(S3._StayChunks, "__init__", spy)
-    many = derive_labels(extracted, LabelParams(), progress=False)
+    monkeypatch.setattr(S3._StayChunks, "__enter__", spy_enter)
+    many = derive_labels(extracted, LabelParams(), progress=False, spill_dir=tmp_path)
     assert n_chunks and n_chunks[0] > 2  # several chunks, spilled
+    assert spills == [tmp_path]  # into the caller's folder, not the extracted tables'
+    assert list(tmp_path.iterdir()) == []  # and removed
     pd.testing.assert_frame_equal(one[0], many[0])
     pd.testing.assert_frame_equal(one[1], many[1])
     assert one[2] == many[2]
