@@ -5,13 +5,19 @@ PIPELINE.md section 1; inputs are the `prepared/extracted/` parquet files (CONTR
 Onset rule, exactly as implemented:
 * SI window hours: hour k (= [k, k+1) after intime) is in the window iff it overlaps the
   closed interval [SI - before, SI + after], i.e. floor(SI - before) <= k <= floor(SI + after).
-* Window hours before ICU admission are scored too (hours -72..-1 on the same grid; they
-  see only pre-ICU data such as the labs of the 24 h before admission, and a component
-  without data scores 0). This follows Singer et al. 2016 (Sepsis-3): "the baseline SOFA
-  score should be assumed to be zero in patients not known to have preexisting organ
-  dysfunction", while pre-ICU lab evidence of dysfunction still raises the baseline. So a
-  patient admitted with SI and SOFA >= 2 gets onset at hour 0 instead of never (which
-  would make a septic patient a control).
+* Window hours before ICU admission are scored too: the ``pre_icu_hours`` (P, 24) hours
+  -P..-1 on the same grid, and the readers keep the pre-ICU data those hours' windows need
+  (labs from P + ``sofa_lookback_hours`` before admission: `data_lookback_hours`), so the
+  scoring never reaches hours that no data can fill. An SI window reaching before -P is
+  cut at -P. With ``baseline_pre_icu="assume_zero"`` (default) a pre-ICU hour without data
+  scores 0, following Singer et al. 2016 (Sepsis-3): "the baseline SOFA score should be
+  assumed to be zero in patients not known to have preexisting organ dysfunction", while
+  pre-ICU lab evidence of dysfunction still raises the baseline; so a patient admitted with
+  SI and SOFA >= 2 gets onset at hour 0 instead of never. With ``"observed_only"`` (as
+  other implementations do) an hour is a baseline candidate only when some SOFA input lies
+  in its window, so the baseline is the lowest SOFA that data show. Until issue 14 the scoring
+  reached 72 h back while labs were kept for 24 h: hours -72..-25 were always empty and
+  forced a baseline of 0 whatever the ward labs showed.
 * onset = the first ICU hour t (0 <= t < n_hours) in the window with
   SOFA(t) - baseline(t) >= threshold. baseline "running_min": min SOFA over the window
   hours before t (so never at the window's first hour); "window_start": SOFA at the
@@ -75,7 +81,10 @@ class LabelParams:
     sofa_threshold: int = 2
     baseline: str = "running_min"  # "running_min" | "window_start"
     sofa_lookback_hours: float = 24.0
+    pre_icu_hours: int = 24  # pre-ICU hours scored; data kept from pre + lookback before
+    baseline_pre_icu: str = "assume_zero"  # "assume_zero" (Singer 2016) | "observed_only"
     fio2_lookback_hours: float = 4.0
+    fio2_lookahead_hours: float = 0.5  # FiO2 charted up to this long after the gas counts
     on_bad_rows: str = "error"  # "error" | "skip-and-count"
 
     def validate(self) -> None:
@@ -84,6 +93,12 @@ class LabelParams:
             raise ValueError("labels.si_time: expected 'earlier' or 'culture'")
         if self.baseline not in ("running_min", "window_start"):
             raise ValueError("labels.baseline: expected 'running_min' or 'window_start'")
+        if self.baseline_pre_icu not in ("assume_zero", "observed_only"):
+            raise ValueError("labels.baseline_pre_icu: expected 'assume_zero' or 'observed_only'")
+        if not (isinstance(self.pre_icu_hours, int) and 0 <= self.pre_icu_hours <= 168):
+            raise ValueError(
+                f"labels.pre_icu_hours: expected an integer 0..168, got {self.pre_icu_hours!r}"
+            )
         if self.on_bad_rows not in ("error", "skip-and-count"):
             raise ValueError("labels.on_bad_rows: expected 'error' or 'skip-and-count'")
         for key in (
@@ -92,6 +107,7 @@ class LabelParams:
             "si_window_before_hours",
             "si_window_after_hours",
             "fio2_lookback_hours",
+            "fio2_lookahead_hours",
         ):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -108,8 +124,15 @@ class LabelParams:
 
     @property
     def pre_hours(self) -> int:
-        """Pre-ICU hours scored so that any SI window overlapping the stay is covered."""
-        return int(math.ceil(self.si_window_before_hours + self.si_window_after_hours))
+        """Pre-ICU hours scored (no more than any SI window overlapping the stay can reach)."""
+        reach = int(math.ceil(self.si_window_before_hours + self.si_window_after_hours))
+        return min(self.pre_icu_hours, reach)
+
+    @property
+    def data_lookback_hours(self) -> float:
+        """How long before ICU admission the readers keep data: the windows of the scored
+        pre-ICU hours reach this far (one pre-ICU lookback for scoring and data)."""
+        return float(self.pre_hours + self.sofa_lookback_hours)
 
 
 def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -> pd.DataFrame:
@@ -144,11 +167,16 @@ def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -
     val = np.where(valid, s["sofa"].to_numpy(np.int64)[row] if len(s) else 0, 0)
     BIG = np.int64(1) << 40
     enc = np.where(valid, val * W + j, BIG)  # min -> lowest SOFA, earliest hour
+    base_src = enc
+    if params.baseline_pre_icu == "observed_only" and "observed" in s.columns:
+        # an hour without any SOFA input in its window is no evidence of the baseline
+        seen = s["observed"].to_numpy(bool)[row] if len(s) else np.zeros_like(valid)
+        base_src = np.where(seen, enc, BIG)
     if params.baseline == "running_min":
-        cum = np.minimum.accumulate(enc, axis=1)
+        cum = np.minimum.accumulate(base_src, axis=1)
         base_enc = np.concatenate([np.full((m, 1), BIG), cum[:, :-1]], axis=1)
     else:
-        base_enc = np.repeat(enc[:, :1], W, axis=1)
+        base_enc = np.repeat(base_src[:, :1], W, axis=1)
         base_enc[:, 0] = BIG
     has_base = base_enc < BIG
     base_val = np.where(has_base, base_enc // W, 0)

@@ -87,7 +87,11 @@ def _report_counts(report: Any) -> dict[str, Any]:
 def _reader_params(cfg: RunConfig):
     from data_prep.sources.mimic3 import ReaderParams
 
-    return ReaderParams(on_bad_rows=cfg.labels.on_bad_rows)
+    # one pre-ICU lookback: the reader keeps the pre-ICU labs that the scored pre-ICU hours'
+    # SOFA windows reach (LabelParams.data_lookback_hours), no more and no less
+    return ReaderParams(
+        on_bad_rows=cfg.labels.on_bad_rows, lab_lookback_hours=cfg.labels.data_lookback_hours
+    )
 
 
 def _mimic_tables_fingerprint(data_dir: Path) -> str:

@@ -423,7 +423,8 @@ def hourly_sofa(
     counted). The other tables follow CONTRACTS.md (`prepared/extracted/`). With
     ``pre_hours > 0`` the hours ``-pre_hours .. -1`` before ICU admission are scored too
     (from whatever data exists then, e.g. pre-ICU labs), which the onset baseline uses.
-    Returns (frame with ``SOFA_COLUMNS``, hour int32 and scores int8; counts).
+    Returns (frame with ``SOFA_COLUMNS`` plus ``observed``, True when some SOFA input lies
+    in the hour's window; hour int32 and scores int8; counts).
     """
     counts: dict[str, int] = {}
     lookback = int(params.sofa_lookback_hours)
@@ -476,6 +477,7 @@ def hourly_sofa(
     events["cns"].append(_gcs_events(chart, counts))
 
     grids: dict[str, np.ndarray] = {}
+    seen = np.zeros(grid.size, np.int8)  # 1 where any SOFA input (any score) was recorded
     for comp in COMPONENTS:
         arr = np.zeros(grid.size, np.int8)
         for ev in events[comp]:
@@ -486,9 +488,15 @@ def hourly_sofa(
             cells, inside = grid.cells(idx, b)
             _count(counts, f"{comp}_events_outside_grid", (~inside).sum())
             _put_max(arr, cells[inside], ev["score"].to_numpy(np.int8)[inside])
+            seen[cells[inside]] = 1
         grids[comp] = arr
 
-    _vasopressor_cells(vasopressors, grid, grids["cardio"], params, counts)
+    _vasopressor_cells(vasopressors, grid, grids["cardio"], params, counts, seen)
+    if len(urine):
+        u_idx = urine["idx"].to_numpy(np.int64)
+        u_b = np.floor(grid.hours(u_idx, urine["t_us"].to_numpy(np.int64))).astype(np.int64)
+        u_cells, u_inside = grid.cells(u_idx, u_b)
+        seen[u_cells[u_inside]] = 1
 
     out_stay, out_hour, out_cell = grid.output_cells()
     cols: dict[str, np.ndarray] = {"stay_id": out_stay, "hour": out_hour.astype(np.int32)}
@@ -499,11 +507,17 @@ def hourly_sofa(
     )
     total = sum(cols[f"sofa_{c}"].astype(np.int16) for c in COMPONENTS)
     cols["sofa"] = np.asarray(total, np.int16).astype(np.int8)
-    return pd.DataFrame(cols)[SOFA_COLUMNS], counts
+    cols["observed"] = _window_max(seen, lookback)[out_cell].astype(bool)
+    return pd.DataFrame(cols)[SOFA_COLUMNS + ["observed"]], counts
 
 
 def _vasopressor_cells(
-    vaso: pd.DataFrame, grid: _Grid, cardio: np.ndarray, params: LabelParams, counts: dict[str, int]
+    vaso: pd.DataFrame,
+    grid: _Grid,
+    cardio: np.ndarray,
+    params: LabelParams,
+    counts: dict[str, int],
+    seen: np.ndarray | None = None,
 ) -> None:
     """Mark the cardiovascular score of every hour an infusion interval touches."""
     if vaso.empty:
@@ -560,6 +574,8 @@ def _vasopressor_cells(
         diff -= np.bincount(c1[sel] + 1, minlength=grid.size + 1)[: grid.size + 1]
         covered = np.cumsum(diff)[: grid.size] > 0
         cardio[covered] = np.maximum(cardio[covered], level)
+        if seen is not None:
+            seen[covered] = 1
 
 
 def _urine_scores(

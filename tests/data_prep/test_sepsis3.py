@@ -332,3 +332,20 @@ def test_synthetic_onsets_match_design(tmp_path):
     assert (both["onset_hour"] == both["designed_onset_hour"]).all(), both[
         ["stay_id", "designed_onset_hour", "onset_hour"]
     ]
+
+
+@pytest.mark.parametrize("pre,lookback", [(24, 24.0), (0, 24.0), (72, 12.0), (100, 24.0)])
+def test_scored_pre_icu_hours_never_reach_before_the_data(pre, lookback):
+    """Issue 14, defect 3: 72 pre-ICU hours were scored while labs were kept for 24 h.
+    The reader now keeps exactly what the scored hours' SOFA windows reach."""
+    from sepsis.config import load_config
+    from sepsis.pipeline import _reader_params
+
+    params = LabelParams(pre_icu_hours=pre, sofa_lookback_hours=lookback)
+    reach = int(np.ceil(params.si_window_before_hours + params.si_window_after_hours))
+    assert params.pre_hours == min(pre, reach)
+    assert params.data_lookback_hours == params.pre_hours + lookback
+    cfg = load_config(
+        None, [f"labels.pre_icu_hours={pre}", f"labels.sofa_lookback_hours={lookback}"]
+    )
+    assert _reader_params(cfg).lab_lookback_hours == params.data_lookback_hours

@@ -659,7 +659,7 @@ def test_windows_do_not_leak_between_stays():
     df, _ = S.hourly_sofa(stays, make_chart([]), lab, make_vaso([]), make_urine([]), LabelParams())
     assert series(df, "sofa_coag", stay=7) == [0] * 4 + [4]
     assert series(df, "sofa_coag", stay=3) == [0] * 30
-    assert list(df.columns) == S.SOFA_COLUMNS
+    assert list(df.columns) == S.SOFA_COLUMNS + ["observed"]
     assert df["hour"].dtype == np.int32 and df["sofa"].dtype == np.int8
 
 
