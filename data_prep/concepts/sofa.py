@@ -14,10 +14,11 @@ fancy indexing, the trailing-window maximum is a sliding-window max over the fla
 differences. No Python loop over hours or stays.
 
 Component rules (choices documented here):
-* respiration: each arterial PaO2 (lab 50821) is divided by the most recent FiO2 (lab
-  50816 or charted 3420/190/223835/3422; a value > 1 is a percentage and divided by 100;
-  valid fractions 0.21-1.0) charted at most ``fio2_lookback_hours`` before the gas (the
-  highest FiO2 wins among simultaneous ones). Without any FiO2 the gas is scored with FiO2
+* respiration: each arterial PaO2 (lab 50821) is divided by the FiO2 (lab 50816 or charted
+  3420/190/223835/3422; a value > 1 is a percentage and divided by 100; valid fractions
+  0.21-1.0) charted nearest to the gas within ``fio2_lookback_hours`` (4 h) before and
+  ``fio2_lookahead_hours`` (30 min) after it (the highest FiO2 wins among simultaneous
+  ones; equal distances prefer the earlier one). Without any FiO2 the gas is scored with FiO2
   = 0.21 (room air): true FiO2 is never below 0.21, so this P/F is an upper bound and the
   score a lower bound of the true one - never worse than ignoring the gas. Points <400:1,
   <300:2, <200:3 and <100:4 only when ventilated (any ``VENT_ITEMIDS`` chart row within
@@ -323,19 +324,18 @@ def _respiration_events(
     fio2 = fio2.assign(fio2=fio2_fraction(fio2["valuenum"].to_numpy(float)))
     ok = np.isfinite(fio2["fio2"]) & fio2["fio2"].between(*_RANGE["fio2"])
     _count(counts, "fio2_implausible", (~ok).sum())
-    fio2 = fio2[ok].sort_values(["t_us", "fio2"])
+    # one FiO2 per stay and instant: the highest of simultaneous ones
+    fio2 = (
+        fio2[ok]
+        .sort_values(["stay_id", "t_us", "fio2"])
+        .drop_duplicates(["stay_id", "t_us"], keep="last")
+        .sort_values("t_us")
+    )
     vent = chart.loc[chart["itemid"].isin(V.VENT_ITEMIDS), ["stay_id", "t_us"]].drop_duplicates()
     g = gas[["stay_id", "idx", "t_us", "valuenum"]].sort_values("t_us")
     if g.empty:
         return pd.DataFrame({"idx": [], "t_us": [], "score": []})
-    g = pd.merge_asof(
-        g,
-        fio2[["stay_id", "t_us", "fio2"]],
-        on="t_us",
-        by="stay_id",
-        direction="backward",
-        tolerance=int(params.fio2_lookback_hours * US_PER_HOUR),
-    )
+    g = _nearest_fio2(g, fio2[["stay_id", "t_us", "fio2"]], params)
     no_fio2 = g["fio2"].isna()
     _count(counts, "pao2_without_fio2_assumed_room_air", no_fio2.sum())
     g["fio2"] = g["fio2"].fillna(DEFAULT_FIO2)
@@ -357,6 +357,39 @@ def _respiration_events(
             "score": score_respiration(pf, g["vent_t"].notna().to_numpy()),
         }
     )
+
+
+def _nearest_fio2(gas: pd.DataFrame, fio2: pd.DataFrame, params: LabelParams) -> pd.DataFrame:
+    """Each gas with the FiO2 charted nearest to it in [draw - lookback, draw + lookahead].
+
+    FiO2 is often charted a few minutes after the blood is drawn; a gas with only such a
+    FiO2 was scored as room air before issue 14 (defect 5). The window after the draw is
+    short (``fio2_lookahead_hours``, 30 min) because a FiO2 changed in response to this gas
+    is charted later. Equal distances prefer the earlier FiO2.
+    """
+    t = fio2.assign(t_f=fio2["t_us"])
+    before = pd.merge_asof(
+        gas,
+        t,
+        on="t_us",
+        by="stay_id",
+        direction="backward",
+        tolerance=int(params.fio2_lookback_hours * US_PER_HOUR),
+    )
+    after = pd.merge_asof(
+        gas,
+        t,
+        on="t_us",
+        by="stay_id",
+        direction="forward",
+        tolerance=int(params.fio2_lookahead_hours * US_PER_HOUR),
+    )
+    d_before = gas["t_us"].to_numpy() - before["t_f"].to_numpy(float)
+    d_after = after["t_f"].to_numpy(float) - gas["t_us"].to_numpy()
+    use_after = np.isfinite(d_after) & ~(np.isfinite(d_before) & (d_before <= d_after))
+    out = before.drop(columns="t_f")
+    out["fio2"] = np.where(use_after, after["fio2"].to_numpy(float), before["fio2"].to_numpy(float))
+    return out
 
 
 def _gcs_events(chart: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:

@@ -423,10 +423,12 @@ def test_fio2_as_percent_or_fraction_gives_the_same_score(item, value):
         (GAS_T, 2),  # same instant: used
         (GAS_T - 4.0, 2),  # exactly the 4 h lookback: used
         (GAS_T - 4.0 - 1 / 60, 0),  # one minute too early: room air assumed
-        (GAS_T + 0.25, 0),  # charted after the gas (same hour): not used
+        (GAS_T + 0.25, 2),  # charted 15 min after the draw: used (issue 14, defect 5)
+        (GAS_T + 0.5, 2),  # exactly the 30 min lookahead: used
+        (GAS_T + 0.5 + 1 / 60, 0),  # later: a FiO2 set in response to the gas, not used
     ],
 )
-def test_fio2_lookback_is_4_hours_before_the_gas(fio2_t, expected):
+def test_fio2_window_is_4_hours_before_to_30_minutes_after_the_gas(fio2_t, expected):
     # PaO2 250: FiO2 1.0 -> P/F 250 -> 2; room air 0.21 -> 1190 -> 0
     got, _ = _resp(250.0, [(fio2_t, 223835, 100.0)])
     assert got == expected
@@ -446,6 +448,16 @@ def test_most_recent_fio2_is_used_and_highest_wins_among_simultaneous():
     assert _resp(180.0, [(GAS_T - 3, 223835, 100.0), (GAS_T - 1, 190, 0.5)])[0] == 1
     # simultaneous 0.5 and 1.0: the highest (1.0) -> P/F 250 -> 2 (0.5 would give 500 -> 0)
     assert _resp(250.0, [(GAS_T - 1, 223835, 50.0), (GAS_T - 1, 190, 1.0)])[0] == 2
+
+
+def test_nearest_fio2_wins_and_equal_distance_prefers_the_earlier():
+    # 0.5 charted 3 h before, 1.0 charted 5 min after: the nearer (after) one is used
+    # -> P/F 180 -> 2 (before: 360 -> 1; the old rule took only FiO2 charted before)
+    assert _resp(180.0, [(GAS_T - 3, 223835, 50.0), (GAS_T + 5 / 60, 223835, 100.0)])[0] == 2
+    # 0.5 at -15 min and 1.0 at +15 min: equal distance, the earlier (0.5) -> 360 -> 1
+    assert _resp(180.0, [(GAS_T - 0.25, 223835, 50.0), (GAS_T + 0.25, 223835, 100.0)])[0] == 1
+    # a FiO2 charted after the gas is used only within the stay's own rows
+    assert _resp(250.0, [(GAS_T + 0.2, V.LAB_FIO2, 100.0)])[0] == 2
 
 
 def test_implausible_fio2_is_ignored_and_room_air_assumed():
