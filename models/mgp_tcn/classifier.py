@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from contextlib import nullcontext
 from numbers import Integral, Real
@@ -202,7 +203,7 @@ class MGPTCNClassifier(SepsisLearner):
     # --- helpers ------------------------------------------------------------------------
     def _check_more_params(self) -> None:
         dev = self.device
-        if not (dev == "auto" or dev == "cpu" or dev == "cuda" or dev.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", dev):
             raise ParameterError("device", f"expected auto | cpu | cuda[:k], got {dev!r}")
 
     def _torch_device(self) -> torch.device:
