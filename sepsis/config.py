@@ -300,9 +300,10 @@ def build_learner_params(cls: type, data: dict[str, Any] | None, where: str) -> 
                 value = coerce(value, tuple, f"{where}.{key}")
         out[key] = value
     try:
-        cls(**out).get_params()
+        cls(**out).validate_params()
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        key = getattr(err, "key", None)  # models.base.ParameterError names the parameter
+        raise ConfigError(f"{where}.{err}" if key else f"{where}: {err}") from None
     return out
 
 
