@@ -29,6 +29,7 @@ from sepsis.runlock import data_lock, output_lock, run_lock
 log = logging.getLogger(__name__)
 
 REGIMES = ("per_horizon", "train_once")
+CHECKPOINT = "checkpoint"  # inside a training unit's folder while it is being fitted
 
 
 __all__ = ["PipelineError", "generate", "prepare", "train", "evaluate", "report"]
@@ -376,6 +377,7 @@ def _unit_stage(
         _unit_config(cfg, unit),
         inputs={"prepared": prepared_fp},
         force=force,
+        scratch=(CHECKPOINT,),  # an unfinished MGP-TCN fit's checkpoint, replaced on success
     )
 
 
@@ -408,7 +410,7 @@ def _train_unit(
     # MGP-TCN checkpoints live in the unit's own folder: the finished stage folder replaces
     # it (and the checkpoint with it), a crash leaves it for the next run to resume, --force
     # drops it; the classifier still refuses one written for other data or parameters
-    ckpt = out / "checkpoint"
+    ckpt = out / CHECKPOINT
     if force and ckpt.exists():
         log.info("train --force: removing the checkpoint %s", ckpt)
         shutil.rmtree(ckpt)
