@@ -19,6 +19,7 @@ batch, which can name the data row, column and value (or skip and count the row 
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import json
 import logging
@@ -29,6 +30,7 @@ import shutil
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -243,6 +245,50 @@ class MalformedRowError(DataError):
     """A raw row could not be read; the message names file, data row, column and value."""
 
 
+class MissingTableError(DataError, FileNotFoundError):
+    """A required MIMIC-III table (or the folder) is absent."""
+
+
+class CorruptFileError(DataError):
+    """A raw file cannot be decompressed or decoded (truncated or corrupt gzip, not UTF-8)."""
+
+
+class EmptyTableError(DataError):
+    """A required table has a header but no data rows."""
+
+
+# Tables that must have data rows, with what each row is (for the error message). An empty
+# one would not fail later but silently change the result: no stays, no ages or deaths, no
+# vitals or labs for SOFA, or (DIAGNOSES_ICD) no ICD-9 sepsis codes, which disables the
+# control exclusion. The other tables may legitimately be empty in a subset (a CareVue-only
+# extract has no INPUTEVENTS_MV rows): that is recorded as a warning in the report.
+REQUIRED_TABLES: dict[str, str] = {
+    "ICUSTAYS": "ICU stay",
+    "PATIENTS": "patient",
+    "ADMISSIONS": "hospital admission",
+    "CHARTEVENTS": "charted observation",
+    "LABEVENTS": "laboratory measurement",
+    "DIAGNOSES_ICD": "ICD-9 diagnosis of an admission (without them no control can be "
+    "excluded for a sepsis code)",
+}
+# Reading errors of a compressed or text stream (zlib.error for Python's gzip module, OSError
+# for pyarrow's and for BadGzipFile, EOFError for a truncated stream).
+_STREAM_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
+def _stream_error(path: Path, exc: BaseException, rows: int | None) -> CorruptFileError:
+    """CorruptFileError naming `path` and the last data row read before `exc`."""
+    where = "in its first lines" if rows is None else f"after data row {rows:,}"
+    detail = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, UnicodeDecodeError):
+        what = "text that is not valid UTF-8"
+    elif path.name.lower().endswith(".gz"):
+        what = "truncated or corrupt gzip stream"
+    else:
+        what = "read error"
+    return CorruptFileError(f"{path}: {what} {where} ({detail}); expected a complete CSV file")
+
+
 @dataclass
 class TableReport:
     """Row accounting and speed for one raw table."""
@@ -256,6 +302,7 @@ class TableReport:
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
     passes: int = 0  # 2 when the fast pass hit a malformed value and the table was re-read
+    warnings: list[str] = field(default_factory=list)  # e.g. an optional table without rows
 
     def drop(self, reason: str, n: int) -> None:
         """Count `n` rows dropped for `reason` (zero counts are not recorded)."""
@@ -274,6 +321,7 @@ class ExtractionReport:
     outputs: dict[str, int] = field(default_factory=dict)  # parquet file -> rows
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # every table's warnings, collected
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (the content of extraction_report.json)."""
@@ -299,7 +347,7 @@ def find_table(data_dir: Path, table: str) -> Path:
         if p.name.lower() in wanted and p.is_file()
     )
     if not hits:
-        raise FileNotFoundError(
+        raise MissingTableError(
             f"MIMIC-III table {table} not found in folder {data_dir}: expected {table}.csv.gz or "
             f"{table}.csv (file names in upper or lower case)"
         )
@@ -322,11 +370,14 @@ def _open_text(path: Path):
 
 def _header_and_row_bytes(path: Path) -> tuple[list[str], float]:
     """Column names of a CSV file and the mean bytes per data row of its first lines."""
-    with _open_text(path) as fh:
-        header = fh.readline()
-        sample = [fh.readline() for _ in range(200)]
+    try:
+        with _open_text(path) as fh:
+            header = fh.readline()
+            sample = [fh.readline() for _ in range(200)]
+    except _STREAM_ERRORS as exc:
+        raise _stream_error(path, exc, None) from exc
     if not header.strip():
-        raise ValueError(f"{path}: empty file, expected a CSV header line")
+        raise DataError(f"{path}: empty file, expected a CSV header line")
     names = next(csv.reader([header.lstrip("\ufeff")]))
     sample = [s for s in sample if s]
     row_bytes = (
@@ -349,7 +400,7 @@ def _resolve_columns(
         elif (table, col) not in _OPTIONAL:
             missing.append(col.upper())
     if missing:
-        raise ValueError(
+        raise DataError(
             f"MIMIC-III table {table} ({path.name} in folder {data_dir}) lacks required column(s) "
             f"{', '.join(missing)}; its header has: {', '.join(names)}"
         )
@@ -500,9 +551,23 @@ class _Scan:
             self.report.dropped.clear()
             self.report.passes = 2
             self._run(handler, typed=False)
+        self._check_not_empty()
         self.report.seconds = time.perf_counter() - t0
         self.report.rows_per_s = self.report.rows_read / max(self.report.seconds, 1e-9)
         self.report.peak_rss_mb = peak_rss_mb()
+
+    def _check_not_empty(self) -> None:
+        """A required table without data rows is an error; an optional one a report warning."""
+        if self.report.rows_read or self.report.dropped.get("malformed_row"):
+            return
+        if self.table in REQUIRED_TABLES:
+            raise EmptyTableError(
+                f"{self.path}: has a header but no data rows; expected one row per "
+                f"{REQUIRED_TABLES[self.table]} (table {self.table} is required)"
+            )
+        msg = f"{self.path}: has a header but no data rows (optional table, read as empty)"
+        log.warning("%s", msg)
+        self.report.warnings.append(msg)
 
     def _chunks(self, stop: threading.Event) -> Iterator[tuple[bytes, int] | BaseException]:
         """Decompressed text in chunks of whole lines, read ahead by a background thread.
@@ -606,6 +671,8 @@ class _Scan:
         stop = threading.Event()
         for item in self._chunks(stop):
             if isinstance(item, BaseException):
+                if isinstance(item, _STREAM_ERRORS):
+                    raise _stream_error(self.path, item, first_row - 1) from item
                 raise item
             data, pos = item
             # Blocks of a quarter chunk: both cores parse one chunk in parallel.
@@ -878,7 +945,7 @@ def _stays_base(
     tr.drop("missing_icustay_id", n - len(icu))
     dup = icu["icustay_id"].duplicated()
     if dup.any():
-        raise ValueError(
+        raise DataError(
             f"ICUSTAYS in {data_dir}: ICUSTAY_ID {int(icu.loc[dup, 'icustay_id'].iloc[0])} "
             "appears more than once; expected one row per ICU stay"
         )
@@ -967,7 +1034,7 @@ def extract(
     params.validate()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"MIMIC-III folder {data_dir} does not exist")
+        raise MissingTableError(f"MIMIC-III folder {data_dir} does not exist")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -982,10 +1049,23 @@ def extract(
         tmp.rename(out_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(exc):
+            raise DataError(
+                f"{out_dir}: cannot write the extracted tables ({exc}); expected free space on "
+                f"the disk of {out_dir.parent} (nothing was written there)"
+            ) from exc
         raise
     return report
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is a write failure for lack of space (pyarrow reports it in the text)."""
+    if not isinstance(exc, OSError) or isinstance(exc, DataError):
+        return False
+    codes = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return exc.errno in codes or "No space left" in str(exc) or "Disk quota" in str(exc)
 
 
 def _extract_into(
@@ -1021,6 +1101,7 @@ def _extract_into(
     table = pa.Table.from_pandas(stays[STAYS_SCHEMA.names], preserve_index=False).cast(STAYS_SCHEMA)
     pq.write_table(table, out / "stays.parquet", compression="zstd")
     rep.outputs["stays.parquet"] = table.num_rows
+    rep.warnings = [w for tr in rep.tables.values() for w in tr.warnings]
     rep.seconds = time.perf_counter() - t_start
     rep.peak_rss_mb = peak_rss_mb()
     log.info("MIMIC-III extraction: %s", {k: v for k, v in rep.outputs.items()})
@@ -1447,7 +1528,7 @@ def read_extracted(extracted_dir: Path, name: str) -> pa.Table:
     table = pq.read_table(Path(extracted_dir) / f"{name}.parquet")
     expected = SCHEMAS[name]
     if not table.schema.equals(expected, check_metadata=False):
-        raise ValueError(
+        raise DataError(
             f"{extracted_dir}/{name}.parquet: schema {table.schema} differs from the declared {expected}"
         )
     return table
