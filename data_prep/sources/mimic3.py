@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from data_prep.concepts import variables as V
+from data_prep.concepts.units import UnitChecker
 from data_prep.errors import DataError
 from data_prep.ids import locate
 
@@ -172,8 +173,15 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "valuenum": "f64",
         "value": "str",
         "error": "str",
+        "valueuom": "str",
     },
-    "LABEVENTS": {"subject_id": "i64", "itemid": "i32", "charttime": "ts", "valuenum": "f64"},
+    "LABEVENTS": {
+        "subject_id": "i64",
+        "itemid": "i32",
+        "charttime": "ts",
+        "valuenum": "f64",
+        "valueuom": "str",
+    },
     "OUTPUTEVENTS": {"icustay_id": "i64", "itemid": "i32", "charttime": "ts", "value": "f64"},
     "INPUTEVENTS_MV": {
         "icustay_id": "i64",
@@ -210,7 +218,13 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "DIAGNOSES_ICD": {"hadm_id": "i64", "icd9_code": "str"},
 }
-_OPTIONAL = {("CHARTEVENTS", "error"), ("INPUTEVENTS_MV", "statusdescription")}
+# Without VALUEUOM every value is taken as in its expected unit (counted as no_unit).
+_OPTIONAL = {
+    ("CHARTEVENTS", "error"),
+    ("INPUTEVENTS_MV", "statusdescription"),
+    ("CHARTEVENTS", "valueuom"),
+    ("LABEVENTS", "valueuom"),
+}
 MAX_BLOCK_BYTES = 32 << 20  # decompressed bytes per chunk handed to the CSV parser
 _VALUES_IN_BYTES_EST = 120  # fallback bytes per CSV row when a sample cannot be read
 
@@ -303,6 +317,14 @@ class TableReport:
     peak_rss_mb: float = 0.0
     passes: int = 0  # 2 when the fast pass hit a malformed value and the table was re-read
     warnings: list[str] = field(default_factory=list)  # e.g. an optional table without rows
+    # value units (concepts/units.csv): "no_unit:<group>" accepted rows without a unit,
+    # "converted:<group>:<unit>" rows converted to the group's expected unit
+    units: dict[str, int] = field(default_factory=dict)
+
+    def count_unit(self, key: str, n: int) -> None:
+        """Count `n` rows under units[key] (zero counts are not recorded)."""
+        if n:
+            self.units[key] = self.units.get(key, 0) + int(n)
 
     def drop(self, reason: str, n: int) -> None:
         """Count `n` rows dropped for `reason` (zero counts are not recorded)."""
@@ -549,6 +571,7 @@ class _Scan:
             reset()
             self.report.rows_read = self.report.rows_kept = 0
             self.report.dropped.clear()
+            self.report.units.clear()
             self.report.passes = 2
             self._run(handler, typed=False)
         self._check_not_empty()
@@ -1123,6 +1146,8 @@ def _chartevents(
     text_items = pa.array(sorted(CHART_TEXT_ITEMIDS), I32)
     weight_items = np.array(sorted({*V.WEIGHT_ITEMIDS_KG, *V.WEIGHT_ITEMIDS_LB}), np.int32)
     lb_items = np.array(V.WEIGHT_ITEMIDS_LB, np.int32)
+    units = UnitChecker("chartevents")
+    _warn_no_unit_column(scan)
     # Constant-size state, whatever the table size: a flag per stay and one weight per stay.
     has_chart = np.zeros(len(index.ids), dtype=bool)
     first_w = _FirstPerStay(index)
@@ -1158,6 +1183,7 @@ def _chartevents(
         tr.drop("outside_stay", int((found & ~err & ~inside).sum()))
         ok = found & ~err & inside
         b.filter(ok)
+        _check_units(b, scan, units)
         if not len(b):
             return
         itemid = b["itemid"]
@@ -1181,9 +1207,8 @@ def _chartevents(
             vals = np.where(np.isin(item_np[wmask], lb_items), vals * LB_TO_KG, vals)
             plausible = (vals > 0) & (vals <= WEIGHT_MAX_KG)
             implausible[0] += int((~plausible).sum())
-            first_w.add(
-                _ids(b["icustay_id"])[wmask][plausible], t[ok][wmask][plausible], vals[plausible]
-            )
+            wt = _ts_us(pc.filter(b["charttime"], pa.array(wmask)), 0)  # after the unit filter
+            first_w.add(_ids(b["icustay_id"])[wmask][plausible], wt[plausible], vals[plausible])
 
     scan.run(handle, reset)
     rep.outputs["chart.parquet"] = writer.close()
@@ -1222,6 +1247,48 @@ class _FirstPerStay:
         """(stay_id, weight_kg), one row per stay with a weight."""
         has = ~np.isnan(self.w)
         return pd.DataFrame({"stay_id": self.index.ids[has], "weight_kg": self.w[has]})
+
+
+def _warn_no_unit_column(scan: _Scan) -> None:
+    if "valueuom" not in scan.actual:
+        msg = (
+            f"{scan.path}: no VALUEUOM column; every value is taken as in its expected unit "
+            "(counted as no_unit)"
+        )
+        log.warning("%s", msg)
+        scan.report.warnings.append(msg)
+
+
+def _check_units(b: _Batch, scan: _Scan, units: UnitChecker) -> None:
+    """Convert VALUENUM to the expected units (concepts/units.csv), count empty units; an
+    unknown unit raises (on_bad_rows: error) or drops and counts the row per group and unit."""
+    if not len(b):
+        return
+    tr = scan.report
+    uom = b["valueuom"] if b.has("valueuom") else None
+    res = units.apply(b["itemid"].to_numpy(zero_copy_only=False), b["valuenum"], uom)
+    b.cols["valuenum"] = res.valuenum
+    for group, n in res.no_unit.items():
+        tr.count_unit(f"no_unit:{group}", n)
+    for (group, unit), n in res.converted.items():
+        tr.count_unit(f"converted:{group}:{unit}", n)
+    if not res.unknown.any():
+        return
+    if scan.params.on_bad_rows == "error":
+        i = int(np.flatnonzero(res.unknown)[0])
+        item = int(b["itemid"][i].as_py())
+        group = V.unit_groups(scan.table.lower())[item]
+        row = int(b.row_numbers()[i])
+        raise MalformedRowError(
+            f"{scan.path}: data row {row} (line {row + 1}), column "
+            f"{scan.actual['valueuom']!r}: unit {uom[i].as_py()!r} of ITEMID {item} ({group}) is "
+            f"not known; expected {units.describe(group)} (table {scan.table}; add a conversion "
+            "to data_prep/concepts/units.csv, or set on_bad_rows: skip-and-count to skip and "
+            "count such rows)"
+        )
+    for (group, unit), n in res.unknown_counts.items():
+        tr.drop(f"unknown_unit:{group}:{unit}", n)
+    b.filter(~res.unknown)
 
 
 def _drop_null(b: _Batch, tr: TableReport, col: str, reason: str) -> None:
@@ -1433,11 +1500,14 @@ def _labevents(
     scan = _Scan(data_dir, "LABEVENTS", params, tr, progress)
     writer = _Writer(out / "lab.parquet", LAB_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.lab_itemids_needed()), I32)
+    units = UnitChecker("labevents")
+    _warn_no_unit_column(scan)
 
     def handle(b: _Batch) -> None:
         b.convert("subject_id", "itemid", "valuenum")
         _keep_items(b, tr, wanted)
         _drop_null(b, tr, "valuenum", "missing_valuenum")
+        _check_units(b, scan, units)
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
         stay = index.by_subject_time(
