@@ -290,6 +290,20 @@ REQUIRED_TABLES: dict[str, str] = {
 _STREAM_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
 
 
+def _utf8_error(path: Path, data: bytes, first_row: int) -> CorruptFileError:
+    """CorruptFileError naming the data row of the first invalid UTF-8 byte in a chunk."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        n = first_row + data.count(b"\n", 0, exc.start)
+        bad = data[exc.start : exc.start + 1]
+        return CorruptFileError(
+            f"{path}: data row {n:,} (line {n + 1:,}): text that is not valid UTF-8 (byte {bad!r}); "
+            "expected a UTF-8 CSV file"
+        )
+    return CorruptFileError(f"{path}: text that is not valid UTF-8; expected a UTF-8 CSV file")
+
+
 def _stream_error(path: Path, exc: BaseException, rows: int | None) -> CorruptFileError:
     """CorruptFileError naming `path` and the last data row read before `exc`."""
     where = "in its first lines" if rows is None else f"after data row {rows:,}"
@@ -721,6 +735,8 @@ class _Scan:
                         f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
                         f"(table {self.table}): {bad_row['text'][:200]!r}"
                     ) from None
+                if "invalid utf8" in str(exc).lower():
+                    raise _utf8_error(self.path, data, first_row) from None
                 if typed and "conversion error" in str(exc).lower():
                     raise _Restart(str(exc).splitlines()[0]) from None
                 raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None

@@ -125,3 +125,20 @@ def test_empty_optional_table_is_a_report_warning(tmp_path) -> None:
     assert "PRESCRIPTIONS.csv.gz: has a header but no data rows" in rep.warnings[0]
     assert rep.tables["PRESCRIPTIONS"].warnings == rep.warnings
     assert '"warnings"' in (tmp_path / "out" / "extraction_report.json").read_text()
+
+
+def test_not_utf8_late_in_a_plain_csv_names_the_row(tmp_path) -> None:
+    raw = _raw(tmp_path, extra_chart_rows=30_000)
+    gz = raw / "CHARTEVENTS.csv.gz"
+    data = gzip.decompress(gz.read_bytes())
+    i = data.find(b"\n25000,")  # ROW_ID 25000 = data row 24,013 (12 fixture rows + padding)
+    data = data[:i] + data[i:].replace(b",10,", b",10,\xff", 1)  # first byte of its VALUE
+    gz.unlink()
+    (raw / "CHARTEVENTS.csv").write_bytes(data)
+    with pytest.raises(mimic3.CorruptFileError) as err:
+        _extract(raw, tmp_path)
+    row = data[: i + 1].count(b"\n")  # lines before it = its data row number
+    assert (
+        f"CHARTEVENTS.csv: data row {row:,} (line {row + 1:,}): text that is not valid UTF-8"
+        in (str(err.value))
+    )
