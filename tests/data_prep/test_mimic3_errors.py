@@ -142,3 +142,15 @@ def test_not_utf8_late_in_a_plain_csv_names_the_row(tmp_path) -> None:
         f"CHARTEVENTS.csv: data row {row:,} (line {row + 1:,}): text that is not valid UTF-8"
         in (str(err.value))
     )
+
+
+def test_full_disk_is_a_data_error_naming_the_output(tmp_path, monkeypatch) -> None:
+    raw = _raw(tmp_path)
+
+    def full(self) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mimic3._Writer, "close", full)
+    with pytest.raises(DataError, match=r"out: cannot write the extracted tables .*No space left"):
+        _extract(raw, tmp_path)
+    assert not (tmp_path / "out").exists()
