@@ -189,10 +189,11 @@ class UnitChecker:
             if n:
                 res.no_unit[self.groups[gi_]] = int(n)
         for mask, out in ((conv, res.converted), (unknown, res.unknown_counts)):
-            if mask.any():
-                pairs, counts = np.unique(
-                    np.stack([g[mask], code[mask]], axis=1), axis=0, return_counts=True
+            if mask.any():  # count per (group, spelling) through one int64 key
+                width = len(raw) + 1
+                keys, counts = np.unique(
+                    g[mask].astype(np.int64) * width + code[mask], return_counts=True
                 )
-                for (gg, cc), n in zip(pairs, counts, strict=True):
-                    out[(self.groups[gg], raw[cc])] = int(n)
+                for key, n in zip(keys, counts, strict=True):
+                    out[(self.groups[key // width], raw[key % width])] = int(n)
         return res

@@ -19,7 +19,6 @@ batch, which can name the data row, column and value (or skip and count the row 
 from __future__ import annotations
 
 import csv
-import errno
 import gzip
 import json
 import logging
@@ -30,7 +29,6 @@ import shutil
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +45,19 @@ from data_prep.concepts import variables as V
 from data_prep.concepts.units import UnitChecker
 from data_prep.errors import DataError
 from data_prep.ids import locate
+from data_prep.sources.mimic3_checks import (  # noqa: F401  (error types re-exported)
+    REQUIRED_TABLES,
+    STREAM_ERRORS,
+    CorruptFileError,
+    EmptyTableError,
+    MalformedRowError,
+    MissingTableError,
+    check_units,
+    disk_full,
+    stream_error,
+    utf8_error,
+    warn_no_unit_column,
+)
 
 log = logging.getLogger(__name__)
 
@@ -255,68 +266,6 @@ class ReaderParams:
             )
 
 
-class MalformedRowError(DataError):
-    """A raw row could not be read; the message names file, data row, column and value."""
-
-
-class MissingTableError(DataError, FileNotFoundError):
-    """A required MIMIC-III table (or the folder) is absent."""
-
-
-class CorruptFileError(DataError):
-    """A raw file cannot be decompressed or decoded (truncated or corrupt gzip, not UTF-8)."""
-
-
-class EmptyTableError(DataError):
-    """A required table has a header but no data rows."""
-
-
-# Tables that must have data rows, with what each row is (for the error message). An empty
-# one would not fail later but silently change the result: no stays, no ages or deaths, no
-# vitals or labs for SOFA, or (DIAGNOSES_ICD) no ICD-9 sepsis codes, which disables the
-# control exclusion. The other tables may legitimately be empty in a subset (a CareVue-only
-# extract has no INPUTEVENTS_MV rows): that is recorded as a warning in the report.
-REQUIRED_TABLES: dict[str, str] = {
-    "ICUSTAYS": "ICU stay",
-    "PATIENTS": "patient",
-    "ADMISSIONS": "hospital admission",
-    "CHARTEVENTS": "charted observation",
-    "LABEVENTS": "laboratory measurement",
-    "DIAGNOSES_ICD": "ICD-9 diagnosis of an admission (without them no control can be "
-    "excluded for a sepsis code)",
-}
-# Reading errors of a compressed or text stream (zlib.error for Python's gzip module, OSError
-# for pyarrow's and for BadGzipFile, EOFError for a truncated stream).
-_STREAM_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
-
-
-def _utf8_error(path: Path, data: bytes, first_row: int) -> CorruptFileError:
-    """CorruptFileError naming the data row of the first invalid UTF-8 byte in a chunk."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        n = first_row + data.count(b"\n", 0, exc.start)
-        bad = data[exc.start : exc.start + 1]
-        return CorruptFileError(
-            f"{path}: data row {n:,} (line {n + 1:,}): text that is not valid UTF-8 (byte {bad!r}); "
-            "expected a UTF-8 CSV file"
-        )
-    return CorruptFileError(f"{path}: text that is not valid UTF-8; expected a UTF-8 CSV file")
-
-
-def _stream_error(path: Path, exc: BaseException, rows: int | None) -> CorruptFileError:
-    """CorruptFileError naming `path` and the last data row read before `exc`."""
-    where = "in its first lines" if rows is None else f"after data row {rows:,}"
-    detail = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, UnicodeDecodeError):
-        what = "text that is not valid UTF-8"
-    elif path.name.lower().endswith(".gz"):
-        what = "truncated or corrupt gzip stream"
-    else:
-        what = "read error"
-    return CorruptFileError(f"{path}: {what} {where} ({detail}); expected a complete CSV file")
-
-
 @dataclass
 class TableReport:
     """Row accounting and speed for one raw table."""
@@ -410,8 +359,8 @@ def _header_and_row_bytes(path: Path) -> tuple[list[str], float]:
         with _open_text(path) as fh:
             header = fh.readline()
             sample = [fh.readline() for _ in range(200)]
-    except _STREAM_ERRORS as exc:
-        raise _stream_error(path, exc, None) from exc
+    except STREAM_ERRORS as exc:
+        raise stream_error(path, exc, None) from exc
     if not header.strip():
         raise DataError(f"{path}: empty file, expected a CSV header line")
     names = next(csv.reader([header.lstrip("\ufeff")]))
@@ -708,8 +657,8 @@ class _Scan:
         stop = threading.Event()
         for item in self._chunks(stop):
             if isinstance(item, BaseException):
-                if isinstance(item, _STREAM_ERRORS):
-                    raise _stream_error(self.path, item, first_row - 1) from item
+                if isinstance(item, STREAM_ERRORS):
+                    raise stream_error(self.path, item, first_row - 1) from item
                 raise item
             data, pos = item
             # Blocks of a quarter chunk: both cores parse one chunk in parallel.
@@ -736,7 +685,7 @@ class _Scan:
                         f"(table {self.table}): {bad_row['text'][:200]!r}"
                     ) from None
                 if "invalid utf8" in str(exc).lower():
-                    raise _utf8_error(self.path, data, first_row) from None
+                    raise utf8_error(self.path, data, first_row) from None
                 if typed and "conversion error" in str(exc).lower():
                     raise _Restart(str(exc).splitlines()[0]) from None
                 raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
@@ -1090,21 +1039,13 @@ def extract(
             shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _disk_full(exc):
+        if disk_full(exc):
             raise DataError(
                 f"{out_dir}: cannot write the extracted tables ({exc}); expected free space on "
                 f"the disk of {out_dir.parent} (nothing was written there)"
             ) from exc
         raise
     return report
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """Whether `exc` is a write failure for lack of space (pyarrow reports it in the text)."""
-    if not isinstance(exc, OSError) or isinstance(exc, DataError):
-        return False
-    codes = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-    return exc.errno in codes or "No space left" in str(exc) or "Disk quota" in str(exc)
 
 
 def _extract_into(
@@ -1163,7 +1104,7 @@ def _chartevents(
     weight_items = np.array(sorted({*V.WEIGHT_ITEMIDS_KG, *V.WEIGHT_ITEMIDS_LB}), np.int32)
     lb_items = np.array(V.WEIGHT_ITEMIDS_LB, np.int32)
     units = UnitChecker("chartevents")
-    _warn_no_unit_column(scan)
+    warn_no_unit_column(scan)
     # Constant-size state, whatever the table size: a flag per stay and one weight per stay.
     has_chart = np.zeros(len(index.ids), dtype=bool)
     first_w = _FirstPerStay(index)
@@ -1199,7 +1140,7 @@ def _chartevents(
         tr.drop("outside_stay", int((found & ~err & ~inside).sum()))
         ok = found & ~err & inside
         b.filter(ok)
-        _check_units(b, scan, units)
+        check_units(b, scan, units)
         if not len(b):
             return
         itemid = b["itemid"]
@@ -1263,48 +1204,6 @@ class _FirstPerStay:
         """(stay_id, weight_kg), one row per stay with a weight."""
         has = ~np.isnan(self.w)
         return pd.DataFrame({"stay_id": self.index.ids[has], "weight_kg": self.w[has]})
-
-
-def _warn_no_unit_column(scan: _Scan) -> None:
-    if "valueuom" not in scan.actual:
-        msg = (
-            f"{scan.path}: no VALUEUOM column; every value is taken as in its expected unit "
-            "(counted as no_unit)"
-        )
-        log.warning("%s", msg)
-        scan.report.warnings.append(msg)
-
-
-def _check_units(b: _Batch, scan: _Scan, units: UnitChecker) -> None:
-    """Convert VALUENUM to the expected units (concepts/units.csv), count empty units; an
-    unknown unit raises (on_bad_rows: error) or drops and counts the row per group and unit."""
-    if not len(b):
-        return
-    tr = scan.report
-    uom = b["valueuom"] if b.has("valueuom") else None
-    res = units.apply(b["itemid"].to_numpy(zero_copy_only=False), b["valuenum"], uom)
-    b.cols["valuenum"] = res.valuenum
-    for group, n in res.no_unit.items():
-        tr.count_unit(f"no_unit:{group}", n)
-    for (group, unit), n in res.converted.items():
-        tr.count_unit(f"converted:{group}:{unit}", n)
-    if not res.unknown.any():
-        return
-    if scan.params.on_bad_rows == "error":
-        i = int(np.flatnonzero(res.unknown)[0])
-        item = int(b["itemid"][i].as_py())
-        group = V.unit_groups(scan.table.lower())[item]
-        row = int(b.row_numbers()[i])
-        raise MalformedRowError(
-            f"{scan.path}: data row {row} (line {row + 1}), column "
-            f"{scan.actual['valueuom']!r}: unit {uom[i].as_py()!r} of ITEMID {item} ({group}) is "
-            f"not known; expected {units.describe(group)} (table {scan.table}; add a conversion "
-            "to data_prep/concepts/units.csv, or set on_bad_rows: skip-and-count to skip and "
-            "count such rows)"
-        )
-    for (group, unit), n in res.unknown_counts.items():
-        tr.drop(f"unknown_unit:{group}:{unit}", n)
-    b.filter(~res.unknown)
 
 
 def _drop_null(b: _Batch, tr: TableReport, col: str, reason: str) -> None:
@@ -1517,13 +1416,13 @@ def _labevents(
     writer = _Writer(out / "lab.parquet", LAB_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.lab_itemids_needed()), I32)
     units = UnitChecker("labevents")
-    _warn_no_unit_column(scan)
+    warn_no_unit_column(scan)
 
     def handle(b: _Batch) -> None:
         b.convert("subject_id", "itemid", "valuenum")
         _keep_items(b, tr, wanted)
         _drop_null(b, tr, "valuenum", "missing_valuenum")
-        _check_units(b, scan, units)
+        check_units(b, scan, units)
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
         stay = index.by_subject_time(
