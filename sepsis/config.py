@@ -7,7 +7,9 @@ learners, the keyword parameters of the estimator. Unknown or misspelled keys, w
 and impossible values are rejected with a `ConfigError` naming the file and the key.
 
 Paths may use `${VAR}` or `${VAR:-default}`; relative paths are taken from the current
-directory (the repository root when run through `make`).
+directory (the repository root when run through `make`). `extends: parent.yaml` (relative
+to the file) merges a parent chain under the file; reading and the path safety checks are in
+`sepsis.config_files`.
 """
 
 from __future__ import annotations
