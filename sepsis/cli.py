@@ -168,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        kinds = _data_errors()
+        try:
+            kinds = _data_errors()
+        except Exception:  # e.g. the pipeline itself does not import: a bug, shown as one
+            kinds = {}
         kind = next((k for t, k in kinds.items() if isinstance(err, t)), None)
         if kind is None:  # a bug: keep the traceback, end with a one-line summary
             traceback.print_exc()
