@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_prep.concepts import variables as V  # noqa: E402
+from data_prep.concepts.units import UnitChecker  # noqa: E402
 from data_prep.sources.synthetic import COLUMNS  # noqa: E402  (MIMIC-III v1.4 column order)
 
 CHART_COLUMNS = list(COLUMNS["CHARTEVENTS"])
@@ -91,8 +92,16 @@ def _write_companions(folder: Path, st: dict[str, np.ndarray]) -> None:
         "MICROBIOLOGYEVENTS": "ROW_ID,SUBJECT_ID,HADM_ID,CHARTDATE,CHARTTIME,SPEC_ITEMID,SPEC_TYPE_DESC",
         "DIAGNOSES_ICD": "ROW_ID,SUBJECT_ID,HADM_ID,SEQ_NUM,ICD9_CODE",
     }
+    # LABEVENTS and DIAGNOSES_ICD are required tables: one row each (an empty one is an error)
+    first = fmt(st["intime"][:1])[0]
+    rows = {
+        "LABEVENTS": f"1,{st['subject'][0]},{st['hadm'][0]},50912,{first},1.0,1.0,mg/dL,",
+        "DIAGNOSES_ICD": f"1,{st['subject'][0]},{st['hadm'][0]},1,4019",
+    }
     for name, header in headers.items():
-        (folder / f"{name}.csv").write_text(header + "\n")
+        (folder / f"{name}.csv").write_text(
+            header + "\n" + (rows[name] + "\n" if name in rows else "")
+        )
 
 
 def _chart_chunk(
@@ -166,9 +175,8 @@ def _chart_chunk(
     )
     stay_i = rng.integers(0, len(st["stay"]), n)
     wanted = rng.random(n) < 0.65
-    itemid = np.where(
-        wanted, needed[rng.integers(0, len(needed), n)], other[rng.integers(0, len(other), n)]
-    )
+    pick_needed = rng.integers(0, len(needed), n)
+    itemid = np.where(wanted, needed[pick_needed], other[rng.integers(0, len(other), n)])
     span = (st["outtime"][stay_i] - st["intime"][stay_i]).astype(np.int64)
     charttime = st["intime"][stay_i] + (rng.random(n) * span).astype("timedelta64[s]")
     storetime = charttime + rng.integers(0, 3600, n).astype("timedelta64[s]")
@@ -191,7 +199,17 @@ def _chart_chunk(
     )
     text = pc.take(text_vocab, pa.array(rng.integers(0, len(text_vocab), n)))
     value = pc.if_else(pa.array(numeric), pc.cast(vnum.fill_null(0.0), pa.string()), text)
+    # needed items get their expected unit (an unknown one would stop the reader) or, 10%,
+    # none; the other items a random one
+    units = UnitChecker("chartevents")
+    item_uom = pa.array([units.expected_unit(V.unit_groups("chartevents")[i]) for i in needed])
     uom_vocab = pa.array(["bpm", "mmHg", "%", "insp/min", "Deg. F", None])
+    expected = pc.take(item_uom, pa.array(pick_needed))
+    uom = pc.if_else(
+        pa.array(wanted),
+        pc.if_else(pa.array(rng.random(n) < 0.9), expected, pa.scalar(None, pa.string())),
+        pc.take(uom_vocab, pa.array(rng.integers(0, len(uom_vocab), n))),
+    )
     mv = st["mv"][stay_i]
     return pa.table(
         {
@@ -205,7 +223,7 @@ def _chart_chunk(
             "CGID": pa.array(rng.integers(14000, 21000, n)),
             "VALUE": value,
             "VALUENUM": vnum,
-            "VALUEUOM": pc.take(uom_vocab, pa.array(rng.integers(0, len(uom_vocab), n))),
+            "VALUEUOM": uom,
             "WARNING": pa.array(np.where(mv, 0, 0), mask=~mv),
             "ERROR": pa.array(np.where(mv, 0, 0), mask=~mv),
             "RESULTSTATUS": pa.nulls(n, pa.string()),

@@ -4,8 +4,8 @@
   last, mean, min, max, slope, count (see the function for exact definitions).
 * `LogisticRegressionBaseline` / `GradientBoostingBaseline`: scikit-learn models on those
   features, class-balanced, following `models.base.SepsisLearner` (view = "grid").
-  `save` writes `model.joblib` (joblib/pickle is acceptable for these sklearn models; it is
-  a model artifact, not a stage-to-stage table) plus `params.json`.
+  `save` writes `model.json` (parameters) and `model.npz` (the fitted arrays, see
+  `models.sklearn_io`); nothing is pickled, so loading someone else's run cannot run code.
 * `sofa_increase_scores(labels_hourly, stay_ids, prediction_hours)`: the clinical score
   SOFA(now) - min SOFA over the preceding window, and `SofaIncreaseBaseline`, which maps it
   to a probability-like score without training.
@@ -15,22 +15,31 @@ from __future__ import annotations
 
 import json
 import logging
+from numbers import Integral, Real
 from pathlib import Path
 from typing import ClassVar
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import Interval
 
 from data_prep.views import GridView
-from models.base import SepsisLearner
+from models.base import (
+    ModelFormatError,
+    SepsisLearner,
+    load_arrays,
+    read_model_json,
+    refuse_pickle_folder,
+)
+from models.sklearn_io import estimator_state, restore_estimator
 
 log = logging.getLogger(__name__)
 
+_FORMAT = "summary_baseline/1"
 FEATURE_STATS = ("last", "mean", "min", "max", "slope", "count")
 _FEATURE_BLOCK_CELLS = 2_000_000
 
@@ -125,6 +134,7 @@ class _SummaryBaseline(SepsisLearner):
         y_val: np.ndarray | None = None,
     ):
         """Fit on summary features of `X`; with a validation view, record `val_auprc_`."""
+        self.validate_params()
         self._check_view(X)
         y = self._check_labels(X, y)
         F = summary_features(X)
@@ -151,46 +161,66 @@ class _SummaryBaseline(SepsisLearner):
         return self.model_.predict_proba(summary_features(X))
 
     def save(self, path: str | Path) -> None:
-        """Write `model.joblib` (fitted estimator) and `params.json` into directory `path`."""
+        """Write `model.json` (parameters, metadata) and `model.npz` (fitted arrays) into `path`."""
         self._fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tmp = path / "model.joblib.tmp"
-        joblib.dump(
-            {
-                "params": self.get_params(),
-                "model": self.model_,
-                "variables": self.variables_,
-                "val_auprc": self.val_auprc_,
-            },
-            tmp,
-        )
-        tmp.replace(path / "model.joblib")
+        est_meta, arrays = estimator_state(self.model_)
+        tmpz = path / "model.tmp.npz"
+        np.savez(tmpz, **arrays)
         meta = {
+            "format": _FORMAT,
             "class": type(self).__name__,
             "params": self.get_params(),
             "variables": list(self.variables_),
             "val_auprc": self.val_auprc_,
+            "estimator": est_meta,
         }
-        tmpj = path / "params.json.tmp"
+        tmpj = path / "model.json.tmp"
         tmpj.write_text(json.dumps(meta, indent=2))
-        tmpj.replace(path / "params.json")
+        tmpz.replace(path / "model.npz")
+        tmpj.replace(path / "model.json")
 
     @classmethod
     def load(cls, path: str | Path) -> _SummaryBaseline:
-        """Rebuild a fitted learner written by `save`."""
-        state = joblib.load(Path(path) / "model.joblib")
-        obj = cls(**state["params"])
-        obj.model_ = state["model"]
-        obj.variables_ = tuple(state["variables"])
+        """Rebuild a fitted learner written by `save` (JSON and plain arrays; never unpickles)."""
+        path = Path(path)
+        refuse_pickle_folder(path, "model.json")
+        where = path / "model.json"
+        meta = read_model_json(where)
+        if meta.get("format") != _FORMAT or meta.get("class") != cls.__name__:
+            raise ModelFormatError(
+                f"{where}: format {meta.get('format')!r} of class {meta.get('class')!r}, "
+                f"expected {_FORMAT!r} of {cls.__name__!r}"
+            )
+        try:
+            obj = cls(**meta["params"])
+            obj.validate_params()
+            variables = tuple(str(v) for v in meta["variables"])
+            val_auprc = float(meta["val_auprc"])
+            est_meta = dict(meta["estimator"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFormatError(f"{where}: {err}") from None
+        arrays = load_arrays(path / "model.npz")
+        n_features = 6 * len(variables)
+        obj.model_ = restore_estimator(
+            obj._make_model(), est_meta, arrays, n_features, str(path / "model.npz")
+        )
+        obj.variables_ = variables
         obj.classes_ = np.array([0, 1])
-        obj.n_features_in_ = 6 * len(obj.variables_)
-        obj.val_auprc_ = state["val_auprc"]
+        obj.n_features_in_ = n_features
+        obj.val_auprc_ = val_auprc
         return obj
 
 
 class LogisticRegressionBaseline(_SummaryBaseline):
     """Standardised summary features -> L2 logistic regression, class_weight="balanced"."""
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "seed": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(self, C: float = 1.0, seed: int = 0, max_iter: int = 2000):
         self.C = C
@@ -198,8 +228,6 @@ class LogisticRegressionBaseline(_SummaryBaseline):
         self.max_iter = max_iter
 
     def _make_model(self) -> Pipeline:
-        if not self.C > 0:
-            raise ValueError(f"C: expected > 0, got {self.C}")
         return make_pipeline(
             StandardScaler(),
             LogisticRegression(
@@ -210,6 +238,14 @@ class LogisticRegressionBaseline(_SummaryBaseline):
 
 class GradientBoostingBaseline(_SummaryBaseline):
     """HistGradientBoostingClassifier on summary features, class_weight="balanced", no early stopping."""
+
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_leaf_nodes": [Interval(Integral, 2, None, closed="left")],
+        "seed": [Interval(Integral, 0, 2**32 - 1, closed="both")],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -345,6 +381,9 @@ class SofaIncreaseBaseline(SepsisLearner):
     """
 
     view: ClassVar[str] = "sofa_increase"
+    _parameter_constraints: ClassVar[dict[str, list]] = {
+        "threshold": [Interval(Real, None, None, closed="neither")]
+    }
 
     def __init__(self, threshold: float = 2.0):
         self.threshold = threshold
@@ -359,6 +398,7 @@ class SofaIncreaseBaseline(SepsisLearner):
 
     def fit(self, X, y, X_val=None, y_val=None) -> SofaIncreaseBaseline:
         """Nothing to learn; checks shapes and sets `classes_`."""
+        self.validate_params()
         s = self._as_scores(X)
         if np.asarray(y).shape != s.shape:
             raise ValueError(f"y has shape {np.asarray(y).shape}, expected {s.shape}")

@@ -9,9 +9,11 @@ Every sub-command takes `--config configs/<name>.yaml` and `key=value` overrides
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import time
+import traceback
 from pathlib import Path
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -89,6 +91,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_errors() -> dict[type, str]:
+    """Exception types that mean bad or unreadable input (not a bug), with what they say."""
+    import csv
+    import gzip
+    import zipfile
+    import zlib
+
+    from data_prep.errors import DataError
+    from sepsis.pipeline import PipelineError
+
+    kinds: dict[type, str] = {
+        DataError: "",
+        PipelineError: "",
+        gzip.BadGzipFile: "not a readable gzip file",  # before OSError, its base
+        OSError: "",
+        zipfile.BadZipFile: "corrupt zip file or member",
+        zlib.error: "corrupt compressed data",
+        EOFError: "the file ends early (truncated?)",
+        UnicodeDecodeError: "not UTF-8 text",
+        csv.Error: "unreadable CSV",
+    }
+    try:
+        import pandas as pd
+
+        kinds[pd.errors.EmptyDataError] = "empty table"
+        kinds[pd.errors.ParserError] = "unreadable table"
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    try:
+        import pyarrow as pa
+
+        kinds[pa.lib.ArrowException] = "unreadable table"
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        pass
+    return kinds
+
+
+def describe_error(err: BaseException, kind: str, where: Path | None) -> str:
+    """One line: `<file>[: row, column]: <what>`; `where` (what the stage was reading or
+    writing) names the place when the exception itself names no file."""
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None:
+        target = f"{err.filename}" + (f" -> {err.filename2}" if err.filename2 else "")
+        return f"{target}: {err.strerror or text}"
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror
+    if kind:
+        cls = type(err)
+        name = (
+            cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__name__}"
+        )
+        text = f"{kind}: {name}: {text}"
+    if where is not None and str(where) not in text:
+        text = f"{where}: {text}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -107,6 +166,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.verbose == 0:
         logging.getLogger("sepsis").setLevel(logging.INFO)
+    prefix = f"sepsis {args.command}"
+    places: dict[str, Path] = {}  # what the running stage reads ("input") and writes ("output")
+    try:
+        return _run(args, places)
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        try:
+            kinds = _data_errors()
+        except Exception:  # e.g. the pipeline itself does not import: a bug, shown as one
+            kinds = {}
+        kind = next((k for t, k in kinds.items() if isinstance(err, t)), None)
+        if kind is None:  # a bug: keep the traceback, end with a one-line summary
+            traceback.print_exc()
+            print(
+                f"{prefix}: internal error (a bug; please report it with the traceback "
+                f"above): {type(err).__name__}: {err}",
+                file=sys.stderr,
+            )
+            return 1
+        if args.verbose > 1:
+            traceback.print_exc()
+        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        place = places.get("output" if full else "input")
+        print(f"{prefix}: {describe_error(err, kind, place)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, places: dict[str, Path]) -> int:
     from sepsis.config import ConfigError, load_config
 
     try:
@@ -118,36 +207,45 @@ def main(argv: list[str] | None = None) -> int:
 
     progress = not args.no_progress
     t0 = time.time()
-    try:
-        if args.command == "generate":
-            path = pipeline.generate(cfg, force=args.force, progress=progress)
-            print(f"synthetic database: {path}")
-        elif args.command == "prepare":
-            path = pipeline.prepare(cfg, force=args.force, progress=progress)
-            print(pipeline.describe_prepared(path))
-            print(f"prepared cohort: {path}")
-        elif args.command == "train":
-            path = pipeline.train(cfg, force=args.force, progress=progress)
-            print(f"models and test-split predictions: {path}")
-        elif args.command in ("evaluate", "report"):
-            models = Path(args.models) if args.models else None
-            path = pipeline.evaluate(
-                cfg, force=args.force, progress=progress, models_run=models, partial=args.partial
-            )
-            if args.command == "report":
-                path = pipeline.report(cfg, force=args.force, models_run=models)
-                print(f"report: {path / 'report.html'} (and report.md)")
-            else:
-                print(f"metrics: {path / 'metrics.csv'}")
-        elif args.command == "run":
-            pipeline.prepare(cfg, force=args.force, progress=progress)
-            pipeline.train(cfg, force=args.force, progress=progress)
-            pipeline.evaluate(cfg, force=args.force, progress=progress)
-            path = pipeline.report(cfg, force=args.force)
+
+    def stage(name: str) -> None:
+        # generate writes data_dir; prepare reads it; the later stages read the run folder
+        places["input"] = cfg.data_dir if name in ("generate", "prepare") else cfg.output_dir
+        places["output"] = cfg.data_dir if name == "generate" else cfg.output_dir
+
+    if args.command == "generate":
+        stage("generate")
+        path = pipeline.generate(cfg, force=args.force, progress=progress)
+        print(f"synthetic database: {path}")
+    elif args.command == "prepare":
+        stage("prepare")
+        path = pipeline.prepare(cfg, force=args.force, progress=progress)
+        print(pipeline.describe_prepared(path))
+        print(f"prepared cohort: {path}")
+    elif args.command == "train":
+        stage("train")
+        path = pipeline.train(cfg, force=args.force, progress=progress)
+        print(f"models and test-split predictions: {path}")
+    elif args.command in ("evaluate", "report"):
+        stage("evaluate")
+        models = Path(args.models) if args.models else None
+        path = pipeline.evaluate(
+            cfg, force=args.force, progress=progress, models_run=models, partial=args.partial
+        )
+        if args.command == "report":
+            path = pipeline.report(cfg, force=args.force, models_run=models)
             print(f"report: {path / 'report.html'} (and report.md)")
-    except pipeline.PipelineError as err:
-        print(f"sepsis {args.command}: {err}", file=sys.stderr)
-        return 1
+        else:
+            print(f"metrics: {path / 'metrics.csv'}")
+    elif args.command == "run":
+        stage("prepare")
+        pipeline.prepare(cfg, force=args.force, progress=progress)
+        stage("train")
+        pipeline.train(cfg, force=args.force, progress=progress)
+        stage("evaluate")
+        pipeline.evaluate(cfg, force=args.force, progress=progress)
+        path = pipeline.report(cfg, force=args.force)
+        print(f"report: {path / 'report.html'} (and report.md)")
     print(f"done in {time.time() - t0:.1f} s")
     return 0
 

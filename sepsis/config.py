@@ -7,7 +7,9 @@ learners, the keyword parameters of the estimator. Unknown or misspelled keys, w
 and impossible values are rejected with a `ConfigError` naming the file and the key.
 
 Paths may use `${VAR}` or `${VAR:-default}`; relative paths are taken from the current
-directory (the repository root when run through `make`).
+directory (the repository root when run through `make`). `extends: parent.yaml` (relative
+to the file) merges a parent chain under the file; reading and the path safety checks are in
+`sepsis.config_files`.
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sepsis.config_files import (
+    ConfigError,
+    check_run_paths,
+    read_with_parents,
+    safe_load,
+)
 
 SOURCES = ("synthetic", "mimic3", "physionet2019")
 LEARNERS = ("mgp_tcn", "dtw_knn", "logreg", "gbm", "sofa")
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with the file and key it concerns."""
 
 
 @dataclass(frozen=True)
@@ -300,9 +303,10 @@ def build_learner_params(cls: type, data: dict[str, Any] | None, where: str) -> 
                 value = coerce(value, tuple, f"{where}.{key}")
         out[key] = value
     try:
-        cls(**out).get_params()
+        cls(**out).validate_params()
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        key = getattr(err, "key", None)  # models.base.ParameterError names the parameter
+        raise ConfigError(f"{where}.{err}" if key else f"{where}: {err}") from None
     return out
 
 
@@ -323,17 +327,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override '{text}': empty key")
-    return key.split("."), yaml.safe_load(value) if value.strip() else None
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    return key.split("."), safe_load(value, f"override '{text}'") if value.strip() else None
 
 
 TOP_KEYS = ("name", "source", "data_dir", "output_dir", "extends")
@@ -354,12 +348,11 @@ def load_config(
                 f"config file {path} does not exist (configs in ./configs: "
                 f"{', '.join(sorted(p.name for p in Path('configs').glob('*.yaml')))})"
             )
-        raw = _read_yaml(path)
-        if "extends" in raw:
-            parent = path.parent / raw.pop("extends")
-            raw = _merge(_read_yaml(parent), raw)
+        raw = read_with_parents(path)
     for text in overrides:
         keys, value = parse_override(text)
+        if keys[0] == "extends":
+            raise ConfigError(f"override '{text}': extends is read from config files only")
         node = raw
         for k in keys[:-1]:
             node = node.setdefault(k, {})
@@ -382,6 +375,9 @@ def load_config(
     name = raw.get("name") or (path.stem if path else "default")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise fail(f"name: expected letters, digits, '.', '_' or '-', got {name!r}")
+    if not re.search(r"[A-Za-z0-9]", name):
+        # '.', '..' or '--' would make runs/<name> the runs folder itself or the repository
+        raise fail(f"name: expected at least one letter or digit, got {name!r}")
     source = raw.get("source", "synthetic")
     if source not in SOURCES:
         raise fail(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
@@ -390,6 +386,7 @@ def load_config(
     try:
         data_dir = coerce(raw.get("data_dir", f"data/synthetic-{name}"), Path, "data_dir")
         output_dir = coerce(raw.get("output_dir", f"runs/{name}"), Path, "output_dir")
+        check_run_paths(source, data_dir, output_dir)
     except ConfigError as err:
         raise fail(str(err)) from None
     if check_paths and source != "synthetic" and not data_dir.exists():
@@ -437,17 +434,6 @@ def _cross_check(cfg: RunConfig, fail) -> None:
             raise fail(
                 f"train.split_seeds: {missing} not in cohort.split_seeds = {list(cohort.split_seeds)}"
             )
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    return data
 
 
 def split_seeds(cfg: RunConfig) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from sepsis.runlock import data_lock, output_lock, run_lock
 log = logging.getLogger(__name__)
 
 REGIMES = ("per_horizon", "train_once")
+CHECKPOINT = "checkpoint"  # inside a training unit's folder while it is being fitted
 
 
 __all__ = ["PipelineError", "generate", "prepare", "train", "evaluate", "report"]
@@ -379,6 +381,7 @@ def _unit_stage(
         _unit_config(cfg, unit),
         inputs={"prepared": prepared_fp},
         force=force,
+        scratch=(CHECKPOINT,),  # an unfinished MGP-TCN fit's checkpoint, replaced on success
     )
 
 
@@ -408,6 +411,13 @@ def _train_unit(
     stage = _unit_stage(cfg, unit, models_dir, prepared_fp, force=force)
     if stage.is_current():
         return out
+    # MGP-TCN checkpoints live in the unit's own folder: the finished stage folder replaces
+    # it (and the checkpoint with it), a crash leaves it for the next run to resume, --force
+    # drops it; the classifier still refuses one written for other data or parameters
+    ckpt = out / CHECKPOINT
+    if force and ckpt.exists():
+        log.info("train --force: removing the checkpoint %s", ckpt)
+        shutil.rmtree(ckpt)
     horizons = [unit.horizon] if unit.regime == "per_horizon" else list(cfg.train.horizons)
     counts: dict[str, Any] = {}
     with stage.writing(counts) as tmp:
@@ -416,6 +426,13 @@ def _train_unit(
             rows = _sofa_scores(cfg, ds, unit, horizons)
         else:
             learner = make_learner(cfg, unit.learner, unit.seed, progress)
+            if unit.learner == "mgp_tcn":
+                user_dir = learner.get_params().get("checkpoint_dir")
+                if user_dir is not None:
+                    log.info(
+                        "mgp_tcn.checkpoint_dir %s: the pipeline uses %s instead", user_dir, ckpt
+                    )
+                learner.set_params(checkpoint_dir=str(ckpt))
             X_tr, y_tr = _view(ds, learner.view, unit.horizon, "train", unit.seed)
             X_va, y_va = _view(ds, learner.view, unit.horizon, "val", unit.seed)
             if cfg.train.shuffle_train_labels:
@@ -432,7 +449,12 @@ def _train_unit(
                     y_va,
                     n_trials=cfg.train.mgp_search_trials,
                     seed=unit.seed,
-                    base_params=dict(cfg.learners.get("mgp_tcn", {})),
+                    # search trials are not checkpointed (they would share one file)
+                    base_params={
+                        k: v
+                        for k, v in cfg.learners.get("mgp_tcn", {}).items()
+                        if k != "checkpoint_dir"
+                    },
                     progress=progress,
                 )
                 trials.to_csv(tmp / "search_trials.csv", index=False)
@@ -465,6 +487,9 @@ def _train_unit(
         preds = pd.concat(rows, ignore_index=True)
         preds.to_parquet(tmp / "predictions.parquet", index=False)
         counts["n_test"] = int(preds["stay_id"].nunique())
+    # the finished folder replaced the one holding the checkpoint; say so rather than assume
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
     return out
 
 

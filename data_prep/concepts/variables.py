@@ -185,3 +185,36 @@ def lab_itemids_needed() -> set[int]:
     """Every LABEVENTS ITEMID the pipeline reads."""
     ids = {i for v in VARIABLES if v.table == "labevents" for i in v.itemids}
     return ids | {LAB_PO2, LAB_FIO2, LAB_PLATELETS, LAB_BILIRUBIN, LAB_CREATININE}
+
+
+# Items stored in another unit than their variable's (converted by `Variable.convert` later):
+# their unit is checked against this group's expected unit instead (concepts/units.csv).
+CONVERTED_ITEM_UNIT_GROUP = {223761: "temperature_f", 678: "temperature_f"}
+
+
+def unit_groups(table: str) -> dict[int, str]:
+    """ITEMID -> unit group (a row group of concepts/units.csv) for every item of `table` read.
+
+    `table` is "chartevents" or "labevents". A variable's items share its group; the
+    concept items outside the variables get their own: gcs, ventilation (presence only),
+    weight_kg / weight_lb, fio2_lab.
+    """
+    out: dict[int, str] = {}
+    for var in VARIABLES:
+        if var.table == table:
+            for item in var.itemids:
+                out[item] = CONVERTED_ITEM_UNIT_GROUP.get(item, var.name)
+    if table == "chartevents":
+        for item in (GCS_TOTAL, *GCS_EYE, *GCS_VERBAL, *GCS_MOTOR):
+            out.setdefault(item, "gcs")
+        for item in WEIGHT_ITEMIDS_KG:
+            out.setdefault(item, "weight_kg")
+        for item in WEIGHT_ITEMIDS_LB:
+            out.setdefault(item, "weight_lb")
+        for item in VENT_ITEMIDS:
+            out.setdefault(item, "ventilation")
+    elif table == "labevents":
+        out.setdefault(LAB_FIO2, "fio2_lab")
+    else:
+        raise ValueError(f"table: expected 'chartevents' or 'labevents', got {table!r}")
+    return out

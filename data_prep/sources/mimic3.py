@@ -42,8 +42,22 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from data_prep.concepts import variables as V
+from data_prep.concepts.units import UnitChecker
 from data_prep.errors import DataError
 from data_prep.ids import locate
+from data_prep.sources.mimic3_checks import (  # noqa: F401  (error types re-exported)
+    REQUIRED_TABLES,
+    STREAM_ERRORS,
+    CorruptFileError,
+    EmptyTableError,
+    MalformedRowError,
+    MissingTableError,
+    check_units,
+    disk_full,
+    stream_error,
+    utf8_error,
+    warn_no_unit_column,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +184,15 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "valuenum": "f64",
         "value": "str",
         "error": "str",
+        "valueuom": "str",
     },
-    "LABEVENTS": {"subject_id": "i64", "itemid": "i32", "charttime": "ts", "valuenum": "f64"},
+    "LABEVENTS": {
+        "subject_id": "i64",
+        "itemid": "i32",
+        "charttime": "ts",
+        "valuenum": "f64",
+        "valueuom": "str",
+    },
     "OUTPUTEVENTS": {"icustay_id": "i64", "itemid": "i32", "charttime": "ts", "value": "f64"},
     "INPUTEVENTS_MV": {
         "icustay_id": "i64",
@@ -208,7 +229,13 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
     },
     "DIAGNOSES_ICD": {"hadm_id": "i64", "icd9_code": "str"},
 }
-_OPTIONAL = {("CHARTEVENTS", "error"), ("INPUTEVENTS_MV", "statusdescription")}
+# Without VALUEUOM every value is taken as in its expected unit (counted as no_unit).
+_OPTIONAL = {
+    ("CHARTEVENTS", "error"),
+    ("INPUTEVENTS_MV", "statusdescription"),
+    ("CHARTEVENTS", "valueuom"),
+    ("LABEVENTS", "valueuom"),
+}
 MAX_BLOCK_BYTES = 32 << 20  # decompressed bytes per chunk handed to the CSV parser
 _VALUES_IN_BYTES_EST = 120  # fallback bytes per CSV row when a sample cannot be read
 
@@ -239,10 +266,6 @@ class ReaderParams:
             )
 
 
-class MalformedRowError(DataError):
-    """A raw row could not be read; the message names file, data row, column and value."""
-
-
 @dataclass
 class TableReport:
     """Row accounting and speed for one raw table."""
@@ -256,6 +279,15 @@ class TableReport:
     rows_per_s: float = 0.0
     peak_rss_mb: float = 0.0
     passes: int = 0  # 2 when the fast pass hit a malformed value and the table was re-read
+    warnings: list[str] = field(default_factory=list)  # e.g. an optional table without rows
+    # value units (concepts/units.csv): "no_unit:<group>" accepted rows without a unit,
+    # "converted:<group>:<unit>" rows converted to the group's expected unit
+    units: dict[str, int] = field(default_factory=dict)
+
+    def count_unit(self, key: str, n: int) -> None:
+        """Count `n` rows under units[key] (zero counts are not recorded)."""
+        if n:
+            self.units[key] = self.units.get(key, 0) + int(n)
 
     def drop(self, reason: str, n: int) -> None:
         """Count `n` rows dropped for `reason` (zero counts are not recorded)."""
@@ -274,6 +306,7 @@ class ExtractionReport:
     outputs: dict[str, int] = field(default_factory=dict)  # parquet file -> rows
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # every table's warnings, collected
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (the content of extraction_report.json)."""
@@ -299,7 +332,7 @@ def find_table(data_dir: Path, table: str) -> Path:
         if p.name.lower() in wanted and p.is_file()
     )
     if not hits:
-        raise FileNotFoundError(
+        raise MissingTableError(
             f"MIMIC-III table {table} not found in folder {data_dir}: expected {table}.csv.gz or "
             f"{table}.csv (file names in upper or lower case)"
         )
@@ -322,11 +355,14 @@ def _open_text(path: Path):
 
 def _header_and_row_bytes(path: Path) -> tuple[list[str], float]:
     """Column names of a CSV file and the mean bytes per data row of its first lines."""
-    with _open_text(path) as fh:
-        header = fh.readline()
-        sample = [fh.readline() for _ in range(200)]
+    try:
+        with _open_text(path) as fh:
+            header = fh.readline()
+            sample = [fh.readline() for _ in range(200)]
+    except STREAM_ERRORS as exc:
+        raise stream_error(path, exc, None) from exc
     if not header.strip():
-        raise ValueError(f"{path}: empty file, expected a CSV header line")
+        raise DataError(f"{path}: empty file, expected a CSV header line")
     names = next(csv.reader([header.lstrip("\ufeff")]))
     sample = [s for s in sample if s]
     row_bytes = (
@@ -349,7 +385,7 @@ def _resolve_columns(
         elif (table, col) not in _OPTIONAL:
             missing.append(col.upper())
     if missing:
-        raise ValueError(
+        raise DataError(
             f"MIMIC-III table {table} ({path.name} in folder {data_dir}) lacks required column(s) "
             f"{', '.join(missing)}; its header has: {', '.join(names)}"
         )
@@ -498,11 +534,26 @@ class _Scan:
             reset()
             self.report.rows_read = self.report.rows_kept = 0
             self.report.dropped.clear()
+            self.report.units.clear()
             self.report.passes = 2
             self._run(handler, typed=False)
+        self._check_not_empty()
         self.report.seconds = time.perf_counter() - t0
         self.report.rows_per_s = self.report.rows_read / max(self.report.seconds, 1e-9)
         self.report.peak_rss_mb = peak_rss_mb()
+
+    def _check_not_empty(self) -> None:
+        """A required table without data rows is an error; an optional one a report warning."""
+        if self.report.rows_read or self.report.dropped.get("malformed_row"):
+            return
+        if self.table in REQUIRED_TABLES:
+            raise EmptyTableError(
+                f"{self.path}: has a header but no data rows; expected one row per "
+                f"{REQUIRED_TABLES[self.table]} (table {self.table} is required)"
+            )
+        msg = f"{self.path}: has a header but no data rows (optional table, read as empty)"
+        log.warning("%s", msg)
+        self.report.warnings.append(msg)
 
     def _chunks(self, stop: threading.Event) -> Iterator[tuple[bytes, int] | BaseException]:
         """Decompressed text in chunks of whole lines, read ahead by a background thread.
@@ -606,6 +657,8 @@ class _Scan:
         stop = threading.Event()
         for item in self._chunks(stop):
             if isinstance(item, BaseException):
+                if isinstance(item, STREAM_ERRORS):
+                    raise stream_error(self.path, item, first_row - 1) from item
                 raise item
             data, pos = item
             # Blocks of a quarter chunk: both cores parse one chunk in parallel.
@@ -631,6 +684,8 @@ class _Scan:
                         f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
                         f"(table {self.table}): {bad_row['text'][:200]!r}"
                     ) from None
+                if "invalid utf8" in str(exc).lower():
+                    raise utf8_error(self.path, data, first_row) from None
                 if typed and "conversion error" in str(exc).lower():
                     raise _Restart(str(exc).splitlines()[0]) from None
                 raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
@@ -878,7 +933,7 @@ def _stays_base(
     tr.drop("missing_icustay_id", n - len(icu))
     dup = icu["icustay_id"].duplicated()
     if dup.any():
-        raise ValueError(
+        raise DataError(
             f"ICUSTAYS in {data_dir}: ICUSTAY_ID {int(icu.loc[dup, 'icustay_id'].iloc[0])} "
             "appears more than once; expected one row per ICU stay"
         )
@@ -967,7 +1022,7 @@ def extract(
     params.validate()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"MIMIC-III folder {data_dir} does not exist")
+        raise MissingTableError(f"MIMIC-III folder {data_dir} does not exist")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -982,8 +1037,13 @@ def extract(
         tmp.rename(out_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(exc):
+            raise DataError(
+                f"{out_dir}: cannot write the extracted tables ({exc}); expected free space on "
+                f"the disk of {out_dir.parent} (nothing was written there)"
+            ) from exc
         raise
     return report
 
@@ -1021,6 +1081,7 @@ def _extract_into(
     table = pa.Table.from_pandas(stays[STAYS_SCHEMA.names], preserve_index=False).cast(STAYS_SCHEMA)
     pq.write_table(table, out / "stays.parquet", compression="zstd")
     rep.outputs["stays.parquet"] = table.num_rows
+    rep.warnings = [w for tr in rep.tables.values() for w in tr.warnings]
     rep.seconds = time.perf_counter() - t_start
     rep.peak_rss_mb = peak_rss_mb()
     log.info("MIMIC-III extraction: %s", {k: v for k, v in rep.outputs.items()})
@@ -1042,6 +1103,8 @@ def _chartevents(
     text_items = pa.array(sorted(CHART_TEXT_ITEMIDS), I32)
     weight_items = np.array(sorted({*V.WEIGHT_ITEMIDS_KG, *V.WEIGHT_ITEMIDS_LB}), np.int32)
     lb_items = np.array(V.WEIGHT_ITEMIDS_LB, np.int32)
+    units = UnitChecker("chartevents")
+    warn_no_unit_column(scan)
     # Constant-size state, whatever the table size: a flag per stay and one weight per stay.
     has_chart = np.zeros(len(index.ids), dtype=bool)
     first_w = _FirstPerStay(index)
@@ -1077,6 +1140,7 @@ def _chartevents(
         tr.drop("outside_stay", int((found & ~err & ~inside).sum()))
         ok = found & ~err & inside
         b.filter(ok)
+        check_units(b, scan, units)
         if not len(b):
             return
         itemid = b["itemid"]
@@ -1100,9 +1164,8 @@ def _chartevents(
             vals = np.where(np.isin(item_np[wmask], lb_items), vals * LB_TO_KG, vals)
             plausible = (vals > 0) & (vals <= WEIGHT_MAX_KG)
             implausible[0] += int((~plausible).sum())
-            first_w.add(
-                _ids(b["icustay_id"])[wmask][plausible], t[ok][wmask][plausible], vals[plausible]
-            )
+            wt = _ts_us(pc.filter(b["charttime"], pa.array(wmask)), 0)  # after the unit filter
+            first_w.add(_ids(b["icustay_id"])[wmask][plausible], wt[plausible], vals[plausible])
 
     scan.run(handle, reset)
     rep.outputs["chart.parquet"] = writer.close()
@@ -1352,11 +1415,14 @@ def _labevents(
     scan = _Scan(data_dir, "LABEVENTS", params, tr, progress)
     writer = _Writer(out / "lab.parquet", LAB_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.lab_itemids_needed()), I32)
+    units = UnitChecker("labevents")
+    warn_no_unit_column(scan)
 
     def handle(b: _Batch) -> None:
         b.convert("subject_id", "itemid", "valuenum")
         _keep_items(b, tr, wanted)
         _drop_null(b, tr, "valuenum", "missing_valuenum")
+        check_units(b, scan, units)
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
         stay = index.by_subject_time(
@@ -1447,7 +1513,7 @@ def read_extracted(extracted_dir: Path, name: str) -> pa.Table:
     table = pq.read_table(Path(extracted_dir) / f"{name}.parquet")
     expected = SCHEMAS[name]
     if not table.schema.equals(expected, check_metadata=False):
-        raise ValueError(
+        raise DataError(
             f"{extracted_dir}/{name}.parquet: schema {table.schema} differs from the declared {expected}"
         )
     return table

@@ -41,6 +41,7 @@ import io
 import logging
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,10 @@ class PhysioNetFormatError(DataError):
     """A `.psv` member does not have the challenge format (names member, row, column)."""
 
 
+class PhysioNetInputNotFound(PhysioNetFormatError, FileNotFoundError):
+    """The input path is absent, or a folder with neither .psv files nor one zip."""
+
+
 @dataclass
 class PhysioNetTables:
     """The prepared tables of one PhysioNet 2019 training set (CONTRACTS.md schemas)."""
@@ -124,32 +129,64 @@ class PhysioNetTables:
 
 
 # ----------------------------------------------------------------------------- input
-def _open_source(path: Path) -> tuple[list[str], Callable[[str], bytes], Callable[[], None]]:
-    """(sorted member names, read(name) -> bytes, close()) for a zip, a folder of .psv, or a
-    folder holding exactly one zip."""
+def _open_source(
+    path: Path,
+) -> tuple[list[str], Callable[[str], bytes], Callable[[], None], Callable[[str], str]]:
+    """(sorted member names, read(name) -> bytes, close(), label(name) for messages) for a zip,
+    a folder of .psv, or a folder holding exactly one zip."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(
+        raise PhysioNetInputNotFound(
             f"{path}: PhysioNet 2019 input not found (a .zip or a folder of .psv files)"
         )
     if path.is_dir():
         files = sorted(path.rglob("*.psv"))
         if files:
             by_name = {str(f.relative_to(path)): f for f in files}
-            return list(by_name), lambda n: by_name[n].read_bytes(), lambda: None
+            return (
+                list(by_name),
+                lambda n: by_name[n].read_bytes(),
+                lambda: None,
+                lambda n: str(by_name[n]),
+            )
         zips = sorted(path.glob("*.zip"))
         if len(zips) != 1:
-            raise FileNotFoundError(
+            raise PhysioNetInputNotFound(
                 f"{path}: expected .psv files or exactly one .zip in the folder, found "
                 f"{len(zips)} zip file(s) ({', '.join(z.name for z in zips) or 'none'})"
             )
         path = zips[0]
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise PhysioNetFormatError(f"{path}: not a readable zip file: {e}") from e
+    except (zipfile.BadZipFile, OSError) as e:
+        raise PhysioNetFormatError(
+            f"{path}: not a readable zip file ({e}); expected the challenge's training set zip "
+            "or a folder of .psv files"
+        ) from e
     names = sorted(n for n in zf.namelist() if n.endswith(".psv") and not n.endswith("/"))
-    return names, zf.read, zf.close
+    if not names:
+        others = [n for n in zf.namelist() if not n.endswith("/")]
+        zf.close()
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise PhysioNetFormatError(
+            f"{path}: the zip holds no .psv members (it has {len(others)} other file(s)"
+            f"{': ' + shown if others else ''}); expected one pNNNNNN.psv per ICU stay"
+        )
+
+    def label(name: str) -> str:
+        return f"{path} member {name}"
+
+    def read(name: str) -> bytes:
+        # a bad CRC is BadZipFile; an undecompressable body zlib.error, EOFError or OSError
+        try:
+            return zf.read(name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+            raise PhysioNetFormatError(
+                f"{label(name)}: cannot be decompressed ({e}); expected an intact zip member "
+                "(the zip is corrupt or truncated)"
+            ) from e
+
+    return names, read, zf.close, label
 
 
 def _parse(body: bytes) -> pa.Table:
@@ -238,15 +275,16 @@ def read_physionet2019(
     """Read a PhysioNet 2019 training set (zip, folder of .psv, or folder holding the zip).
 
     `limit` reads only the first `limit` members in name order. Raises PhysioNetFormatError
-    naming the member, row and column for a bad header / field count / non-numeric value
-    (with ``on_bad_rows="skip-and-count"`` such rows - or files, for a bad header - are
-    skipped and counted in ``attrition``; the messages are in ``bad_rows``).
+    naming the zip, member, row and column for a bad header / field count / non-numeric value
+    or a header-only member (with ``on_bad_rows="skip-and-count"`` such rows - or files, for
+    a bad header or no rows - are skipped and counted in ``attrition``; the messages are in
+    ``bad_rows``); a corrupt member, a non-zip or a zip without .psv members always raise.
     """
     params.validate()
     if limit is not None and limit < 1:
         raise ValueError(f"limit: expected None or an integer >= 1, got {limit!r}")
     skip = params.on_bad_rows == "skip-and-count"
-    names, read, close = _open_source(Path(path))
+    names, read, close, label = _open_source(Path(path))
     n_members = len(names)
     if limit is not None:
         names = names[:limit]
@@ -265,15 +303,16 @@ def read_physionet2019(
             m = _NAME.search(name)
             if not m:
                 raise PhysioNetFormatError(
-                    f"{name}: file name is not pNNNNNN.psv (the stay id is its number)"
+                    f"{label(name)}: file name is not pNNNNNN.psv (the stay id is its number)"
                 )
             sid = int(m.group(1))
             if sid in seen:
                 raise PhysioNetFormatError(
-                    f"{name}: stay id {sid} appears twice (also {seen[sid]})"
+                    f"{label(name)}: stay id {sid} appears twice (also {seen[sid]})"
                 )
             seen[sid] = name
             data = read(name)
+            name = label(name)  # from here on the name is only used in messages
             nl = data.find(b"\n")
             header = (data if nl < 0 else data[:nl]).rstrip(b"\r").strip()
             if header != HEADER:
@@ -298,6 +337,11 @@ def read_physionet2019(
             if body and not body.endswith(b"\n"):
                 body += b"\n"
             if not body.strip():
+                if not skip:
+                    raise PhysioNetFormatError(
+                        f"{name}: has a header but no data rows; expected one row per ICU hour "
+                        "(set on_bad_rows: skip-and-count to skip and count such files)"
+                    )
                 counts["empty_files"] += 1
                 continue
             keep_names.append(name)

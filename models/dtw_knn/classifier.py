@@ -12,12 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import average_precision_score
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 
-from models.base import SepsisLearner
+from models.base import (
+    ModelFormatError,
+    ParameterError,
+    SepsisLearner,
+    load_arrays,
+    read_model_json,
+)
 from models.dtw_knn.dtw import as_series
 from models.dtw_knn.search import knn_search
 
@@ -60,6 +69,18 @@ class DTWKNNClassifier(SepsisLearner):
     """
 
     view = "grid"
+    _parameter_constraints = {
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "weights": [StrOptions({"uniform", "distance"})],
+        "sakoe_chiba_radius": [Interval(Integral, 0, None, closed="left"), None],
+        "variables": [list, tuple, None],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1}), None],
+        "k_grid": [list, tuple],
+        "radius_grid": [list, tuple],
+        "cache_dir": [str, os.PathLike, None],
+        "progress": ["boolean"],
+        "dtype": [StrOptions({"float64", "float32"})],
+    }
 
     def __init__(
         self,
@@ -87,16 +108,19 @@ class DTWKNNClassifier(SepsisLearner):
 
     # ------------------------------------------------------------------ fitting
 
-    def _check_params(self) -> None:
-        if self.weights not in ("uniform", "distance"):
-            raise ValueError(f"weights must be 'uniform' or 'distance', got {self.weights!r}")
-        if self.dtype not in ("float64", "float32"):
-            raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
-        if int(self.n_neighbors) < 1 or any(int(k) < 1 for k in self.k_grid):
-            raise ValueError("n_neighbors and k_grid entries must be >= 1")
-        for r in (self.sakoe_chiba_radius, *self.radius_grid):
-            if r is not None and int(r) < 0:
-                raise ValueError(f"Sakoe-Chiba radius must be None or >= 0, got {r}")
+    def _check_more_params(self) -> None:
+        for key, allow_none, low in (("k_grid", False, 1), ("radius_grid", True, 0)):
+            grid = getattr(self, key)
+            ok = len(grid) > 0 and all(
+                (r is None and allow_none)
+                or (isinstance(r, Integral) and not isinstance(r, bool) and r >= low)
+                for r in grid
+            )
+            if not ok:
+                what = f"ints >= {low}" + (" or None" if allow_none else "")
+                raise ParameterError(key, f"expected a non-empty list of {what}, got {grid!r}")
+        if self.variables is not None and not all(isinstance(v, str) for v in self.variables):
+            raise ParameterError("variables", f"expected variable names, got {self.variables!r}")
 
     def _resolve_variables(self, X) -> list[str]:
         names = list(X.variables) if self.variables is None else list(self.variables)
@@ -111,7 +135,7 @@ class DTWKNNClassifier(SepsisLearner):
         """Store the reference stays; with a validation split choose k (and radius) by AUPRC."""
         self._check_view(X)
         y = self._check_labels(X, y)
-        self._check_params()
+        self.validate_params()
         names = self._resolve_variables(X)
         cols = [X.variables.index(v) for v in names]
         self.variables_ = tuple(names)
@@ -269,26 +293,49 @@ class DTWKNNClassifier(SepsisLearner):
 
     @classmethod
     def load(cls, path: str | Path) -> DTWKNNClassifier:
-        """Rebuild a fitted classifier written by `save`."""
+        """Rebuild a fitted classifier written by `save`.
+
+        A saved ``cache_dir`` is ignored (the loaded model has none): a model folder from
+        someone else's run must not decide where evaluation writes files.
+        """
         path = Path(path)
-        meta = json.loads((path / "model.json").read_text())
+        where = path / "model.json"
+        meta = read_model_json(where)
         if meta.get("format") != _FORMAT:
-            raise ValueError(
-                f"{path / 'model.json'}: format {meta.get('format')!r}, expected {_FORMAT!r}"
+            raise ModelFormatError(f"{where}: format {meta.get('format')!r}, expected {_FORMAT!r}")
+        try:
+            p = dict(meta["params"])
+            if p.get("cache_dir") is not None:
+                logger.info("%s: ignoring the saved cache_dir %r", where, p["cache_dir"])
+            p["cache_dir"] = None
+            p["k_grid"] = tuple(p["k_grid"])
+            p["radius_grid"] = tuple(p["radius_grid"])
+            if p["variables"] is not None:
+                p["variables"] = list(p["variables"])
+            model = cls(**p)
+            model.validate_params()
+            model.k_ = int(meta["k_"])
+            radius = meta["radius_"]
+            model.radius_ = None if radius is None else int(radius)
+            model.variables_ = tuple(str(v) for v in meta["variables_"])
+            model.validation_table_ = list(meta["validation_table_"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFormatError(f"{where}: {err}") from None
+        arrays = load_arrays(path / "model.npz")
+        for key in ("X_ref", "lengths_ref", "y_ref"):
+            if key not in arrays:
+                raise ModelFormatError(f"{path / 'model.npz'}: array {key!r} is missing")
+        model.X_ref_ = arrays["X_ref"]
+        model.lengths_ref_ = arrays["lengths_ref"]
+        model.y_ref_ = arrays["y_ref"]
+        n = len(model.y_ref_)
+        if model.X_ref_.shape[::2] != (n, len(model.variables_)) or model.lengths_ref_.shape != (
+            n,
+        ):
+            raise ModelFormatError(
+                f"{path / 'model.npz'}: X_ref {model.X_ref_.shape}, lengths_ref "
+                f"{model.lengths_ref_.shape} and y_ref {model.y_ref_.shape} disagree with "
+                f"{len(model.variables_)} variables"
             )
-        p = meta["params"]
-        p["k_grid"] = tuple(p["k_grid"])
-        p["radius_grid"] = tuple(p["radius_grid"])
-        if p["variables"] is not None:
-            p["variables"] = list(p["variables"])
-        model = cls(**p)
-        with np.load(path / "model.npz", allow_pickle=False) as z:
-            model.X_ref_ = z["X_ref"]
-            model.lengths_ref_ = z["lengths_ref"]
-            model.y_ref_ = z["y_ref"]
         model.classes_ = np.array([0, 1])
-        model.k_ = int(meta["k_"])
-        model.radius_ = meta["radius_"]
-        model.variables_ = tuple(meta["variables_"])
-        model.validation_table_ = meta["validation_table_"]
         return model

@@ -11,17 +11,23 @@ both classes weigh the same in total), Adam with L2 weight decay on the TCN only
 GP parameters), validation AUPRC every epoch, early stopping with `patience`, best epoch
 restored. Without `X_val`, a stratified `val_fraction` of the training stays (seeded) is held
 out for validation and not trained on. With `checkpoint_dir`, a checkpoint is written after
-every epoch and a later `fit` with the same parameters and data continues from it.
+every epoch and a later `fit` with the same parameters and data continues from it: the
+checkpoint carries a fingerprint of the parameters and of the training and validation
+arrays and labels, and one whose fingerprint differs is discarded (logged) and training
+starts from scratch.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from contextlib import nullcontext
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +35,12 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from data_prep.views import IrregularView
-from models.base import SepsisLearner
+from models.base import ModelFormatError, ParameterError, SepsisLearner, read_model_json
 from models.mgp_tcn.gp import SAMPLERS, GPBatch, MultitaskGP, hourly_grid
 from models.mgp_tcn.tcn import TCNHead, left_pad_mask
 
@@ -126,6 +133,28 @@ class MGPTCNClassifier(SepsisLearner):
     """
 
     view = "irregular"
+    _parameter_constraints = {
+        "n_mc_samples": [Interval(Integral, 1, None, closed="left")],
+        "levels": [Interval(Integral, 1, None, closed="left")],
+        "kernel_size": [Interval(Integral, 2, None, closed="left")],
+        "hidden": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "l2": [Interval(Real, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "sampler": [StrOptions(set(SAMPLERS))],
+        "jitter": [Interval(Real, 0, None, closed="neither")],
+        "max_grid": [Interval(Integral, 1, None, closed="left")],
+        "val_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "gp_dtype": [StrOptions(set(_DTYPES))],
+        "device": [str],
+        "mixed_precision": ["boolean"],
+        "seed": [Interval(Integral, 0, None, closed="left")],
+        "progress": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
+    }
 
     def __init__(
         self,
@@ -172,32 +201,10 @@ class MGPTCNClassifier(SepsisLearner):
         self.checkpoint_dir = checkpoint_dir
 
     # --- helpers ------------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        checks = [
-            ("n_mc_samples", self.n_mc_samples >= 1, ">= 1"),
-            ("levels", self.levels >= 1, ">= 1"),
-            ("kernel_size", self.kernel_size >= 2, ">= 2"),
-            ("hidden", self.hidden >= 1, ">= 1"),
-            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
-            ("l2", self.l2 >= 0, ">= 0"),
-            ("lr", self.lr > 0, "> 0"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("patience", self.patience >= 1, ">= 1"),
-            ("sampler", self.sampler in SAMPLERS, f"one of {SAMPLERS}"),
-            ("jitter", self.jitter > 0, "> 0"),
-            ("max_grid", self.max_grid >= 1, ">= 1"),
-            ("val_fraction", 0 < self.val_fraction < 1, "in (0, 1)"),
-            ("gp_dtype", self.gp_dtype in _DTYPES, f"one of {tuple(_DTYPES)}"),
-            (
-                "device",
-                self.device == "auto" or self.device.startswith(("cpu", "cuda")),
-                "auto | cpu | cuda[:k]",
-            ),
-        ]
-        for key, ok, what in checks:
-            if not ok:
-                raise ValueError(f"{key}: expected {what}, got {getattr(self, key)!r}")
+    def _check_more_params(self) -> None:
+        dev = self.device
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", dev):
+            raise ParameterError("device", f"expected auto | cpu | cuda[:k], got {dev!r}")
 
     def _torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -237,6 +244,21 @@ class MGPTCNClassifier(SepsisLearner):
             {k: v for k, v in self.get_params().items() if k not in skip}, sort_keys=True
         )
 
+    @staticmethod
+    def _data_key(tr: _Arrays, va: _Arrays, y: np.ndarray, y_val: np.ndarray) -> str:
+        """sha256 of the training and validation tensors and labels the fit consumes."""
+        h = hashlib.sha256()
+        for arr in (tr, va):
+            for t in (arr.times, arr.var_idx, arr.values, arr.mask, arr.grid_len):
+                a = np.ascontiguousarray(t.numpy())
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a.tobytes())
+        for lab in (y, y_val):
+            a = np.ascontiguousarray(np.asarray(lab, dtype=np.int64))
+            h.update(f"{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
     # --- public API ---------------------------------------------------------------------
     def fit(
         self, X: IrregularView, y, X_val: IrregularView | None = None, y_val=None
@@ -244,7 +266,7 @@ class MGPTCNClassifier(SepsisLearner):
         """Train end to end; returns self. See the module docstring for the procedure."""
         self._check_view(X)
         y = self._check_labels(X, y)
-        self._validate_params()
+        self.validate_params()
         device = self._torch_device()
         if X_val is None:
             idx_tr, idx_va = train_test_split(
@@ -285,8 +307,9 @@ class MGPTCNClassifier(SepsisLearner):
             "stopped": False,
         }
         ckpt_path = Path(self.checkpoint_dir) / _CKPT if self.checkpoint_dir else None
+        data_key = self._data_key(tr, va, y, y_val) if ckpt_path is not None else ""
         if ckpt_path is not None and ckpt_path.exists():
-            state = self._resume(ckpt_path, net, opt, gen, device)
+            state = self._resume(ckpt_path, data_key, net, opt, gen, device) or state
         y_t = torch.as_tensor(y, device=device)
         dtype = _DTYPES[self.gp_dtype]
         while state["epoch"] < self.epochs and not state["stopped"]:
@@ -362,7 +385,7 @@ class MGPTCNClassifier(SepsisLearner):
                 state["stopped"] = state["bad_epochs"] >= self.patience
             state["epoch"] = epoch + 1
             if ckpt_path is not None:
-                self._write_checkpoint(ckpt_path, net, opt, gen, state)
+                self._write_checkpoint(ckpt_path, data_key, net, opt, gen, state)
         if state["best_model"] is not None:
             net.load_state_dict(state["best_model"])
         net.eval()
@@ -376,10 +399,11 @@ class MGPTCNClassifier(SepsisLearner):
         self.best_val_auprc_ = float(state["best_score"])
         return self
 
-    def _write_checkpoint(self, path: Path, net, opt, gen, state) -> None:
+    def _write_checkpoint(self, path: Path, data_key: str, net, opt, gen, state) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "params": self._params_key(),
+            "data": data_key,
             "model": net.state_dict(),
             "optimizer": opt.state_dict(),
             "generator": gen.get_state(),
@@ -389,12 +413,23 @@ class MGPTCNClassifier(SepsisLearner):
         torch.save(payload, tmp)
         os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
 
-    def _resume(self, path: Path, net, opt, gen, device) -> dict[str, Any]:
-        ck = torch.load(path, map_location=device, weights_only=True)
-        if ck["params"] != self._params_key():
-            raise ValueError(
-                f"{path}: checkpoint was written with other parameters: {ck['params']}"
-            )
+    def _resume(self, path: Path, data_key: str, net, opt, gen, device) -> dict[str, Any] | None:
+        """The saved training state, or None (checkpoint deleted) when it is for another fit."""
+        try:
+            ck = torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # a foreign or damaged file: never trusted, never fatal
+            ck, why = None, f"unreadable ({type(err).__name__}: {err})"
+        else:
+            if not isinstance(ck, dict) or ck.get("data") != data_key:
+                why = "written for other training data"
+            elif ck.get("params") != self._params_key():
+                why = f"written with other parameters {ck.get('params')}"
+            else:
+                why = ""
+        if why:
+            logger.warning("%s: checkpoint %s; discarded, training from scratch", path, why)
+            path.unlink()
+            return None
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["generator"].cpu() if device.type == "cpu" else ck["generator"])
@@ -442,20 +477,40 @@ class MGPTCNClassifier(SepsisLearner):
 
     @classmethod
     def load(cls, path: str | Path) -> MGPTCNClassifier:
-        """Rebuild a fitted classifier written by `save` (tensors only, no pickled objects)."""
+        """Rebuild a fitted classifier written by `save` (tensors only, no pickled objects).
+
+        A saved ``checkpoint_dir`` is ignored: a loaded model never writes checkpoints.
+        """
         path = Path(path)
-        model = cls(**json.loads((path / "params.json").read_text()))
-        meta = json.loads((path / "meta.json").read_text())
+        params = read_model_json(path / "params.json")
+        meta = read_model_json(path / "meta.json")
+        try:
+            params["checkpoint_dir"] = None
+            model = cls(**params)
+            model.validate_params()
+            n_variables = int(meta["n_variables"])
+            model.classes_ = np.array(meta["classes"])
+            model.n_variables_ = n_variables
+            model.variables_ = tuple(str(v) for v in meta["variables"])
+            model.pos_weight_ = float(meta["pos_weight"])
+            model.history_ = list(meta["history"])
+            model.best_epoch_ = int(meta["best_epoch"])
+            model.best_val_auprc_ = float(meta["best_val_auprc"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFormatError(f"{path}: params.json / meta.json: {err}") from None
+        if model.classes_.tolist() != [0, 1]:
+            raise ModelFormatError(
+                f"{path / 'meta.json'}: classes {meta['classes']}, expected [0, 1]"
+            )
         device = model._torch_device()
-        net = model._new_net(meta["n_variables"]).to(device)
-        net.load_state_dict(torch.load(path / "state.pt", map_location=device, weights_only=True))
+        net = model._new_net(n_variables).to(device)
+        try:
+            state = torch.load(path / "state.pt", map_location=device, weights_only=True)
+            net.load_state_dict(state)
+        except Exception as err:  # weights_only refuses pickled objects (UnpicklingError)
+            raise ModelFormatError(
+                f"{path / 'state.pt'}: not this model's weights ({err})"
+            ) from None
         net.eval()
         model.net_ = net
-        model.classes_ = np.array(meta["classes"])
-        model.n_variables_ = meta["n_variables"]
-        model.variables_ = tuple(meta["variables"])
-        model.pos_weight_ = meta["pos_weight"]
-        model.history_ = meta["history"]
-        model.best_epoch_ = meta["best_epoch"]
-        model.best_val_auprc_ = meta["best_val_auprc"]
         return model

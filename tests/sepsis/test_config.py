@@ -102,3 +102,168 @@ def test_coerce_and_parse_override():
     with pytest.raises(ConfigError):
         coerce(1.5, int, "k")
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+
+
+# ------------------------------------------------------------------ extends chains
+
+
+def test_extends_chain_of_three_keeps_the_grandparents_keys(tmp_path):
+    # each parent is found relative to the file that names it
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base").mkdir()
+    write(
+        tmp_path / "base",
+        {
+            "source": "mimic3",
+            "data_dir": str(tmp_path / "data"),
+            "cohort": {"min_age": 20, "control_ratio": 2, "split_seeds": [0, 1]},
+        },
+        "c.yaml",
+    )
+    write(
+        tmp_path / "sub",
+        {"extends": "../base/c.yaml", "cohort": {"control_ratio": 4}, "train": {"threads": 1}},
+        "b.yaml",
+    )
+    path = write(tmp_path, {"extends": "sub/b.yaml", "cohort": {"control_ratio": 5}})
+    cfg = load_config(path, check_paths=False)
+    assert cfg.source == "mimic3" and cfg.data_dir == tmp_path / "data"
+    assert cfg.cohort.min_age == 20 and tuple(cfg.cohort.split_seeds) == (0, 1)
+    assert cfg.cohort.control_ratio == 5 and cfg.train.threads == 1
+    assert "extends" not in cfg.raw
+
+
+def test_extends_itself_is_a_cycle(tmp_path):
+    path = write(tmp_path, {"extends": "run.yaml"})
+    with pytest.raises(ConfigError, match="cycle") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+
+
+def test_extends_two_cycle_lists_the_chain(tmp_path):
+    write(tmp_path, {"extends": "a.yaml", "train": {"threads": 1}}, "b.yaml")
+    path = write(tmp_path, {"extends": "b.yaml"}, "a.yaml")
+    with pytest.raises(ConfigError, match="cycle") as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "a.yaml -> " in msg and "b.yaml -> " in msg
+
+
+def test_extends_missing_parent_is_named(tmp_path):
+    write(tmp_path, {"extends": "gone.yaml"}, "b.yaml")
+    path = write(tmp_path, {"extends": "b.yaml"})
+    with pytest.raises(ConfigError, match="does not exist") as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(tmp_path / "gone.yaml") in msg and str(tmp_path / "b.yaml") in msg
+    with pytest.raises(ConfigError, match="expected a config file name"):
+        load_config(write(tmp_path, {"extends": [1]}))
+    with pytest.raises(ConfigError, match="extends"):
+        load_config(write(tmp_path, {}), ["extends=b.yaml"])
+
+
+# ------------------------------------------------------------------ run-folder safety
+
+
+def _paths_config(tmp_path, output_dir, name="run.yaml", source="mimic3"):
+    data = tmp_path / "store" / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    return write(
+        tmp_path, {"source": source, "data_dir": str(data), "output_dir": str(output_dir)}, name
+    )
+
+
+@pytest.mark.parametrize(
+    "output_dir, words",
+    [
+        ("/", "filesystem root"),
+        ("{home}", "is the home directory"),
+        ("{home}/..", "contains the home directory"),
+        ("{cwd}", "is the current directory"),
+        (".", "is the current directory"),
+        ("..", "contains the current directory"),
+        (str(REPO), "repository root"),
+        ("{data}", "is data_dir"),
+        ("{data}/runs/x", "inside data_dir"),
+        ("{tmp}", "contains data_dir"),
+    ],
+)
+def test_output_dir_must_not_hold_user_files(tmp_path, monkeypatch, output_dir, words):
+    home, cwd = tmp_path / "home", tmp_path / "work" / "checkout"
+    home.mkdir()
+    cwd.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    data, store = tmp_path / "store" / "data", tmp_path / "store"
+    out = output_dir.format(home=home, cwd=cwd, data=data, tmp=store)
+    path = _paths_config(tmp_path, out)
+    with pytest.raises(ConfigError, match="output_dir") as err:
+        load_config(path)
+    assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_separate_output_dir_is_accepted(tmp_path):
+    cfg = load_config(_paths_config(tmp_path, tmp_path / "runs" / "x"))
+    assert cfg.output_dir == tmp_path / "runs" / "x"
+
+
+def test_generated_data_dir_must_not_be_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = write(tmp_path, {"data_dir": "~", "output_dir": str(tmp_path / "runs" / "x")})
+    with pytest.raises(ConfigError, match="data_dir: .* is the home directory"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", [".", "..", "--", "._"])
+def test_name_needs_a_letter_or_digit(tmp_path, name):
+    with pytest.raises(ConfigError, match="name: expected at least one letter or digit"):
+        load_config(write(tmp_path, {"name": name}))
+
+
+# ------------------------------------------------------------------ YAML safety
+
+# Billion laughs: 10**9 zeros once expanded, as the first item of a list value (today's code
+# puts the whole first item into its "expected an integer" message). Refused after composing
+# ~100 nodes, never constructed in full.
+_LEVELS = "abcdefghi"
+BOMB = (
+    "[["
+    + ", ".join(
+        ["&a [0,0,0,0,0,0,0,0,0,0]"]
+        + [f"&{c} [{','.join(['*' + p] * 10)}]" for p, c in zip(_LEVELS, _LEVELS[1:], strict=False)]
+    )
+    + "]]"
+)
+
+
+def test_alias_bomb_in_a_list_is_refused_fast(tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f"train:\n  horizons: {BOMB}\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than .* alias bomb") as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(ConfigError, match="override 'train.horizons=.*alias bomb"):
+        load_config(write(tmp_path, {}), [f"train.horizons={BOMB}"])
+    assert time.perf_counter() - t0 < 5
+
+
+def test_recursive_alias_and_object_tags_are_refused(tmp_path):
+    path = tmp_path / "rec.yaml"
+    path.write_text("train:\n  horizons: &a [0, *a]\n")
+    with pytest.raises(ConfigError, match="recursive"):
+        load_config(path)
+    path.write_text("train: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="not valid YAML.*python/object"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="override 'cohort.horizons=\\[0,'.*not valid YAML"):
+        load_config(write(tmp_path, {}), ["cohort.horizons=[0,"])
+
+
+def test_ordinary_anchors_still_work(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("cohort:\n  horizons: &h [0, 3, 7]\ntrain:\n  horizons: *h\n")
+    cfg = load_config(path)
+    assert tuple(cfg.train.horizons) == (0, 3, 7) == tuple(cfg.cohort.horizons)
