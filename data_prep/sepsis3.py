@@ -414,7 +414,14 @@ def derive_labels(
     si, counts = suspected_infection(pres, micro, stays, params)
     del pres, micro
     chart_items = _sofa_chart_items()
-    lab_items = [V.LAB_PO2, V.LAB_FIO2, V.LAB_PLATELETS, V.LAB_BILIRUBIN, V.LAB_CREATININE]
+    lab_items = [
+        V.LAB_PO2,
+        V.LAB_FIO2,
+        V.LAB_SPECIMEN_TYPE,  # types the gas's draw (arterial-only PaO2)
+        V.LAB_PLATELETS,
+        V.LAB_BILIRUBIN,
+        V.LAB_CREATININE,
+    ]
     tables = {
         "chart": (["stay_id", "time", "itemid", "valuenum", "value"], chart_items),
         "lab": (["stay_id", "time", "itemid", "valuenum"], lab_items),

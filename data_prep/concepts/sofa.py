@@ -14,8 +14,9 @@ fancy indexing, the trailing-window maximum is a sliding-window max over the fla
 differences. No Python loop over hours or stays.
 
 Component rules (choices documented here):
-* respiration: each arterial PaO2 (lab 50821) is divided by the FiO2 (lab 50816 or charted
-  3420/190/223835/3422; a value > 1 is a percentage and divided by 100; valid fractions
+* respiration: each arterial PaO2 (lab 50821; a draw typed venous, mixed or central venous
+  by lab 50800 at the same instant is dropped, an untyped one kept) is divided by the FiO2
+  (lab 50816 or charted 3420/190/223835/3422; a value > 1 is a percentage and divided by 100; valid fractions
   0.21-1.0) charted nearest to the gas within ``fio2_lookback_hours`` (4 h) before and
   ``fio2_lookahead_hours`` (30 min) after it (the highest FiO2 wins among simultaneous
   ones; equal distances prefer the earlier one). Without any FiO2 the gas is scored with FiO2
@@ -315,6 +316,7 @@ def _respiration_events(
 ) -> pd.DataFrame:
     gas = lab[lab["itemid"] == V.LAB_PO2]
     gas = _in_range(gas, "po2", "lab", counts, low=1e-9)
+    gas = _arterial_only(gas, lab, counts)
     fio2 = pd.concat(
         [
             lab.loc[lab["itemid"] == V.LAB_FIO2, ["stay_id", "t_us", "valuenum"]],
@@ -357,6 +359,28 @@ def _respiration_events(
             "score": score_respiration(pf, g["vent_t"].notna().to_numpy()),
         }
     )
+
+
+def _arterial_only(gas: pd.DataFrame, lab: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    """Drop pO2 values whose draw is typed venous, mixed or central venous (issue 14, defect 4).
+
+    The specimen type (lab 50800) is charted at the same instant as the gas's other values.
+    A pO2 without a specimen row, or with another text, is kept and counted: most gases in
+    ICU records are arterial, and dropping untyped ones would lose them.
+    """
+    spec = lab.loc[lab["itemid"] == V.LAB_SPECIMEN_TYPE, ["stay_id", "t_us", "valuenum"]]
+    if spec.empty:
+        _count(counts, "pao2_specimen_unknown_kept", len(gas))
+        return gas
+    # several rows at one instant: arterial if any says so (the gas was drawn arterially)
+    spec = spec.assign(art=spec["valuenum"] == V.SPECIMEN_ARTERIAL, typed=spec["valuenum"] > 0)
+    spec = spec.groupby(["stay_id", "t_us"], as_index=False)[["art", "typed"]].max()
+    g = gas.merge(spec, on=["stay_id", "t_us"], how="left")
+    art = g["art"].fillna(False).to_numpy(bool)
+    typed = g["typed"].fillna(False).to_numpy(bool)
+    _count(counts, "pao2_non_arterial_dropped", (typed & ~art).sum())
+    _count(counts, "pao2_specimen_unknown_kept", (~typed).sum())
+    return gas[art | ~typed]
 
 
 def _nearest_fio2(gas: pd.DataFrame, fio2: pd.DataFrame, params: LabelParams) -> pd.DataFrame:

@@ -117,6 +117,11 @@ def itemid_to_variable(table: str) -> dict[int, Variable]:
 
 # Respiration
 LAB_PO2 = 50821
+# Blood-gas specimen type of the same draw (LABEVENTS 50800, text): only an arterial gas gives
+# PaO2 (issue 14, defect 4). Stored by the reader as a numeric code in VALUENUM.
+LAB_SPECIMEN_TYPE = 50800
+SPECIMEN_CODES = {"ART": 1, "VEN": 2, "MIX": 3, "CENTRAL VENOUS": 4}  # anything else: 0
+SPECIMEN_ARTERIAL = 1
 LAB_FIO2 = 50816  # blood-gas FiO2, in % in MIMIC-III
 CHART_FIO2 = (3420, 190, 223835, 3422)
 # Charted ventilator settings/measurements whose presence marks mechanical ventilation
@@ -184,7 +189,14 @@ def chart_itemids_needed() -> set[int]:
 def lab_itemids_needed() -> set[int]:
     """Every LABEVENTS ITEMID the pipeline reads."""
     ids = {i for v in VARIABLES if v.table == "labevents" for i in v.itemids}
-    return ids | {LAB_PO2, LAB_FIO2, LAB_PLATELETS, LAB_BILIRUBIN, LAB_CREATININE}
+    return ids | {
+        LAB_PO2,
+        LAB_FIO2,
+        LAB_SPECIMEN_TYPE,
+        LAB_PLATELETS,
+        LAB_BILIRUBIN,
+        LAB_CREATININE,
+    }
 
 
 # Items stored in another unit than their variable's (converted by `Variable.convert` later):
@@ -215,6 +227,7 @@ def unit_groups(table: str) -> dict[int, str]:
             out.setdefault(item, "ventilation")
     elif table == "labevents":
         out.setdefault(LAB_FIO2, "fio2_lab")
+        out.setdefault(LAB_SPECIMEN_TYPE, "specimen_type")
     else:
         raise ValueError(f"table: expected 'chartevents' or 'labevents', got {table!r}")
     return out

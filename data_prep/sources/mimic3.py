@@ -190,6 +190,7 @@ TABLE_COLUMNS: dict[str, dict[str, str]] = {
         "subject_id": "i64",
         "itemid": "i32",
         "charttime": "ts",
+        "value": "str",
         "valuenum": "f64",
         "valueuom": "str",
     },
@@ -235,6 +236,7 @@ _OPTIONAL = {
     ("INPUTEVENTS_MV", "statusdescription"),
     ("CHARTEVENTS", "valueuom"),
     ("LABEVENTS", "valueuom"),
+    ("LABEVENTS", "value"),
 }
 MAX_BLOCK_BYTES = 32 << 20  # decompressed bytes per chunk handed to the CSV parser
 _VALUES_IN_BYTES_EST = 120  # fallback bytes per CSV row when a sample cannot be read
@@ -1421,6 +1423,7 @@ def _labevents(
     def handle(b: _Batch) -> None:
         b.convert("subject_id", "itemid", "valuenum")
         _keep_items(b, tr, wanted)
+        _code_specimen_types(b, tr)
         _drop_null(b, tr, "valuenum", "missing_valuenum")
         check_units(b, scan, units)
         b.convert("charttime")
@@ -1446,6 +1449,22 @@ def _labevents(
 
     scan.run(handle, writer.reset)
     rep.outputs["lab.parquet"] = writer.close()
+
+
+def _code_specimen_types(b: _Batch, tr: TableReport) -> None:
+    """Blood-gas specimen type rows (text ART/VEN/MIX/CENTRAL VENOUS) get a numeric code in
+    VALUENUM (variables.SPECIMEN_CODES; 0 = other text), so lab.parquet stays numeric."""
+    is_spec = pc.fill_null(pc.equal(b["itemid"], V.LAB_SPECIMEN_TYPE), False)
+    if not len(b) or not pc.any(is_spec).as_py() or not b.has("value"):
+        return
+    names = list(V.SPECIMEN_CODES)
+    text = pc.utf8_upper(pc.utf8_trim_whitespace(b["value"].cast(pa.string())))
+    pos = pc.index_in(text, value_set=pa.array(names))
+    codes = np.array([V.SPECIMEN_CODES[n] for n in names], np.float64)
+    pos_np = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False)
+    code = np.where(pos_np >= 0, codes[np.maximum(pos_np, 0)], 0.0)
+    b.cols["valuenum"] = pc.if_else(is_spec, pa.array(code), b["valuenum"].cast(pa.float64()))
+    tr.count_unit("specimen_type_rows", int(pc.sum(is_spec).as_py() or 0))
 
 
 def _outputevents(
