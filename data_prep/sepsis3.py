@@ -411,7 +411,12 @@ def derive_labels(
         d / "microbiology.parquet",
         ["subject_id", "hadm_id", "charttime", "chartdate", "spec_type_desc"],
     )
-    si, counts = suspected_infection(pres, micro, stays, params)
+    # MetaVision antibiotic administrations (absent in extractions made before issue 14)
+    admin = None
+    if (d / "antibiotics_mv.parquet").exists():
+        admin = _read(d / "antibiotics_mv.parquet", ["stay_id", "time", "drug"])
+        admin = admin.merge(stays[["stay_id", "hadm_id"]], on="stay_id", how="inner")
+    si, counts = suspected_infection(pres, micro, stays, params, administrations=admin)
     del pres, micro
     chart_items = _sofa_chart_items()
     lab_items = [

@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # avoid an import cycle: sepsis3 imports this module
 log = logging.getLogger(__name__)
 
 ANTIBIOTICS_FILE = Path(__file__).with_name("antibiotics.txt")
+MV_ANTIBIOTICS_FILE = Path(__file__).with_name("mv_antibiotics.csv")
 ABX_DRUG_TYPES = ("MAIN", "ADDITIVE")
 EXCLUDED_ROUTES = ("OU", "OS", "OD", "AU", "AS", "AD", "TP")
 EXCLUDED_ROUTE_SUBSTRINGS = ("ear", "eye")
@@ -70,6 +71,7 @@ SI_COLUMNS = [
 DATE_ONLY_HOURS = 24.0  # a date-only event happened somewhere in [date, date + 24 h]
 CULTURE_CHARTED, CULTURE_DATE_ONLY = "charted", "date only (12:00)"
 ABX_ORDER_DATE = "order date"  # MIMIC-III PRESCRIPTIONS.startdate
+ABX_ADMINISTRATION = "administration"  # MetaVision INPUTEVENTS_MV starttime
 
 
 @lru_cache(maxsize=1)
@@ -81,6 +83,37 @@ def antibiotic_names() -> tuple[str, ...]:
         if line and not line.startswith("#"):
             names.append(line)
     return tuple(names)
+
+
+@lru_cache(maxsize=1)
+def mv_antibiotic_items() -> dict[int, str]:
+    """MetaVision antibiotic ITEMID -> label (``mv_antibiotics.csv``)."""
+    df = pd.read_csv(MV_ANTIBIOTICS_FILE, comment="#")
+    if list(df.columns) != ["itemid", "label"] or df["itemid"].duplicated().any():
+        raise ValueError(f"{MV_ANTIBIOTICS_FILE}: expected unique itemid,label rows")
+    return dict(zip(df["itemid"].astype(int), df["label"].astype(str), strict=True))
+
+
+def with_administrations(
+    orders: pd.DataFrame, administrations: pd.DataFrame | None, counts: dict[str, int]
+) -> pd.DataFrame:
+    """Antibiotic events from orders and administrations; administration times beat order
+    dates: an order dated a day on which the admission has an antibiotic administration is
+    dropped (its 00:00 would stand in for the administration's real time; issue 14, defect
+    2, stay 283181). Events gain ``source`` (ABX_ORDER_DATE | ABX_ADMINISTRATION)."""
+    orders = orders.assign(source=ABX_ORDER_DATE)
+    if administrations is None or administrations.empty:
+        counts["antibiotic_administrations"] = 0
+        return orders
+    adm = administrations[["hadm_id", "time", "drug"]].assign(source=ABX_ADMINISTRATION)
+    adm = adm[adm["hadm_id"].notna() & adm["time"].notna()]
+    adm = adm.assign(hadm_id=adm["hadm_id"].astype(np.int64), time=_as_datetime(adm["time"]))
+    days = set(zip(adm["hadm_id"], adm["time"].dt.normalize(), strict=True))
+    key = zip(orders["hadm_id"], pd.to_datetime(orders["time"]).dt.normalize(), strict=True)
+    superseded = np.fromiter((k in days for k in key), bool, len(orders))
+    counts["antibiotic_administrations"] = len(adm)
+    counts["antibiotic_orders_superseded_by_administration"] = int(superseded.sum())
+    return pd.concat([orders[~superseded], adm], ignore_index=True)
 
 
 def _require(df: pd.DataFrame, cols: list[str], table: str) -> None:
@@ -203,7 +236,7 @@ def _si_events(m: pd.DataFrame, abx_is_left: bool, order: str, date_only: bool) 
             "si_time": np.minimum(abx_t.to_numpy(), cx_t.to_numpy()) if len(m) else abx_t,
             "antibiotic": m["drug"],
             "antibiotic_time": abx_t,
-            "antibiotic_time_source": ABX_ORDER_DATE,
+            "antibiotic_time_source": m["source"],
             "culture_time": cx_t,
             "culture_time_source": CULTURE_DATE_ONLY if date_only else CULTURE_CHARTED,
             "culture_specimen": m["specimen"],
@@ -220,11 +253,14 @@ def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams
     """
     # Deduplicate to one event per (hadm, time): MICROBIOLOGYEVENTS has a row per
     # organism x antibiotic tested; the first specimen / drug name (sorted) is reported.
-    a = abx.sort_values(["hadm_id", "time", "drug"]).drop_duplicates(["hadm_id", "time"])
+    if "source" not in abx.columns:
+        abx = abx.assign(source=ABX_ORDER_DATE)
+    # one event per (hadm, time); an administration wins over an order at the same instant
+    a = abx.sort_values(["hadm_id", "time", "source", "drug"]).drop_duplicates(["hadm_id", "time"])
     c = cultures.sort_values(["hadm_id", "time", "date_only", "specimen"]).drop_duplicates(
         ["hadm_id", "time", "date_only"]
     )
-    abx_ev = a[["hadm_id", "time", "drug"]]
+    abx_ev = a[["hadm_id", "time", "drug", "source"]]
     day = pd.Timedelta(hours=DATE_ONLY_HOURS)
     parts = []
     for date_only in (False, True):
@@ -270,13 +306,17 @@ def suspected_infection(
     microbiology: pd.DataFrame,
     stays: pd.DataFrame,
     params: LabelParams,
+    administrations: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """First SI event of each ICU stay whose SI window overlaps the stay.
 
+    ``administrations`` (hadm_id, time, drug): antibiotic administrations with clock times
+    (MetaVision), which supersede the same day's order dates (`with_administrations`).
     Returns (one row per stay WITH an SI, columns ``SI_COLUMNS``; attrition counts).
     """
     _require(stays, ["stay_id", "hadm_id", "intime", "outtime"], "stays")
     abx, counts = antibiotic_events(prescriptions)
+    abx = with_administrations(abx, administrations, counts)
     cul, ccounts = culture_events(microbiology)
     counts.update(ccounts)
     cand = si_candidates(abx, cul, params)

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from data_prep.concepts import variables as V
+from data_prep.concepts.infection import mv_antibiotic_items
 from data_prep.concepts.units import UnitChecker
 from data_prep.errors import DataError
 from data_prep.ids import locate
@@ -123,6 +124,7 @@ MICRO_SCHEMA = pa.schema(
     ]
 )
 DIAG_SCHEMA = pa.schema([("hadm_id", I64), ("icd9_code", STR)])
+ABX_MV_SCHEMA = pa.schema([("stay_id", I64), ("time", TS), ("itemid", I32), ("drug", STR)])
 
 SCHEMAS: dict[str, pa.Schema] = {
     "stays": STAYS_SCHEMA,
@@ -133,6 +135,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     "prescriptions": PRESCRIPTIONS_SCHEMA,
     "microbiology": MICRO_SCHEMA,
     "diagnoses": DIAG_SCHEMA,
+    "antibiotics_mv": ABX_MV_SCHEMA,
 }
 
 # Chart items whose text `value` the concepts need (GCS verbal "No Response-ETT", vent type/mode).
@@ -1246,10 +1249,50 @@ def _inputevents_mv(
     stay_w = chart_weights.set_index("stay_id")["weight_kg"]
     parts: list[pd.DataFrame] = []
     weights = _FirstPerStay(index)
+    abx_items = mv_antibiotic_items()
+    abx_wanted = pa.array(sorted(abx_items), I32)
+    abx_parts: list[pd.DataFrame] = []
 
     def reset() -> None:
         parts.clear()
         weights.clear()
+        abx_parts.clear()
+
+    def antibiotics(b: _Batch) -> None:
+        """Take the antibiotic rows out of the batch: their administration times (issue 14,
+        defect 2) are kept, rewritten (superseded) rows and rows without a start or a known
+        stay are dropped and counted."""
+        items = pc.fill_null(pc.is_in(b["itemid"], value_set=abx_wanted), False)
+        if not pc.any(items).as_py():
+            return
+        sel = items
+        if b.has("statusdescription"):
+            rewritten = pc.fill_null(
+                pc.equal(pc.utf8_lower(b["statusdescription"]), "rewritten"), False
+            )
+            rw = pc.and_(items, rewritten)
+            tr.drop("status_rewritten", int(pc.sum(rw).as_py() or 0))
+            sel = pc.and_(items, pc.invert(rewritten))
+        try:
+            t = _ts_us(pc.cast(pc.filter(b["starttime"], sel), TS), -1)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            t = np.full(int(pc.sum(sel).as_py() or 0), -1, np.int64)
+        sid = _ids(pc.filter(b["icustay_id"], sel))
+        item = pc.filter(b["itemid"], sel).to_numpy(zero_copy_only=False)
+        keep = (t >= 0) & np.isin(sid, index.ids)
+        tr.drop("antibiotic_without_start_or_known_stay", int((~keep).sum()))
+        tr.rows_kept += int(keep.sum())
+        abx_parts.append(
+            pd.DataFrame(
+                {
+                    "stay_id": sid[keep],
+                    "time": t[keep].astype("datetime64[us]"),
+                    "itemid": item[keep].astype(np.int32),
+                    "drug": [abx_items[int(i)] for i in item[keep]],
+                }
+            )
+        )
+        b.filter(pc.invert(items))
 
     def handle(b: _Batch) -> None:
         b.convert("icustay_id", "itemid", "rate", "patientweight")
@@ -1269,6 +1312,7 @@ def _inputevents_mv(
                     _ts_us(st, np.iinfo(np.int64).max)[ok],
                     w[ok],
                 )
+        antibiotics(b)
         _keep_items(b, tr, wanted)
         if b.has("statusdescription"):
             rewritten = pc.fill_null(
@@ -1309,6 +1353,14 @@ def _inputevents_mv(
     scan.run(handle, reset)
     cols = ["stay_id", "itemid", "starttime", "endtime", "rate"]
     vaso = pd.concat(parts)[cols] if parts else pd.DataFrame(columns=cols)
+    abx = (
+        pd.concat(abx_parts, ignore_index=True)
+        if abx_parts
+        else pd.DataFrame({n: pd.Series(dtype=object) for n in ABX_MV_SCHEMA.names})
+    )
+    table = pa.Table.from_pandas(abx, preserve_index=False, schema=ABX_MV_SCHEMA)
+    pq.write_table(table, out / "antibiotics_mv.parquet")
+    rep.outputs["antibiotics_mv.parquet"] = table.num_rows
     return vaso, weights.result()
 
 

@@ -63,3 +63,99 @@ def test_reader_codes_specimen_text_into_valuenum(tmp_path):
     got = pd.read_parquet(tmp_path / "out" / "lab.parquet")
     spec = got.loc[got["itemid"] == V.LAB_SPECIMEN_TYPE].sort_values("time")["valuenum"]
     assert spec.tolist() == [V.SPECIMEN_CODES["VEN"], V.SPECIMEN_CODES["ART"], 0]
+
+
+# ---- defect 2: antibiotic administration times beat order dates ------------------------
+
+
+def test_metavision_antibiotic_administrations_are_extracted(tmp_path):
+    from data_prep.sources.mimic3 import ReaderParams, extract
+
+    raw = _copy(tmp_path)
+    with open(raw / "INPUTEVENTS_MV.csv", "a") as fh:
+        # vancomycin (225798) at ICU hour 1.2; a rewritten one; acyclovir (225837, antiviral)
+        fh.write(
+            "901,1,101,300001,2150-01-01 11:12:00,2150-01-01 12:12:00,225798,1,dose,,,80,FinishedRunning\n"
+        )
+        fh.write(
+            "902,1,101,300001,2150-01-01 11:30:00,2150-01-01 12:30:00,225798,1,dose,,,80,Rewritten\n"
+        )
+        fh.write(
+            "903,1,101,300001,2150-01-01 11:40:00,2150-01-01 12:40:00,225837,1,dose,,,80,FinishedRunning\n"
+        )
+    rep = extract(raw, tmp_path / "out", ReaderParams(), progress=False)
+    got = pd.read_parquet(tmp_path / "out" / "antibiotics_mv.parquet")
+    assert got[["stay_id", "itemid", "drug"]].values.tolist() == [[300001, 225798, "Vancomycin"]]
+    assert got["time"].tolist() == [pd.Timestamp("2150-01-01 11:12:00")]
+    tr = rep.tables["INPUTEVENTS_MV"]
+    assert tr.rows_read == tr.rows_kept + sum(tr.dropped.values())
+
+
+def test_administration_time_pairs_where_the_order_date_did_not():
+    """Stay 283181 lost its pairing because the antibiotic counted at its order date's
+    00:00, 33.6 h before the urine culture. Here: order dated day 0, first administration at
+    33 h (MetaVision), culture at 44.6 h: from the order date 44.6 h (no pair), from the
+    administration 11.6 h (an antibiotic-first pair, SI at the administration)."""
+    from test_infection import T0, make_micro, make_pres, make_stays
+
+    from data_prep.concepts import infection as I
+
+    pres = make_pres([(0.0, "Vancomycin")])
+    micro = make_micro([(44.6, None, "URINE")])
+    stays = make_stays([(1, 1, -10.0, 200.0)])
+    from data_prep.sepsis3 import LabelParams
+
+    params = LabelParams()
+    out, _ = I.suspected_infection(pres, micro, stays, params)
+    assert out.empty  # order date alone: 44.6 h before the culture, no pair
+    admin = pd.DataFrame(
+        {"hadm_id": [1], "time": [T0 + pd.Timedelta(hours=33.0)], "drug": ["Vancomycin"]}
+    )
+    out, counts = I.suspected_infection(pres, micro, stays, params, administrations=admin)
+    r = out.iloc[0]
+    assert r["si_time"] == T0 + pd.Timedelta(hours=33.0)
+    assert r["antibiotic_time_source"] == I.ABX_ADMINISTRATION
+    assert counts["antibiotic_orders_superseded_by_administration"] == 0  # another day
+
+
+def test_order_on_an_administration_day_is_superseded():
+    from test_infection import T0, make_micro, make_pres, make_stays
+
+    from data_prep.concepts import infection as I
+    from data_prep.sepsis3 import LabelParams
+
+    # order dated day 1 (00:00 = 24 h) and given at 30 h; culture at 47 h: from the order
+    # date it would be an abx-first pair at 24 h, from the administration one at 30 h
+    pres = make_pres([(24.0, "Cefepime")])
+    micro = make_micro([(47.0, None, "BLOOD CULTURE")])
+    admin = pd.DataFrame(
+        {"hadm_id": [1], "time": [T0 + pd.Timedelta(hours=30.0)], "drug": ["Cefepime"]}
+    )
+    out, counts = I.suspected_infection(
+        pres, micro, make_stays(), LabelParams(), administrations=admin
+    )
+    assert out["si_time"].iloc[0] == T0 + pd.Timedelta(hours=30.0)
+    assert counts["antibiotic_orders_superseded_by_administration"] == 1
+
+
+@pytest.mark.realdata
+def test_mv_antibiotic_list_is_the_rule_applied_to_d_items():
+    """mv_antibiotics.csv = D_ITEMS 'Antibiotics' items whose label matches antibiotics.txt."""
+    import os
+    import re
+    from pathlib import Path
+
+    from data_prep.concepts import infection as I
+
+    shared = Path(os.environ.get("SEPSIS_SHARED_DATA", "../shared/data"))
+    d_items = shared / "mimic3-demo" / "D_ITEMS.csv.gz"
+    if not d_items.exists():
+        pytest.skip(f"{d_items} absent (set SEPSIS_SHARED_DATA)")
+    d = pd.read_csv(d_items)
+    d.columns = [c.lower() for c in d.columns]
+    d = d[
+        (d["category"].fillna("").str.lower() == "antibiotics") & (d["linksto"] == "inputevents_mv")
+    ]
+    pattern = "|".join(re.escape(n) for n in I.antibiotic_names())
+    d = d[d["label"].str.lower().str.contains(pattern)]
+    assert I.mv_antibiotic_items() == dict(zip(d["itemid"], d["label"], strict=True))

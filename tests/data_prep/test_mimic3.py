@@ -97,6 +97,7 @@ def test_schemas_and_report(mini) -> None:
         "microbiology.parquet": 2,
         "diagnoses.parquet": 2,
         "stays.parquet": 3,
+        "antibiotics_mv.parquet": 0,
     }
     ce = rep.tables["CHARTEVENTS"]
     assert (ce.rows_read, ce.rows_kept) == (12, 8)
