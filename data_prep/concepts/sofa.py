@@ -34,7 +34,8 @@ Component rules (choices documented here):
   score charted as intubated ("No Response-ETT", "1.0 ET/Trach") makes GCS 15 at that
   instant (mimic-code convention: sedated/intubated patients are not scored as comatose).
   13-14:1, 10-12:2, 6-9:3, <6:4.
-* renal: creatinine 50912 >=1.2/>=2/>=3.5/>=5; urine output summed over the window (scaled
+* renal: creatinine 50912 >=1.2/>=2/>=3.5/>=5; urine output (GU irrigant out minus in)
+  summed over the window (scaled
   to mL/24 h when ``L`` != 24) <500 -> 3, <200 -> 4, scored only from hour ``L - 1`` on
   (the stay observed for a full window) and only when at least one urine row is in the
   window (no rows = no data, not anuria).
@@ -648,7 +649,9 @@ def _urine_scores(
     if urine.empty:
         return res
     val = urine["value"].to_numpy(float)
-    ok = np.isfinite(val) & (val >= 0)
+    # negative volumes are GU irrigant instilled (the reader negates 227488), subtracted from
+    # the irrigant-and-urine volume out; a window whose net is <= 0 produced no urine
+    ok = np.isfinite(val)
     _count(counts, "urine_rows_implausible", (~ok).sum())
     idx = urine["idx"].to_numpy(np.int64)[ok]
     b = np.floor(grid.hours(idx, urine["t_us"].to_numpy(np.int64)[ok])).astype(np.int64)

@@ -164,7 +164,12 @@ URINE_ITEMIDS = (
     40055, 43175, 40069, 40094, 40715, 40473, 40085, 40057, 40056, 40405, 40428,
     40086, 40096, 40651,
     226559, 226560, 226561, 226584, 226563, 226564, 226565, 226567, 226557, 226558,
+    227489,
 )
+# GU irrigation (MetaVision): 227489 "GU Irrigant/Urine Volume Out" holds urine plus the
+# irrigant instilled, charted as 227488 "GU Irrigant Volume In"; urine = out - in, so the
+# reader stores 227488 volumes negated (mimic-code's urine_output does the same; issue 14).
+URINE_IRRIGANT_IN = 227488
 
 # Weight for vasopressor dose normalisation (kg; 3581 is lb, 3582 oz: converted)
 WEIGHT_ITEMIDS_KG = (762, 763, 3723, 3580, 226512, 224639)

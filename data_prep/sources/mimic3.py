@@ -1530,7 +1530,7 @@ def _outputevents(
     tr = rep.tables.setdefault("OUTPUTEVENTS", TableReport("OUTPUTEVENTS"))
     scan = _Scan(data_dir, "OUTPUTEVENTS", params, tr, progress)
     writer = _Writer(out / "urine.parquet", URINE_SCHEMA, params.batch_rows)
-    wanted = pa.array(sorted(V.URINE_ITEMIDS), I32)
+    wanted = pa.array(sorted({*V.URINE_ITEMIDS, V.URINE_IRRIGANT_IN}), I32)
 
     def handle(b: _Batch) -> None:
         b.convert("icustay_id", "itemid", "value")
@@ -1539,6 +1539,9 @@ def _outputevents(
         neg = pc.less(b["value"], 0.0)
         tr.drop("negative_value", int(pc.sum(neg).as_py() or 0))
         b.filter(pc.invert(neg))
+        irrigant_in = pc.fill_null(pc.equal(b["itemid"], V.URINE_IRRIGANT_IN), False)
+        if len(b) and pc.any(irrigant_in).as_py():  # urine = irrigant out - irrigant in
+            b.cols["value"] = pc.if_else(irrigant_in, pc.negate(b["value"]), b["value"])
         b.convert("charttime")
         _drop_null(b, tr, "charttime", "missing_charttime")
         pos = _keep_known_stays(b, tr, index)

@@ -159,3 +159,29 @@ def test_mv_antibiotic_list_is_the_rule_applied_to_d_items():
     pattern = "|".join(re.escape(n) for n in I.antibiotic_names())
     d = d[d["label"].str.lower().str.contains(pattern)]
     assert I.mv_antibiotic_items() == dict(zip(d["itemid"], d["label"], strict=True))
+
+
+# ---- defect 5b: GU irrigant, out minus in ---------------------------------------------
+
+
+def test_urine_is_gu_irrigant_out_minus_in():
+    # 24 h window ending at hour 23: irrigant + urine out 900 mL, irrigant in 600 mL -> 300
+    # mL/24 h -> renal 3 (before issue 14: 227489 was not read at all -> no urine data, 0)
+    urine = [(5.0, 900.0), (5.5, -600.0)]
+    df, _ = run(los=30, urine=urine)
+    assert at(df, 23, "sofa_renal") == 3
+    df, _ = run(los=30, urine=[(5.0, 900.0)])
+    assert at(df, 23, "sofa_renal") == 0
+
+
+def test_reader_negates_gu_irrigant_in_and_keeps_irrigant_out(tmp_path):
+    from data_prep.sources.mimic3 import ReaderParams, extract
+
+    raw = _copy(tmp_path)
+    with open(raw / "OUTPUTEVENTS.csv", "a") as fh:
+        fh.write("901,1,101,300001,2150-01-01 12:00:00,227489,900,mL,,10,,,\n")
+        fh.write("902,1,101,300001,2150-01-01 12:00:00,227488,600,mL,,10,,,\n")
+    extract(raw, tmp_path / "out", ReaderParams(), progress=False)
+    got = pd.read_parquet(tmp_path / "out" / "urine.parquet")
+    at_noon = got[got["time"] == pd.Timestamp("2150-01-01 12:00:00")]["value"]
+    assert sorted(at_noon.tolist()) == [-600.0, 200.0, 900.0]  # 200: the fixture's 226559
