@@ -614,10 +614,14 @@ def test_renal_is_the_worst_of_creatinine_and_urine():
     assert at(df, 23, "sofa_renal") == 4  # 150 mL / 24 h beats creatinine 1.5
 
 
-def test_negative_urine_is_dropped_and_counted():
-    df, counts = run(los=24, urine=[(1.0, -50.0), (2.0, 600.0)])
+def test_missing_urine_volume_is_dropped_and_counted_and_negative_is_irrigant_in():
+    df, counts = run(los=24, urine=[(1.0, float("nan")), (2.0, 600.0)])
     assert counts["urine_rows_implausible"] == 1
     assert at(df, 23, "sofa_renal") == 0
+    # a negative volume is GU irrigant instilled (the reader negates 227488): subtracted
+    df, counts = run(los=24, urine=[(1.0, -150.0), (2.0, 600.0)])
+    assert "urine_rows_implausible" not in counts
+    assert at(df, 23, "sofa_renal") == 3  # 450 mL / 24 h
 
 
 # ---------------------------------------------------------------------------------------
