@@ -86,6 +86,8 @@ ONSETS = _schema(
     ("sofa_baseline", pa.int8(), True),
     ("sofa_at_onset", pa.int8(), True),
     ("components_rose", pa.string(), True),
+    ("sofa_baseline_hour", pa.float64(), True),
+    ("components_baseline_to_onset", pa.string(), True),
 )
 
 OBSERVATIONS = _schema(

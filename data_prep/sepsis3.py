@@ -65,6 +65,8 @@ ONSET_COLUMNS = [
     "sofa_baseline",
     "sofa_at_onset",
     "components_rose",
+    "sofa_baseline_hour",
+    "components_baseline_to_onset",
 ]
 CHUNK_STAYS = 5000  # stays per chunk: bounds memory on full MIMIC-III
 
@@ -199,19 +201,25 @@ def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -
     )
     out.loc[~any_on, ["sofa_baseline", "sofa_at_onset"]] = pd.NA
     rose = np.full(m, None, object)
+    detail = np.full(m, None, object)
+    base_hour = np.full(m, np.nan)
     if any_on.any():
         on_row = row[r, jon][any_on]
         b_row = row[r, base_j[r, jon]][any_on]
-        up = np.stack(
-            [
-                s[f"sofa_{c}"].to_numpy()[on_row] > s[f"sofa_{c}"].to_numpy()[b_row]
-                for c in COMPONENTS
-            ],
-            axis=1,
-        )
+        at_on = np.stack([s[f"sofa_{c}"].to_numpy()[on_row] for c in COMPONENTS], axis=1)
+        at_base = np.stack([s[f"sofa_{c}"].to_numpy()[b_row] for c in COMPONENTS], axis=1)
         names = np.array(COMPONENTS)
-        rose[any_on] = [",".join(names[u]) for u in up]
+        rose[any_on] = [",".join(names[u]) for u in at_on > at_base]
+        # every component's score at the baseline hour and at the onset hour, e.g.
+        # "resp 0->2, coag 1->1, ..." (the audit of which organ systems formed the onset)
+        detail[any_on] = [
+            ", ".join(f"{n} {b}->{o}" for n, b, o in zip(names, bb, oo, strict=True))
+            for bb, oo in zip(at_base, at_on, strict=True)
+        ]
+        base_hour[any_on] = k[r, base_j[r, jon]][any_on]
     out["components_rose"] = pd.array(rose, dtype="string")
+    out["sofa_baseline_hour"] = base_hour
+    out["components_baseline_to_onset"] = pd.array(detail, dtype="string")
     return out
 
 
@@ -280,7 +288,7 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
     o["stay_id"] = o["stay_id"].astype(np.int64)
     for c in ("si_time", "antibiotic_time", "culture_time", "onset_time"):
         o[c] = pd.to_datetime(o[c]).astype("datetime64[us]")
-    for c in ("si_hour", "onset_hour"):
+    for c in ("si_hour", "onset_hour", "sofa_baseline_hour"):
         o[c] = o[c].astype(float)
     for c in (
         "antibiotic",
@@ -288,6 +296,7 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
         "culture_time_source",
         "culture_specimen",
         "components_rose",
+        "components_baseline_to_onset",
     ):
         o[c] = o[c].astype("string")
     for c in ("sofa_baseline", "sofa_at_onset"):

@@ -158,6 +158,17 @@ def test_audit_row_names_the_pair_and_components():
     assert (r["sofa_baseline"], r["sofa_at_onset"]) == (2, 5)
     assert r["components_rose"] == "coag,liver"
     assert r["onset_time"] == T0 + pd.Timedelta(hours=40)
+    # issue 14: the audit says where the antibiotic and culture times come from, and every
+    # component's score at the baseline hour and at the onset hour
+    assert r["antibiotic_time_source"] == "order date"
+    assert r["culture_time_source"] == "charted"
+    parts = dict(p.split(" ", 1) for p in r["components_baseline_to_onset"].split(", "))
+    rose = {c for c, v in parts.items() if int(v.split("->")[1]) > int(v.split("->")[0])}
+    assert rose == {"coag", "liver"}
+    base = sum(int(v.split("->")[0]) for v in parts.values())
+    onset = sum(int(v.split("->")[1]) for v in parts.values())
+    assert (base, onset) == (r["sofa_baseline"], r["sofa_at_onset"])
+    assert r["sofa_baseline_hour"] < r["onset_hour"]
 
 
 def test_si_window_flags_match_window_edges():
