@@ -185,3 +185,27 @@ def test_reader_negates_gu_irrigant_in_and_keeps_irrigant_out(tmp_path):
     got = pd.read_parquet(tmp_path / "out" / "urine.parquet")
     at_noon = got[got["time"] == pd.Timestamp("2150-01-01 12:00:00")]["value"]
     assert sorted(at_noon.tolist()) == [-600.0, 200.0, 900.0]  # 200: the fixture's 226559
+
+
+# ---- the definition presets -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mimic3-demo-reference", "mimic3-reference"])
+def test_reference_presets_declare_the_reference_code_rules(name, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from sepsis.config import load_config
+
+    monkeypatch.setenv("MIMIC3_DIR", str(tmp_path))
+    monkeypatch.setenv("SEPSIS_SHARED_DATA", str(tmp_path))
+    cfg = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml", check_paths=False
+    )
+    ours = load_config(
+        Path(__file__).resolve().parents[2] / "configs" / f"{name.replace('-reference', '')}.yaml",
+        check_paths=False,
+    )
+    assert (cfg.labels.si_time, cfg.labels.pre_icu_hours, cfg.labels.pre_hours) == ("culture", 0, 0)
+    assert (ours.labels.si_time, ours.labels.pre_icu_hours) == ("earlier", 24)
+    assert cfg.output_dir != ours.output_dir  # its own run folder
+    assert cfg.cohort == ours.cohort and cfg.source == ours.source
