@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": "AUPRC/AUROC per learner and horizon with bootstrap CIs (metrics.csv)",
         "report": "evaluate, then write report.md, report.html and plots under reports/",
         "run": "prepare -> train -> report, printing where the report is",
+        "export-predictions": "write online test predictions in the PhysioNet 2019 challenge format "
+        "(one p<stay>.psv per stay) with matching label files, for the official scorer",
     }
     for name, text in helps.items():
         p = sub.add_parser(
@@ -80,7 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
                 help="external validation: evaluate the models of another run "
                 "(e.g. runs/physionet2019) on this config's dataset",
             )
+            p.add_argument(
+                "--online",
+                action="store_true",
+                help="also score every ICU hour of the val/test stays (evaluation-online/: "
+                "utility, hourly AUROC/AUPRC, alarms; config section `online`)",
+            )
+        if name == "export-predictions":
+            _add_export(p)
     return parser
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="physionet2019", choices=["physionet2019"])
+    p.add_argument("--learner", required=True, help="e.g. mgp_tcn, dtw_knn, logreg, gbm")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--training",
+        default="case-control",
+        choices=["case-control", "online"],
+        help="the case-control-trained model (default) or the online-trained baseline",
+    )
+    p.add_argument("--out", required=True, help="folder for predictions/ and labels/")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,11 +149,23 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("evaluate", "report"):
             models = Path(args.models) if args.models else None
             path = pipeline.evaluate(cfg, force=args.force, progress=progress, models_run=models)
+            if args.online:
+                from sepsis.online import evaluate_online
+
+                if models is not None:
+                    raise pipeline.PipelineError("--online does not combine with --models")
+                online = evaluate_online(cfg, force=args.force, progress=progress)
+                print(f"online metrics: {online / 'metrics.csv'}")
             if args.command == "report":
                 path = pipeline.report(cfg, force=args.force, models_run=models)
                 print(f"report: {path / 'report.html'} (and report.md)")
             else:
                 print(f"metrics: {path / 'metrics.csv'}")
+        elif args.command == "export-predictions":
+            from sepsis.online import export_physionet2019
+
+            n = export_physionet2019(cfg, args.learner, args.seed, Path(args.out), args.training)
+            print(f"{n} stays: {Path(args.out) / 'predictions'} and {Path(args.out) / 'labels'}")
         elif args.command == "run":
             pipeline.prepare(cfg, force=args.force, progress=progress)
             pipeline.train(cfg, force=args.force, progress=progress)

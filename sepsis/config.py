@@ -87,6 +87,7 @@ def _section_classes() -> dict[str, type]:
     from data_prep.cohort import CohortParams
     from data_prep.sepsis3 import LabelParams
     from data_prep.sources.synthetic import SyntheticParams
+    from sepsis.online import OnlineParams
 
     return {
         "synthetic": SyntheticParams,
@@ -94,6 +95,7 @@ def _section_classes() -> dict[str, type]:
         "cohort": CohortParams,
         "train": TrainParams,
         "evaluate": EvaluateParams,
+        "online": OnlineParams,
     }
 
 
