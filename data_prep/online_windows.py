@@ -2,8 +2,9 @@
 
 A window (stay s, hour t) holds the observations of s with ``start <= hour <= t``,
 ``start = max(0, t - W)``, times relative to t, z-scored with the given statistics, exactly
-as `CohortDataset` cuts a cohort stay at ``onset - h`` with ``onset - h = t`` (a test checks
-that the two agree). Nothing after t is ever in the window. Observations are sorted once by
+as `CohortDataset` cuts a cohort stay at horizon 0 with onset = t (a test checks that the two
+agree; at h > 0 the training windows start at onset - W, so they are W - h hours long, and
+the online models are the h0 ones). Nothing after t is ever in the window. Observations are sorted once by
 (stay, hour, variable), so a window is a contiguous slice and a batch of windows is built
 with a few numpy passes (one index matrix), not one Python object per window.
 """

@@ -1,0 +1,280 @@
+"""Online evaluation: every-hour windows, utility metrics, val-only threshold, export round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from data_prep.dataset import CohortDataset
+from data_prep.online_windows import OnlineWindows
+from sepsis.config import ConfigError, load_config
+from sepsis.evaluation.online_metrics import choose_threshold, online_metrics
+from sepsis.evaluation.utility import best_predictions, challenge_labels, utility_score
+from sepsis.online import OnlineParams, _evaluate
+
+VARS = ("heart_rate", "resp_rate", "temperature")
+
+
+def _random_obs(n_stays: int = 6, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_stays):
+        k = rng.integers(5, 80)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "stay_id": 100 + s,
+                    # fractional hours, some before intime (negative) and exact integer hours
+                    "hour": np.r_[rng.uniform(-3, 70, k - 3), [0.0, 5.0, 12.0]],
+                    "variable": rng.choice(VARS, k),
+                    "value": rng.normal(80, 10, k),
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_online_windows_never_contain_data_after_their_hour():
+    obs = _random_obs()
+    W = 10
+    ow = OnlineWindows(obs, VARS, W)
+    sid = np.repeat(np.arange(100, 107), 40)  # 106 has no observations at all
+    hour = np.tile(np.arange(0, 40), 7).astype(float)
+    mean, std = np.zeros(3), np.ones(3)
+    v = ow.irregular(sid, hour, mean, std)
+    v.validate()
+    assert (v.times[v.mask] <= 0).all()
+    # exactly the observations of [max(0, t - W), t], none later, none missing
+    for i in range(len(sid)):
+        o = obs[(obs["stay_id"] == sid[i]) & (obs["variable"].isin(VARS))]
+        inside = o[(o["hour"] >= max(0.0, hour[i] - W)) & (o["hour"] <= hour[i])]
+        assert v.mask[i].sum() == len(inside), i
+        got = np.sort(v.times[i][v.mask[i]] + hour[i])
+        assert np.allclose(got, np.sort(inside["hour"].to_numpy()), atol=1e-4)
+    assert v.mask[sid == 106].sum() == 0
+    g = ow.grid(sid, hour, mean, std)
+    g.validate()
+    assert (g.lengths == np.minimum(W, hour) + 1).all()
+
+
+def test_online_windows_equal_the_h0_training_windows():
+    obs = _random_obs()
+    cohort = pd.DataFrame(
+        {
+            "stay_id": np.arange(100, 106),
+            "patient_id": np.arange(100, 106),
+            "label": np.int8([1, 0, 1, 0, 0, 1]),
+            "onset_hour": [20.0, 33.0, 9.0, 50.0, 15.0, 61.0],
+            "matched_case": [100, 100, 102, 102, 105, 105],
+        }
+    )
+    splits = pd.DataFrame({"stay_id": cohort["stay_id"], "seed": 0, "split": "train"})
+    norm = pd.DataFrame(
+        {"seed": 0, "variable": list(VARS), "mean": [80.0, 79.0, 81.0], "std": [10.0, 9.0, 0.0]}
+    )
+    norm["n"] = 5
+    W = 12
+    ds = CohortDataset(cohort, splits, norm, obs, window_hours=W)
+    ow = OnlineWindows(obs, ds.variables, W)
+    mean, std = ds._stats(0)
+    for h in (0,):  # training windows at h > 0 start at onset - W, not onset - h - W
+        iv, _ = ds.irregular(h, "train", 0)
+        gv, _ = ds.grid(h, "train", 0)
+        t = cohort["onset_hour"].to_numpy() - h
+        ov = ow.irregular(iv.stay_id, t, mean, std)
+        for f in ("times", "var_idx", "values", "mask", "grid_len"):
+            assert np.array_equal(getattr(ov, f), getattr(iv, f)), (h, f)
+        og = ow.grid(iv.stay_id, t, mean, std)
+        assert np.array_equal(og.X, gv.X, equal_nan=True)
+
+
+def _hours_frame(labels: list[np.ndarray], scores: list[np.ndarray]) -> pd.DataFrame:
+    rows = []
+    for k, (lab, sc) in enumerate(zip(labels, scores, strict=True)):
+        onset = float(np.argmax(lab) + 6) if lab.any() else np.nan
+        rows.append(
+            pd.DataFrame(
+                {
+                    "stay_id": k,
+                    "hour": np.arange(len(lab)),
+                    "label": lab,
+                    "score": sc,
+                    "onset": onset,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_online_utility_of_known_prediction_vectors():
+    septic = challenge_labels(20, 10)  # labelled from row 4, t_sepsis = 10
+    healthy = np.zeros(10, np.int8)
+    labels = [septic, healthy]
+
+    def util(scores):
+        return online_metrics(_hours_frame(labels, scores), 0.5, n_resamples=0)["utility"]
+
+    assert util([np.zeros(20), np.zeros(10)]) == 0.0
+    assert util([best_predictions(septic).astype(float), np.zeros(10)]) == pytest.approx(1.0)
+    # by hand: one alarm at d = 0 gains 1/3 - (-4/3) = 5/3; best - inaction = 22/3 + 10 = 52/3;
+    # one false alarm on the healthy stay costs 0.05
+    one = np.zeros(20)
+    one[10] = 1
+    fa = np.zeros(10)
+    fa[3] = 1
+    assert util([one, np.zeros(10)]) == pytest.approx(5 / 52)
+    assert util([one, fa]) == pytest.approx((5 / 3 - 0.05) / (52 / 3))
+    m = online_metrics(_hours_frame(labels, [one, fa]), 0.5, n_resamples=30)
+    assert m["false_alarms_per_100_days"] == pytest.approx(2400 * 1 / 30)  # 1 episode, 30 hours
+    assert m["warning_hours_median"] == 0.0  # first alarm at the onset hour
+    assert m["utility_low"] - 1e-12 <= m["utility"] <= m["utility_high"] + 1e-12
+
+
+def test_threshold_is_chosen_without_test_data():
+    rng = np.random.default_rng(1)
+    parts = []
+    for split, n in (("val", 30), ("test", 30)):
+        labs = [challenge_labels(30, rng.integers(8, 40)) for _ in range(n)]
+        scores = [lab * rng.uniform(0.3, 1, 30) + rng.uniform(0, 0.6, 30) for lab in labs]
+        f = _hours_frame(labs, scores)
+        f["stay_id"] += 0 if split == "val" else 1000
+        parts.append(f.assign(split=split))
+    rows = pd.concat(parts, ignore_index=True).assign(learner="x", training="t", seed=0)
+    op = OnlineParams(n_bootstrap=0)
+
+    def run(r):
+        res = {"metrics": [], "curves": [], "predictions": [], "alarms": []}
+        _evaluate(r, op, 1.0, res, n_eligible=30)
+        return res["metrics"][0].iloc[0]
+
+    a = run(rows)
+    perturbed = rows.copy()
+    test = perturbed["split"] == "test"
+    perturbed.loc[test, "score"] = rng.uniform(0, 1, test.sum())
+    perturbed.loc[test, "label"] = 1 - perturbed.loc[test, "label"]
+    b = run(perturbed)
+    assert a["threshold"] == b["threshold"] and a["val_utility"] == b["val_utility"]
+    assert a["utility"] != b["utility"]  # the test data did change, only not the threshold
+    thr, u, _ = choose_threshold(rows[rows["split"] == "val"])
+    assert thr == a["threshold"] and u == a["val_utility"]
+
+
+def test_online_config_section_is_validated(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "x", "source": "synthetic", "data_dir": str(tmp_path)}))
+    assert load_config(cfg).online.false_alarm_rate == 0.05
+    with pytest.raises(ConfigError, match="online.false_alarm_rate"):
+        load_config(cfg, ["online.false_alarm_rate=2"])
+    with pytest.raises(ConfigError, match="online.max_stay"):
+        load_config(cfg, ["online.max_stay=3"])
+
+
+# ----------------------------------------------------------------- a small synthetic run
+
+SMALL = {
+    "synthetic": {"n_patients": 160, "seed": 3, "signal_strength": 2.5},
+    "cohort": {
+        "split_seeds": [0],
+        "dbsource": "all",
+        "split_fractions": [0.5, 0.2, 0.3],
+        "min_variable_observations": 20,
+        "horizons": [0],
+        "control_ratio": 2,  # leaves controls out of the cohort: they must be scored too
+    },
+    "train": {"per_horizon": ["logreg"], "train_once": [], "horizons": [0]},
+    "online": {"n_bootstrap": 20, "baseline_max_windows": 3000},
+    "evaluate": {"n_bootstrap": 20},
+}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from sepsis import pipeline
+    from sepsis.cli import main
+
+    tmp = tmp_path_factory.mktemp("online")
+    data = {"name": "small", "source": "synthetic", "data_dir": str(tmp / "db")}
+    data["output_dir"] = str(tmp / "runs" / "small")
+    data.update(SMALL)
+    path = tmp / "small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    pipeline.prepare(cfg, progress=False)
+    pipeline.train(cfg, progress=False)
+    assert main(["report", "--online", "--no-progress", "--config", str(path)]) == 0
+    return tmp, path, cfg
+
+
+def test_every_hour_of_every_eligible_stay_is_scored(small_run):
+    _, _, cfg = small_run
+    ev = cfg.output_dir / "evaluation-online"
+    p = pd.read_parquet(ev / "predictions.parquet")
+    cohort = pd.read_parquet(cfg.output_dir / "prepared" / "cohort.parquet")
+    assert set(p["training"]) == {"case-control", "online"}
+    lr = p[(p["learner"] == "logreg") & (p["training"] == "case-control")]
+    assert not set(lr["stay_id"]) <= set(cohort["stay_id"])  # stays outside the cohort too
+    # cohort stays keep the cohort's split
+    sp = pd.read_parquet(cfg.output_dir / "prepared" / "splits.parquet")
+    got = lr.drop_duplicates("stay_id").set_index("stay_id")["split"]
+    ref = sp.set_index("stay_id")["split"].reindex(got.index).dropna()
+    assert len(ref) and (got[ref.index] == ref).all()
+    # every hour from min_hour on, consecutive; septic stays end at t_sepsis + 3
+    lh = pd.read_parquet(cfg.output_dir / "prepared" / "labels_hourly.parquet")
+    last = lh.groupby("stay_id")["hour"].max()
+    for sid, g in lr.groupby("stay_id"):
+        hrs = g["hour"].to_numpy()
+        assert hrs[0] == cfg.online.min_hour and (np.diff(hrs) == 1).all()
+        if g["label"].any():
+            assert hrs[-1] == min(last[sid], g["hour"][g["label"] == 1].min() + 9)
+        else:
+            assert hrs[-1] == last[sid]
+    m = pd.read_csv(ev / "metrics.csv")
+    assert len(m) == 2 and m["utility"].between(-5, 1).all() and m["auroc"].between(0, 1).all()
+    report = (cfg.output_dir / "reports" / "report.md").read_text()
+    assert "Online evaluation" in report and "PhysioNet 2019 utility score" in report
+
+
+def test_export_round_trips_and_matches_the_in_process_utility(small_run):
+    from sepsis.cli import main
+
+    tmp, path, cfg = small_run
+    out = tmp / "export"
+    args = ["export-predictions", "--config", str(path), "--learner", "logreg", "--out", str(out)]
+    assert main(args + ["--seed", "0"]) == 0
+    files = sorted((out / "predictions").glob("p*.psv"), key=lambda f: int(f.stem[1:]))
+    p = pd.read_parquet(cfg.output_dir / "evaluation-online" / "predictions.parquet")
+    test = p[
+        (p["learner"] == "logreg") & (p["training"] == "case-control") & (p["split"] == "test")
+    ]
+    assert len(files) == test["stay_id"].nunique()
+    labels, alarms = [], []
+    for f in files:
+        pred = pd.read_csv(f, sep="|")
+        lab = pd.read_csv(out / "labels" / f.name, sep="|")
+        assert list(pred.columns) == ["PredictedProbability", "PredictedLabel"]
+        assert list(lab.columns) == ["SepsisLabel"] and len(lab) == len(pred)
+        g = test[test["stay_id"] == int(f.stem[1:])]
+        assert np.array_equal(pred["PredictedProbability"].to_numpy(), g["score"].to_numpy())
+        labels.append(lab["SepsisLabel"].to_numpy())
+        alarms.append(pred["PredictedLabel"].to_numpy())
+    m = pd.read_csv(cfg.output_dir / "evaluation-online" / "metrics.csv")
+    want = m[(m["learner"] == "logreg") & (m["training"] == "case-control")]["utility"].iloc[0]
+    assert utility_score(labels, alarms) == want
+    assert main(args + ["--seed", "7"]) == 1  # no such seed: a clear error, not a traceback
+
+
+def test_export_before_online_evaluation_is_a_clear_error(tmp_path, capsys):
+    from sepsis.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    data = {"name": "x", "source": "synthetic", "data_dir": str(tmp_path)}
+    data["output_dir"] = str(tmp_path / "run")
+    cfg.write_text(yaml.safe_dump(data))
+    args = ["export-predictions", "--config", str(cfg), "--learner", "gbm", "--out", "o"]
+    assert main(args) == 1
+    assert "sepsis evaluate --online" in capsys.readouterr().err
+    assert not Path("o").exists()
