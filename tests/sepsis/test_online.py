@@ -278,3 +278,44 @@ def test_export_before_online_evaluation_is_a_clear_error(tmp_path, capsys):
     assert main(args) == 1
     assert "sepsis evaluate --online" in capsys.readouterr().err
     assert not Path("o").exists()
+
+
+@pytest.mark.realdata
+def test_physionet_online_labels_are_the_files_sepsis_label():
+    """Real set A, first 300 files: every ICU row scored, label == SepsisLabel (incl. stays
+    positive from their first row); the cap keeps septic rows up to t_sepsis + dt_late."""
+    import io
+    import os
+    import zipfile
+
+    from data_prep.cohort import CohortParams
+    from data_prep.sources.physionet2019 import read_physionet2019
+    from sepsis.online import online_hours
+
+    root = Path(
+        os.environ.get("SEPSIS_SHARED_DATA", Path(__file__).parents[2] / ".." / "shared" / "data")
+    )
+    zpath = root / "physionet2019" / "training_setA.zip"
+    if not zpath.exists():
+        pytest.skip(f"PhysioNet 2019 training set A not found at {zpath}")
+    t = read_physionet2019(zpath, progress=False, limit=300)
+    params = CohortParams(dbsource="all", min_age=0)
+    obs_stays = t.observations["stay_id"].unique()
+    full, _ = online_hours(t.stays, t.onsets, t.labels_hourly, obs_stays, params, 0, dt_late=1e9)
+    capped, counts = online_hours(t.stays, t.onsets, t.labels_hourly, obs_stays, params, 0)
+    with zipfile.ZipFile(zpath) as z:
+        names = sorted(m for m in z.namelist() if m.endswith(".psv"))[:300]
+        raw = {int(Path(m).stem[1:]): pd.read_csv(io.BytesIO(z.read(m)), sep="|") for m in names}
+    n_start = 0
+    for sid, g in full.groupby("stay_id"):
+        d = raw[sid]
+        np.testing.assert_array_equal(g["hour"].to_numpy(), d["ICULOS"].to_numpy())
+        np.testing.assert_array_equal(g["label"].to_numpy(), d["SepsisLabel"].to_numpy())
+        n_start += int(d["SepsisLabel"].iloc[0] == 1)
+        c = capped[capped["stay_id"] == sid]
+        if d["SepsisLabel"].any():
+            first = d["ICULOS"][d["SepsisLabel"] == 1].min()
+            assert c["hour"].max() == min(first + 9, d["ICULOS"].max())
+        else:
+            assert len(c) == len(d)
+    assert n_start > 0 and counts["scored stays"] == full["stay_id"].nunique()
