@@ -45,7 +45,7 @@ LABEL_SHIFT = 6  # the challenge labels 6 h before onset (= -UtilityParams.dt_op
 class OnlineParams:
     """YAML section `online`."""
 
-    learners: tuple[str, ...] | None = None  # None: every learner with an h0 model
+    learners: tuple[str, ...] | None = None  # None: every trained learner (not sofa)
     min_hour: int = 1  # first ICU hour scored
     max_stays: dict[str, int] = field(default_factory=lambda: {"mgp_tcn": 300, "dtw_knn": 300})
     subsample_seed: int = 0  # the seeded subsample of val/test stays under max_stays
@@ -215,7 +215,8 @@ def _training_hours(h: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 def _units(cfg, models: Path, op: OnlineParams, seeds) -> tuple[list, list[str]]:
     from sepsis.config import LEARNERS
 
-    names = op.learners or tuple(n for n in LEARNERS if n != "sofa")
+    trained = set(cfg.train.per_horizon) | set(cfg.train.train_once)
+    names = op.learners or tuple(n for n in LEARNERS if n != "sofa" and n in trained)
     found, missing = [], []
     for seed in seeds:
         for name in names:

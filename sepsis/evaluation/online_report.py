@@ -116,4 +116,24 @@ def online_context(online_dir: Path) -> dict | None:
         )
         if (online_dir / "plots" / f).exists()
     }
-    return {"metrics": metrics, "plots": plots}
+    import json
+
+    counts = json.loads((online_dir / "manifest.json").read_text()).get("counts", {})
+    return {"metrics": metrics, "plots": plots, "counts": counts}
+
+
+def counts_text(counts: dict) -> str:
+    """One sentence on what was scored: stays, hours, those outside the cohort, exclusions."""
+    ex = dict(counts.get("exclusions", {}))
+    if not ex:
+        return ""
+    scored, hours = ex.pop("scored stays", "?"), ex.pop("scored hours", "?")
+    total = ex.pop("stays", "?")
+    parts = ", ".join(f"{k}: {v}" for k, v in ex.items())
+    text = (
+        f"{scored} of {total} stays scored ({hours} hours over all splits; "
+        f"{counts.get('stays_outside_cohort', '?')} outside the matched cohort); removed: {parts}."
+    )
+    if counts.get("missing_models"):
+        text += " No h0 model for: " + ", ".join(counts["missing_models"]) + "."
+    return text

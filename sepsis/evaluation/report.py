@@ -687,6 +687,8 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
         om = online["metrics"]
         blocks.append(B("h2", "Online evaluation (every ICU hour)"))
         blocks.append(B("p", orep.ONLINE_TEXT.format(far=float(om["false_alarm_rate"].iloc[0]))))
+        if orep.counts_text(online.get("counts", {})):
+            blocks.append(B("p", orep.counts_text(online["counts"])))
         blocks.append(
             B("table", orep.side_by_side(om, summary), "Case-control vs online, same h0 models")
         )

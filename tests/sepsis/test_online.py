@@ -236,6 +236,7 @@ def test_every_hour_of_every_eligible_stay_is_scored(small_run):
     assert len(m) == 2 and m["utility"].between(-5, 1).all() and m["auroc"].between(0, 1).all()
     report = (cfg.output_dir / "reports" / "report.md").read_text()
     assert "Online evaluation" in report and "PhysioNet 2019 utility score" in report
+    assert "outside the matched cohort" in report and "No h0 model" not in report
 
 
 def test_export_round_trips_and_matches_the_in_process_utility(small_run):
