@@ -24,6 +24,7 @@ overrides:
 
 outputs (under output_dir, default runs/<config name>/):
   extracted/  prepared/  models/<learner>/<regime>/h<H>/seed<S>/  evaluation/  reports/
+  evaluation-online/ (evaluate/report --online: every ICU hour of the val/test stays)
   Each folder has a manifest.json; a stage whose manifest matches is skipped (--force redoes it).
 """
 

@@ -118,7 +118,8 @@ def online_context(online_dir: Path) -> dict | None:
     }
     import json
 
-    counts = json.loads((online_dir / "manifest.json").read_text()).get("counts", {})
+    man = json.loads((online_dir / "manifest.json").read_text())
+    counts = dict(man.get("counts", {}), wall_seconds=man.get("wall_seconds"))
     return {"metrics": metrics, "plots": plots, "counts": counts}
 
 
@@ -134,6 +135,8 @@ def counts_text(counts: dict) -> str:
         f"{scored} of {total} stays scored ({hours} hours over all splits; "
         f"{counts.get('stays_outside_cohort', '?')} outside the matched cohort); removed: {parts}."
     )
+    if counts.get("wall_seconds") is not None:
+        text += f" Wall time of the online stage: {float(counts['wall_seconds']):.0f} s."
     if counts.get("missing_models"):
         text += " No h0 model for: " + ", ".join(counts["missing_models"]) + "."
     return text
