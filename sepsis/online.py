@@ -11,7 +11,8 @@ ending at t (`data_prep.online_windows`, the training window rule, nothing after
   `data_prep.cohort.patient_splits` (same fractions and seed, stratified by having a septic
   stay), so no cohort patient ever moves.
 * Hours: labels_hourly hours >= online.min_hour; a septic stay stops at the challenge's
-  t_sepsis + dt_late (t_sepsis = first labelled hour + 6; the utility of later hours is 0).
+  t_sepsis + dt_late (t_sepsis = first labelled hour + 6; the utility of later hours is 0),
+  unless online.score_after_onset.
 * Labels: the challenge's shifted label ``hour >= onset - 6``; on PhysioNet this is the
   file's SepsisLabel column, on MIMIC sources it comes from our Sepsis-3 onsets.
 * Models: each learner's train-once h0 model of the seed (else per-horizon h0); the
@@ -47,6 +48,10 @@ class OnlineParams:
 
     learners: tuple[str, ...] | None = None  # None: every trained learner (not sofa)
     min_hour: int = 1  # first ICU hour scored
+    # False: a septic stay stops at t_sepsis + dt_late (later hours have utility 0 either way);
+    # True: every hour to the end of the stay, so an export lines up row by row with the
+    # challenge's own .psv files (their SepsisLabel can serve as the scorer's labels)
+    score_after_onset: bool = False
     max_stays: dict[str, int] = field(default_factory=lambda: {"mgp_tcn": 300, "dtw_knn": 300})
     subsample_seed: int = 0  # the seeded subsample of val/test stays under max_stays
     false_alarm_rate: float = 0.05
@@ -288,7 +293,15 @@ def _run(cfg, op, seeds, units, baselines, progress, counts) -> dict[str, pd.Dat
     obs = obs[obs["variable"].astype(str).isin(ds.variables)]
     windows = OnlineWindows(obs, ds.variables, ds.window_hours)
     counts["observations_seconds"] = round(time.time() - t0, 1)
-    hours, excl = online_hours(stays, onsets, labels, windows.stay_ids, cfg.cohort, op.min_hour)
+    hours, excl = online_hours(
+        stays,
+        onsets,
+        labels,
+        windows.stay_ids,
+        cfg.cohort,
+        op.min_hour,
+        dt_late=np.inf if op.score_after_onset else UtilityParams.dt_late,
+    )
     counts["exclusions"] = excl
     sp = online_splits(hours, ds.cohort, ds.splits, cfg.cohort.split_fractions)
     in_cohort = set(ds.stay_id.tolist())

@@ -320,3 +320,59 @@ def test_physionet_online_labels_are_the_files_sepsis_label():
         else:
             assert len(c) == len(d)
     assert n_start > 0 and counts["scored stays"] == full["stay_id"].nunique()
+
+
+@pytest.mark.realdata
+def test_physionet_export_lines_up_with_the_challenge_files(tmp_path):
+    """300 real set A files end to end (prepare, logreg h0, --online, export): with
+    score_after_onset the exported files have the original rows and SepsisLabel."""
+    import os
+    import zipfile
+
+    from sepsis import pipeline
+    from sepsis.cli import main
+
+    root = Path(
+        os.environ.get("SEPSIS_SHARED_DATA", Path(__file__).parents[2] / ".." / "shared" / "data")
+    )
+    zpath = root / "physionet2019" / "training_setA.zip"
+    if not zpath.exists():
+        pytest.skip(f"PhysioNet 2019 training set A not found at {zpath}")
+    src = tmp_path / "psv"
+    src.mkdir()
+    with zipfile.ZipFile(zpath) as z:
+        names = sorted(m for m in z.namelist() if m.endswith(".psv"))[:300]
+        for m in names:
+            (src / Path(m).name).write_bytes(z.read(m))
+    data = {
+        "name": "pn",
+        "source": "physionet2019",
+        "data_dir": str(src),
+        "output_dir": str(tmp_path / "run"),
+        "cohort": {"dbsource": "all", "split_seeds": [0], "split_fractions": [0.5, 0.2, 0.3]},
+        "train": {"per_horizon": ["logreg"], "train_once": [], "horizons": [0]},
+        "online": {"n_bootstrap": 5, "score_after_onset": True, "fit_online_baselines": False},
+    }
+    data["cohort"]["min_variable_observations"] = 20
+    data["cohort"]["horizons"] = [0]
+    path = tmp_path / "pn.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    pipeline.prepare(cfg, progress=False)
+    pipeline.train(cfg, progress=False)
+    assert main(["evaluate", "--online", "--no-progress", "--config", str(path)]) == 0
+    out = tmp_path / "export"
+    assert (
+        main(
+            ["export-predictions", "--config", str(path), "--learner", "logreg", "--out", str(out)]
+        )
+        == 0
+    )
+    files = sorted((out / "predictions").glob("p*.psv"))
+    assert files
+    for f in files:
+        orig = pd.read_csv(src / f.name, sep="|")
+        pred = pd.read_csv(f, sep="|")
+        lab = pd.read_csv(out / "labels" / f.name, sep="|")
+        assert len(pred) == len(orig)
+        np.testing.assert_array_equal(lab["SepsisLabel"].to_numpy(), orig["SepsisLabel"].to_numpy())
