@@ -163,6 +163,34 @@ def test_threshold_is_chosen_without_test_data():
     assert thr == a["threshold"] and u == a["val_utility"]
 
 
+def test_online_splits_keep_cohort_patients_and_split_the_others_by_patient():
+    from sepsis.online import _training_hours, online_splits
+
+    # stays 1-4 in the cohort (patients 10, 11); 5 is patient 10's second stay; 6-45 are new
+    cohort = pd.DataFrame({"stay_id": [1, 2, 3, 4], "patient_id": [10, 11, 11, 12]})
+    splits = pd.DataFrame({"stay_id": [1, 2, 3, 4] * 2, "seed": [0] * 4 + [1] * 4}).assign(
+        split=["train", "test", "test", "val", "val", "train", "train", "test"]
+    )
+    sid = np.r_[1:6, 6:46]
+    pid = np.r_[[10, 11, 11, 12, 10], 100 + np.arange(40) // 2]  # new patients with 2 stays
+    hours = pd.DataFrame({"stay_id": sid, "patient_id": pid, "hour": 1.0, "label": 0})
+    hours["onset"] = np.where(sid % 7 == 0, 20.0, np.nan)
+    sp = online_splits(hours, cohort, splits, (0.5, 0.25, 0.25))
+    for seed in (0, 1):
+        s = sp[sp["seed"] == seed].set_index("stay_id")["split"]
+        ref = splits[splits["seed"] == seed].set_index("stay_id")["split"]
+        assert (s[ref.index] == ref).all()  # no cohort stay moves
+        assert s[5] == s[1]  # a cohort patient's other stay follows the patient
+        new = hours[hours["stay_id"] >= 6]
+        new = new.assign(split=new["stay_id"].map(s).to_numpy())
+        assert new.groupby("patient_id")["split"].nunique().max() == 1  # by patient
+        assert set(new["split"]) == {"train", "val", "test"}
+        assert s.notna().all()
+    h = hours.assign(split=hours["stay_id"].map(sp[sp["seed"] == 0].set_index("stay_id")["split"]))
+    tr = _training_hours(h, 5, 0)
+    assert len(tr) == 5 and (tr["split"] == "train").all()
+
+
 def test_online_config_section_is_validated(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"name": "x", "source": "synthetic", "data_dir": str(tmp_path)}))
