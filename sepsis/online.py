@@ -95,8 +95,15 @@ def all_observations(cfg, stays: pd.DataFrame, progress: bool = False) -> pd.Dat
         )
         return tables.observations
     from data_prep.observations import observations_from_extracted
+    from sepsis.pipeline import PipelineError
 
-    obs, _ = observations_from_extracted(cfg.output_dir / "extracted", stays, progress=progress)
+    extracted = cfg.output_dir / "extracted"
+    if not (extracted / "manifest.json").exists():
+        raise PipelineError(
+            f"online: no extracted tables at {extracted} (every stay's observations are read "
+            "from there): run `sepsis prepare` first"
+        )
+    obs, _ = observations_from_extracted(extracted, stays, progress=progress)
     return obs
 
 
