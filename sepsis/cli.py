@@ -26,6 +26,7 @@ overrides:
 
 outputs (under output_dir, default runs/<config name>/):
   extracted/  prepared/  models/<learner>/<regime>/h<H>/seed<S>/  evaluation/  reports/
+  evaluation-online/ (evaluate/report --online: every ICU hour of the val/test stays)
   Each folder has a manifest.json; a stage whose manifest matches is skipped (--force redoes it).
 """
 
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate": "AUPRC/AUROC per learner and horizon with bootstrap CIs (metrics.csv)",
         "report": "evaluate, then write report.md, report.html and plots under reports/",
         "run": "prepare -> train -> report, printing where the report is",
+        "export-predictions": "write online test predictions in the PhysioNet 2019 challenge format "
+        "(one p<stay>.psv per stay) with matching label files, for the official scorer",
     }
     for name, text in helps.items():
         p = sub.add_parser(
@@ -88,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                 help="evaluate although some planned training units are missing or stale "
                 "(the report lists them); without it such a run stops with the list",
             )
+            p.add_argument(
+                "--online",
+                action="store_true",
+                help="also score every ICU hour of the val/test stays (evaluation-online/: "
+                "utility, hourly AUROC/AUPRC, alarms; config section `online`)",
+            )
+        if name == "export-predictions":
+            _add_export(p)
     return parser
 
 
@@ -146,6 +157,19 @@ def describe_error(err: BaseException, kind: str, where: Path | None) -> str:
     if where is not None and str(where) not in text:
         text = f"{where}: {text}"
     return text
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="physionet2019", choices=["physionet2019"])
+    p.add_argument("--learner", required=True, help="e.g. mgp_tcn, dtw_knn, logreg, gbm")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--training",
+        default="case-control",
+        choices=["case-control", "online"],
+        help="the case-control-trained model (default) or the online-trained baseline",
+    )
+    p.add_argument("--out", required=True, help="folder for predictions/ and labels/")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,11 +256,24 @@ def _run(args: argparse.Namespace, places: dict[str, Path]) -> int:
         path = pipeline.evaluate(
             cfg, force=args.force, progress=progress, models_run=models, partial=args.partial
         )
+        if args.online:
+            from sepsis.online import evaluate_online
+
+            if models is not None:
+                raise pipeline.PipelineError("--online does not combine with --models")
+            online = evaluate_online(cfg, force=args.force, progress=progress)
+            print(f"online metrics: {online / 'metrics.csv'}")
         if args.command == "report":
             path = pipeline.report(cfg, force=args.force, models_run=models)
             print(f"report: {path / 'report.html'} (and report.md)")
         else:
             print(f"metrics: {path / 'metrics.csv'}")
+    elif args.command == "export-predictions":
+        from sepsis.online import export_physionet2019
+
+        stage("evaluate")
+        n = export_physionet2019(cfg, args.learner, args.seed, Path(args.out), args.training)
+        print(f"{n} stays: {Path(args.out) / 'predictions'} and {Path(args.out) / 'labels'}")
     elif args.command == "run":
         stage("prepare")
         pipeline.prepare(cfg, force=args.force, progress=progress)

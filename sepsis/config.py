@@ -90,6 +90,7 @@ def _section_classes() -> dict[str, type]:
     from data_prep.cohort import CohortParams
     from data_prep.sepsis3 import LabelParams
     from data_prep.sources.synthetic import SyntheticParams
+    from sepsis.online import OnlineParams
 
     return {
         "synthetic": SyntheticParams,
@@ -97,6 +98,7 @@ def _section_classes() -> dict[str, type]:
         "cohort": CohortParams,
         "train": TrainParams,
         "evaluate": EvaluateParams,
+        "online": OnlineParams,
     }
 
 

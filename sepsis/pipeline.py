@@ -647,15 +647,21 @@ def report(cfg: RunConfig, force: bool = False, models_run: Path | None = None) 
     if not (ev / "manifest.json").exists():
         raise PipelineError(f"no evaluation at {ev}: run `sepsis evaluate` first")
     out = _output_dir(cfg, "reports", models_run)
-    stage = Stage(
-        "report", out, {"name": cfg.name}, inputs={"evaluation": stage_fingerprint(ev)}, force=force
-    )
+    from sepsis.evaluation.online_report import online_context
+
+    online = online_context(cfg.output_dir / "evaluation-online") if models_run is None else None
+    inputs = {"evaluation": stage_fingerprint(ev)}
+    if online is not None:
+        inputs["online"] = stage_fingerprint(cfg.output_dir / "evaluation-online")
+    stage = Stage("report", out, {"name": cfg.name}, inputs=inputs, force=force)
     if stage.is_current():
         return out
     preds = pd.read_parquet(ev / "predictions.parquet")
     metrics = pd.read_csv(ev / "metrics.csv")
     summary = pd.read_csv(ev / "summary.csv")
     context = report_context(cfg, ev, models_run)
+    if online is not None:
+        context["online"] = online
     with stage.writing({}) as tmp:
         write_report(tmp, preds, metrics, summary, context)
     return out

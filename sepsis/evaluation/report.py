@@ -14,7 +14,9 @@ Every file is written atomically (temporary file + rename).
   onsets: the onsets audit DataFrame (onset_hour, components_rose);
   sofa_at_onset: DataFrame with sofa_<component> columns at the onset hour of each case;
   history: training history DataFrame (learner, seed, horizon, epoch, loss, val_auprc);
-  utility: DataFrame of PhysioNet 2019 utility scores (rendered as given);
+  utility: DataFrame of PhysioNet 2019 utility scores (rendered as given; filled from
+    `online` when absent);
+  online: {"metrics": evaluation-online/metrics.csv, "plots": {key: png}} (the online section);
   n_resamples (default 1000), bootstrap_seed (default 0): for the paired differences;
   notes: list of extra strings shown under "Notes";
   missing_units: DataFrame (learner, regime, horizon, seed, reason) of planned training
@@ -390,6 +392,17 @@ def write_report(
         figs["sofa_components"] = plots.plot_sofa_components(
             sofa_src, plot_dir / "sofa_components.png"
         )
+    online = ctx.get("online")
+    if isinstance(online, dict):
+        import shutil
+
+        # copied next to the other plots so report.md links stay inside the report folder
+        for k, src in online.get("plots", {}).items():
+            figs[k] = Path(shutil.copyfile(src, plot_dir / Path(src).name))
+        if ctx.get("utility") is None and len(online.get("metrics", [])):
+            from sepsis.evaluation.online_report import utility_table
+
+            ctx["utility"] = utility_table(online["metrics"])
     paths.update({f"plot_{k}": v for k, v in figs.items()})
 
     blocks = _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours)
@@ -680,6 +693,27 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
             )
         )
         blocks.append(B("table", pd.DataFrame(util), ""))
+
+    online = ctx.get("online")
+    if isinstance(online, dict) and len(online.get("metrics", [])):
+        from sepsis.evaluation import online_report as orep
+
+        om = online["metrics"]
+        blocks.append(B("h2", "Online evaluation (every ICU hour)"))
+        blocks.append(B("p", orep.ONLINE_TEXT.format(far=float(om["false_alarm_rate"].iloc[0]))))
+        if orep.counts_text(online.get("counts", {})):
+            blocks.append(B("p", orep.counts_text(online["counts"])))
+        blocks.append(
+            B("table", orep.side_by_side(om, summary), "Case-control vs online, same h0 models")
+        )
+        blocks.append(B("table", orep.online_table(om), "Online metrics (test split)"))
+        for k, cap in (
+            ("online_utility", "Validation utility vs alarm threshold (dot: chosen)"),
+            ("online_warning", "Hours of warning before onset"),
+            ("online_trajectories", "Example risk trajectories"),
+        ):
+            if k in figs:
+                blocks.append(B("img", figs[k], cap))
 
     cfg = ctx.get("config")
     if isinstance(cfg, dict) and cfg:
