@@ -225,16 +225,26 @@ def _training_hours(h: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def _units(cfg, models: Path, op: OnlineParams, seeds) -> tuple[list, list[str]]:
+    """The current h0 model of each learner and seed; missing or stale ones are listed
+    (a unit trained with another config or cohort is never scored as if it were this one)."""
     from sepsis.config import LEARNERS
+    from sepsis.manifest import stage_fingerprint
+    from sepsis.pipeline import Unit, _unit_stage
 
     trained = set(cfg.train.per_horizon) | set(cfg.train.train_once)
     names = op.learners or tuple(n for n in LEARNERS if n != "sofa" and n in trained)
+    prepared_fp = stage_fingerprint(cfg.output_dir / "prepared")
     found, missing = [], []
     for seed in seeds:
         for name in names:
             d = model_dir(models, name, seed)
             if d is None:
                 missing.append(f"{name} seed {seed}")
+                continue
+            unit = Unit(name, d.parts[-4], 0, int(seed))
+            reason = _unit_stage(cfg, unit, models, prepared_fp).stale_reason()
+            if reason is not None:
+                missing.append(f"{name} seed {seed} ({reason})")
             else:
                 found.append((name, int(seed), d))
     return found, missing
@@ -242,6 +252,13 @@ def _units(cfg, models: Path, op: OnlineParams, seeds) -> tuple[list, list[str]]
 
 def evaluate_online(cfg, force: bool = False, progress: bool = True) -> Path:
     """Score every eligible hour of the val/test stays with every learner (module docstring)."""
+    from sepsis.runlock import output_lock, run_lock
+
+    with run_lock(output_lock(cfg.output_dir), f"run folder {cfg.output_dir}"):
+        return _evaluate_online(cfg, force, progress)
+
+
+def _evaluate_online(cfg, force: bool, progress: bool) -> Path:
     from sepsis.config import split_seeds
     from sepsis.manifest import Stage, stage_fingerprint
     from sepsis.pipeline import PipelineError, _asdict

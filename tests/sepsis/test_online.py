@@ -300,7 +300,7 @@ def test_export_before_online_evaluation_is_a_clear_error(tmp_path, capsys):
     from sepsis.cli import main
 
     cfg = tmp_path / "c.yaml"
-    data = {"name": "x", "source": "synthetic", "data_dir": str(tmp_path)}
+    data = {"name": "x", "source": "synthetic", "data_dir": str(tmp_path / "db")}
     data["output_dir"] = str(tmp_path / "run")
     cfg.write_text(yaml.safe_dump(data))
     args = ["export-predictions", "--config", str(cfg), "--learner", "gbm", "--out", "o"]
