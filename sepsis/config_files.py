@@ -114,7 +114,10 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def read_with_parents(path: Path) -> dict[str, Any]:
-    """A config file merged over its `extends` chain (each parent relative to its child)."""
+    """A config file merged over its `extends` chain (each parent relative to its child).
+
+    `name` and `output_dir` come from the file itself only (default: its file name and
+    runs/<name>): a child that inherited them would replace its parent's run folder."""
     chain: list[Path] = []
     seen: list[Path] = []
     layers: list[dict[str, Any]] = []
@@ -128,6 +131,9 @@ def read_with_parents(path: Path) -> dict[str, Any]:
         seen.append(real)
         raw = read_yaml(current)
         parent = raw.pop("extends", None)
+        if layers:  # a parent's run identity is not inherited: each config has its own folder
+            raw.pop("name", None)
+            raw.pop("output_dir", None)
         layers.append(raw)
         if parent is None:
             current = None

@@ -267,3 +267,15 @@ def test_ordinary_anchors_still_work(tmp_path):
     path.write_text("cohort:\n  horizons: &h [0, 3, 7]\ntrain:\n  horizons: *h\n")
     cfg = load_config(path)
     assert tuple(cfg.train.horizons) == (0, 3, 7) == tuple(cfg.cohort.horizons)
+
+
+def test_extends_does_not_inherit_the_run_folder(tmp_path):
+    """A child without its own name/output_dir gets its own run folder, not its parent's
+    (whose stages it would otherwise replace)."""
+    (tmp_path / "base.yaml").write_text(
+        "name: base\nsource: synthetic\noutput_dir: runs/base-x\ncohort: {min_age: 30}\n"
+    )
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.name == "child" and cfg.output_dir == Path("runs/child")
+    assert cfg.cohort.min_age == 30  # everything else is inherited
