@@ -393,21 +393,14 @@ def _nearest_fio2(gas: pd.DataFrame, fio2: pd.DataFrame, params: LabelParams) ->
     is charted later. Equal distances prefer the earlier FiO2.
     """
     t = fio2.assign(t_f=fio2["t_us"])
-    before = pd.merge_asof(
-        gas,
-        t,
-        on="t_us",
-        by="stay_id",
-        direction="backward",
-        tolerance=int(params.fio2_lookback_hours * US_PER_HOUR),
-    )
-    after = pd.merge_asof(
-        gas,
-        t,
-        on="t_us",
-        by="stay_id",
-        direction="forward",
-        tolerance=int(params.fio2_lookahead_hours * US_PER_HOUR),
+    before, after = (
+        pd.merge_asof(
+            gas, t, on="t_us", by="stay_id", direction=direction, tolerance=int(h * US_PER_HOUR)
+        )
+        for direction, h in (
+            ("backward", params.fio2_lookback_hours),
+            ("forward", params.fio2_lookahead_hours),
+        )
     )
     d_before = gas["t_us"].to_numpy() - before["t_f"].to_numpy(float)
     d_after = after["t_f"].to_numpy(float) - gas["t_us"].to_numpy()
