@@ -100,6 +100,14 @@ def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict[str, pd
             "rate": np.array([r[3] for r in v], float),
         }
     )
+    ad = case.get("administrations", [])
+    administrations = pd.DataFrame(
+        {
+            "hadm_id": np.full(len(ad), hadm_id, np.int64),
+            "time": _ts([r[0] for r in ad]),
+            "drug": [r[1] for r in ad],
+        }
+    )
     u = case.get("urine", [])
     urine = pd.DataFrame(
         {
@@ -116,13 +124,20 @@ def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict[str, pd
         "lab": lab,
         "vasopressors": vaso,
         "urine": urine,
+        "administrations": administrations,
     }
 
 
 def run_case(case: dict):
     params = LabelParams(**case.get("params", {}))
     t = build_tables(case)
-    si, _ = suspected_infection(t["prescriptions"], t["microbiology"], t["stays"], params)
+    si, _ = suspected_infection(
+        t["prescriptions"],
+        t["microbiology"],
+        t["stays"],
+        params,
+        administrations=t["administrations"],
+    )
     return label_stays(t["stays"], si, t["chart"], t["lab"], t["vasopressors"], t["urine"], params)
 
 
