@@ -88,6 +88,7 @@ ONSETS = _schema(
     ("components_rose", pa.string(), True),
     ("sofa_baseline_hour", pa.float64(), True),
     ("components_baseline_to_onset", pa.string(), True),
+    ("sofa_inputs_at_onset", pa.string(), True),
 )
 
 OBSERVATIONS = _schema(

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from data_prep.concepts import variables as V
 from data_prep.concepts.infection import suspected_infection
 from data_prep.concepts.sofa import COMPONENTS, hourly_sofa
+from data_prep.concepts.sofa_evidence import sofa_inputs
 from data_prep.ids import locate
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ ONSET_COLUMNS = [
     "components_rose",
     "sofa_baseline_hour",
     "components_baseline_to_onset",
+    "sofa_inputs_at_onset",
 ]
 CHUNK_STAYS = 5000  # stays per chunk: bounds memory on full MIMIC-III
 
@@ -280,6 +282,19 @@ def label_stays(
     onsets["onset_time"] = pd.to_datetime(onsets["intime"]).astype(
         "datetime64[us]"
     ) + pd.to_timedelta(onsets["onset_hour"], unit="h")
+    # the audit: which measurements formed each component that rose at the onset
+    has = onsets["onset_hour"].notna()
+    cells = pd.DataFrame(
+        {
+            "stay_id": onsets.loc[has, "stay_id"],
+            "hour": onsets.loc[has, "onset_hour"].astype(int),
+            "components": onsets.loc[has, "components_rose"],
+        }
+    )
+    onsets["sofa_inputs_at_onset"] = pd.Series(pd.NA, index=onsets.index, dtype="string")
+    onsets.loc[has, "sofa_inputs_at_onset"] = sofa_inputs(
+        stays, chart, lab, vasopressors, urine, params, cells
+    )
     return lab_h[LABEL_COLUMNS], _onset_dtypes(onsets[ONSET_COLUMNS]), counts
 
 
@@ -297,6 +312,7 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
         "culture_specimen",
         "components_rose",
         "components_baseline_to_onset",
+        "sofa_inputs_at_onset",
     ):
         o[c] = o[c].astype("string")
     for c in ("sofa_baseline", "sofa_at_onset"):

@@ -337,7 +337,7 @@ def _respiration_events(
     vent = chart.loc[chart["itemid"].isin(V.VENT_ITEMIDS), ["stay_id", "t_us"]].drop_duplicates()
     g = gas[["stay_id", "idx", "t_us", "valuenum"]].sort_values("t_us")
     if g.empty:
-        return pd.DataFrame({"idx": [], "t_us": [], "score": []})
+        return pd.DataFrame({"idx": [], "t_us": [], "score": [], "value": []})
     g = _nearest_fio2(g, fio2[["stay_id", "t_us", "fio2"]], params)
     no_fio2 = g["fio2"].isna()
     _count(counts, "pao2_without_fio2_assumed_room_air", no_fio2.sum())
@@ -358,6 +358,7 @@ def _respiration_events(
             "idx": g["idx"].to_numpy(),
             "t_us": g["t_us"].to_numpy(),
             "score": score_respiration(pf, g["vent_t"].notna().to_numpy()),
+            "value": pf,
         }
     )
 
@@ -455,8 +456,35 @@ def _gcs_events(chart: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
             "idx": ev["idx"].to_numpy(),
             "t_us": ev["t_us"].to_numpy(),
             "score": score_cns(ev["valuenum"].to_numpy(float)),
+            "value": ev["valuenum"].to_numpy(float),
         }
     )
+
+
+def component_events(
+    chart: pd.DataFrame, lab: pd.DataFrame, params: LabelParams, counts: dict[str, int]
+) -> dict[str, list[tuple[str, pd.DataFrame]]]:
+    """Per component, (input name, events with idx, t_us, score, value) of every point input:
+    P/F ratio, platelets, bilirubin, creatinine, MAP, GCS (vasopressors and urine are
+    intervals and sums, handled by their own functions)."""
+    events: dict[str, list[tuple[str, pd.DataFrame]]] = {c: [] for c in COMPONENTS}
+    events["resp"].append(("PaO2/FiO2", _respiration_events(chart, lab, params, counts)))
+    for name, item, fn, comp in (
+        ("platelets", V.LAB_PLATELETS, score_coagulation, "coag"),
+        ("bilirubin", V.LAB_BILIRUBIN, score_liver, "liver"),
+        ("creatinine", V.LAB_CREATININE, score_creatinine, "renal"),
+    ):
+        x = _in_range(lab[lab["itemid"] == item], name, "lab", counts)
+        events[comp].append((name, _scored(x, fn)))
+    mbp = _in_range(chart[chart["itemid"].isin(V.MAP_ITEMIDS)], "mbp", "chart", counts, low=1e-9)
+    events["cardio"].append(("MAP", _scored(mbp, score_map)))
+    events["cns"].append(("GCS", _gcs_events(chart, counts)))
+    return events
+
+
+def _scored(x: pd.DataFrame, fn) -> pd.DataFrame:
+    v = x["valuenum"].to_numpy(float)
+    return pd.DataFrame({"idx": x["idx"], "t_us": x["t_us"], "score": fn(v), "value": v})
 
 
 def hourly_sofa(
@@ -502,36 +530,12 @@ def hourly_sofa(
     lab = _point_events(lab, "lab", grid, params, counts)
     urine = _point_events(urine, "urine", grid, params, counts)
 
-    events: dict[str, list[pd.DataFrame]] = {c: [] for c in COMPONENTS}
-    events["resp"].append(_respiration_events(chart, lab, params, counts))
-    for name, item, fn, comp in (
-        ("platelets", V.LAB_PLATELETS, score_coagulation, "coag"),
-        ("bilirubin", V.LAB_BILIRUBIN, score_liver, "liver"),
-        ("creatinine", V.LAB_CREATININE, score_creatinine, "renal"),
-    ):
-        x = _in_range(lab[lab["itemid"] == item], name, "lab", counts)
-        events[comp].append(
-            pd.DataFrame(
-                {"idx": x["idx"], "t_us": x["t_us"], "score": fn(x["valuenum"].to_numpy(float))}
-            )
-        )
-    mbp = _in_range(chart[chart["itemid"].isin(V.MAP_ITEMIDS)], "mbp", "chart", counts, low=1e-9)
-    events["cardio"].append(
-        pd.DataFrame(
-            {
-                "idx": mbp["idx"],
-                "t_us": mbp["t_us"],
-                "score": score_map(mbp["valuenum"].to_numpy(float)),
-            }
-        )
-    )
-    events["cns"].append(_gcs_events(chart, counts))
-
+    events = component_events(chart, lab, params, counts)
     grids: dict[str, np.ndarray] = {}
     seen = np.zeros(grid.size, np.int8)  # 1 where any SOFA input (any score) was recorded
     for comp in COMPONENTS:
         arr = np.zeros(grid.size, np.int8)
-        for ev in events[comp]:
+        for _, ev in events[comp]:
             if ev.empty:
                 continue
             idx = ev["idx"].to_numpy(np.int64)
@@ -562,17 +566,14 @@ def hourly_sofa(
     return pd.DataFrame(cols)[SOFA_COLUMNS + ["observed"]], counts
 
 
-def _vasopressor_cells(
-    vaso: pd.DataFrame,
-    grid: _Grid,
-    cardio: np.ndarray,
-    params: LabelParams,
-    counts: dict[str, int],
-    seen: np.ndarray | None = None,
-) -> None:
-    """Mark the cardiovascular score of every hour an infusion interval touches."""
+def vasopressor_rows(
+    vaso: pd.DataFrame, grid: _Grid, params: LabelParams, counts: dict[str, int]
+) -> pd.DataFrame:
+    """Valid infusions with their score and the hour bins b0..b1 their [start, end) touches
+    (clipped to the grid): idx, b0, b1, score, drug, rate."""
+    cols = {"idx": [], "b0": [], "b1": [], "score": [], "drug": [], "rate": []}
     if vaso.empty:
-        return
+        return pd.DataFrame(cols)
     v = vaso.assign(time=vaso["starttime"])
     v = _point_events(v, "vasopressors", grid, params, counts)
     drug = v["drug"].astype("string").str.strip().str.lower()
@@ -615,10 +616,36 @@ def _vasopressor_cells(
     hi = grid.n_hours[idx] - 1
     inside = (b1 >= lo) & (b0 <= hi)
     _count(counts, "vasopressors_rows_outside_grid", (~inside).sum())
-    b0, b1 = np.maximum(b0, lo), np.minimum(b1, hi)
-    c0, c1 = grid.origin[idx] + b0, grid.origin[idx] + b1
+    return pd.DataFrame(
+        {
+            "idx": idx[inside],
+            "b0": np.maximum(b0, lo)[inside],
+            "b1": np.minimum(b1, hi)[inside],
+            "score": score[inside],
+            "drug": drug.to_numpy(object)[keep][inside],
+            "rate": rate[keep][inside],
+        }
+    )
+
+
+def _vasopressor_cells(
+    vaso: pd.DataFrame,
+    grid: _Grid,
+    cardio: np.ndarray,
+    params: LabelParams,
+    counts: dict[str, int],
+    seen: np.ndarray | None = None,
+) -> None:
+    """Mark the cardiovascular score of every hour an infusion interval touches."""
+    rows = vasopressor_rows(vaso, grid, params, counts)
+    if rows.empty:
+        return
+    idx = rows["idx"].to_numpy(np.int64)
+    score = rows["score"].to_numpy()
+    c0 = grid.origin[idx] + rows["b0"].to_numpy(np.int64)
+    c1 = grid.origin[idx] + rows["b1"].to_numpy(np.int64)
     for level in range(2, 5):
-        sel = inside & (score == level)
+        sel = score == level
         if not sel.any():
             continue
         diff = np.bincount(c0[sel], minlength=grid.size + 1)[: grid.size + 1].astype(np.int64)

@@ -184,6 +184,23 @@ def test_audit_row_names_the_pair_and_components():
     onset = sum(int(v.split("->")[1]) for v in parts.values())
     assert (base, onset) == (r["sofa_baseline"], r["sofa_at_onset"])
     assert r["sofa_baseline_hour"] < r["onset_hour"]
+    # and the measurements behind the components that rose
+    assert r["sofa_inputs_at_onset"] == "coag 3: platelets 40 K/uL; liver 2: bilirubin 2.5 mg/dL"
+
+
+@pytest.mark.parametrize(
+    "name,inputs",
+    [
+        (
+            "mimic3_demo_286072_date_only_culture_evening_admission",
+            "cardio 4: norepinephrine 0.25 mcg/kg/min",
+        ),
+        ("rise_at_last_window_hour_is_onset", "coag 3: platelets 40 K/uL"),
+    ],
+)
+def test_audit_names_the_inputs_of_each_rise(name, inputs):
+    _, onsets, _ = run_case(next(c for c in CASES if c["name"] == name))
+    assert onsets["sofa_inputs_at_onset"].iloc[0] == inputs
 
 
 def test_si_window_flags_match_window_edges():

@@ -1,0 +1,119 @@
+"""Which measurements formed a SOFA score: the onset audit's `sofa_inputs_at_onset`.
+
+For chosen (stay, hour) cells, each organ system's score is the worst input in the hour's
+window ``[k + 1 - L, k + 1)`` (`data_prep.concepts.sofa`); this module names that input, with
+the same event builders the score uses (so the audit can never disagree with the score):
+the latest input in the window whose points equal the component's score, e.g.
+``renal 3: creatinine 3.6 mg/dL at h 2.5``. Vasopressor infusions are named with their rate,
+urine output with its window total. Only the few onset rows are looked at, so the cost is
+small whatever the database size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from data_prep.concepts import sofa as S
+
+if TYPE_CHECKING:
+    from data_prep.sepsis3 import LabelParams
+
+UNITS = {
+    "PaO2/FiO2": "mmHg",
+    "platelets": "K/uL",
+    "bilirubin": "mg/dL",
+    "creatinine": "mg/dL",
+    "MAP": "mmHg",
+    "GCS": "",
+}
+
+
+def sofa_inputs(
+    stays: pd.DataFrame,
+    chart: pd.DataFrame,
+    lab: pd.DataFrame,
+    vasopressors: pd.DataFrame,
+    urine: pd.DataFrame,
+    params: LabelParams,
+    cells: pd.DataFrame,
+) -> pd.Series:
+    """For each row of `cells` (stay_id, hour, components: comma-separated names), the inputs
+    behind those components' scores at that hour, as one text (index = cells' index)."""
+    out = pd.Series("", index=cells.index, dtype="string")
+    if cells.empty:
+        return out
+    ids = cells["stay_id"].unique()
+    st = stays.loc[stays["stay_id"].isin(ids), ["stay_id", "intime", "outtime"]]
+    st = st[st["intime"].notna() & st["outtime"].notna()]
+    lookback = int(params.sofa_lookback_hours)
+    grid = S._Grid(st, lookback, params.pre_hours)
+    counts: dict[str, int] = {}  # already reported by hourly_sofa
+
+    def sub(df: pd.DataFrame, table: str) -> pd.DataFrame:
+        return S._point_events(df[df["stay_id"].isin(st["stay_id"])], table, grid, params, counts)
+
+    ch, lb, ur = sub(chart, "chart"), sub(lab, "lab"), sub(urine, "urine")
+    events = S.component_events(ch, lb, params, counts)
+    vaso = S.vasopressor_rows(
+        vasopressors[vasopressors["stay_id"].isin(st["stay_id"])], grid, params, counts
+    )
+    pos, found = grid.locate(cells["stay_id"].to_numpy(np.int64))
+    for row, (i, ok) in enumerate(zip(pos, found, strict=True)):
+        if not ok:
+            continue
+        hour = int(cells["hour"].iloc[row])
+        lo_us = grid.intime[i] + (hour + 1 - lookback) * S.US_PER_HOUR
+        hi_us = grid.intime[i] + (hour + 1) * S.US_PER_HOUR
+        parts = []
+        for comp in str(cells["components"].iloc[row] or "").split(","):
+            if comp not in S.COMPONENTS:
+                continue
+            best = _worst_point_input(events[comp], i, lo_us, hi_us)
+            if comp == "cardio":
+                best = max(best, _worst_infusion(vaso, i, hour, lookback), key=lambda b: b[0])
+            if comp == "renal":
+                best = max(best, _urine_input(ur, grid, i, hour, lookback), key=lambda b: b[0])
+            if best[0] > 0:
+                parts.append(f"{comp} {best[0]}: {best[1]}")
+        out.iloc[row] = "; ".join(parts)
+    return out
+
+
+def _worst_point_input(frames, i: int, lo_us: int, hi_us: int) -> tuple[int, str]:
+    best: tuple[int, int, str] = (0, -1, "")  # (score, time, text)
+    for name, ev in frames:
+        sel = ev[(ev["idx"] == i) & (ev["t_us"] >= lo_us) & (ev["t_us"] < hi_us)]
+        if sel.empty:
+            continue
+        top = sel[sel["score"] == sel["score"].max()].sort_values("t_us").iloc[-1]
+        unit = UNITS.get(name, "")
+        text = f"{name} {float(top['value']):.4g}{' ' + unit if unit else ''}"
+        cand = (int(top["score"]), int(top["t_us"]), text)
+        if cand[:2] > best[:2]:
+            best = cand
+    return best[0], best[2]
+
+
+def _worst_infusion(vaso: pd.DataFrame, i: int, hour: int, lookback: int) -> tuple[int, str]:
+    sel = vaso[(vaso["idx"] == i) & (vaso["b0"] <= hour) & (vaso["b1"] >= hour + 1 - lookback)]
+    if sel.empty:
+        return 0, ""
+    top = sel.sort_values(["score", "rate"]).iloc[-1]
+    return int(top["score"]), f"{top['drug']} {float(top['rate']):.3g} mcg/kg/min"
+
+
+def _urine_input(ur: pd.DataFrame, grid, i: int, hour: int, lookback: int) -> tuple[int, str]:
+    if hour < lookback - 1:
+        return 0, ""
+    u = ur[ur["idx"] == i]
+    b = np.floor(grid.hours(u["idx"].to_numpy(np.int64), u["t_us"].to_numpy(np.int64)))
+    inside = (b >= hour + 1 - lookback) & (b <= hour)
+    vals = u["value"].to_numpy(float)[inside]
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return 0, ""
+    per_day = vals.sum() * 24.0 / lookback
+    return int(S.score_urine(np.array([per_day]))[0]), f"urine {per_day:.0f} mL/24 h"
