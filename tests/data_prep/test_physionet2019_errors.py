@@ -7,10 +7,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_physionet2019 import FILES, HEADER, SKIP, psv, row, write_zip
 
 from data_prep.errors import DataError
 from data_prep.sources.physionet2019 import PhysioNetFormatError, read_physionet2019
-from tests.data_prep.test_physionet2019 import FILES, HEADER, SKIP, psv, row, write_zip
 
 
 def _corrupt_member(path: Path, member: str) -> None:
