@@ -178,7 +178,8 @@ def online_splits(hours: pd.DataFrame, cohort: pd.DataFrame, splits: pd.DataFram
 
 
 def _stats(norm: pd.DataFrame, variables: tuple[str, ...], seed: int):
-    nm = norm[norm["seed"] == seed].set_index(norm["variable"].astype(str))
+    nm = norm[norm["seed"] == seed]
+    nm = nm.set_index(nm["variable"].astype(str))
     mean = nm["mean"].reindex(list(variables)).to_numpy(float)
     std = nm["std"].reindex(list(variables)).to_numpy(float)
     return mean, np.where(std > 0, std, 1.0)

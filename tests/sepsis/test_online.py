@@ -404,3 +404,22 @@ def test_physionet_export_lines_up_with_the_challenge_files(tmp_path):
         lab = pd.read_csv(out / "labels" / f.name, sep="|")
         assert len(pred) == len(orig)
         np.testing.assert_array_equal(lab["SepsisLabel"].to_numpy(), orig["SepsisLabel"].to_numpy())
+
+
+def test_normalisation_is_taken_per_split_seed():
+    """With several split seeds each seed's training-split statistics are used (a run with
+    three seeds crashed: the index was taken from every seed's rows)."""
+    from sepsis.online import _stats
+
+    norm = pd.DataFrame(
+        {
+            "seed": [0, 0, 1, 1],
+            "variable": ["hr", "temp", "hr", "temp"],
+            "mean": [80.0, 37.0, 90.0, 38.0],
+            "std": [10.0, 0.0, 12.0, 1.0],
+        }
+    )
+    mean, std = _stats(norm, ("temp", "hr"), 1)
+    assert mean.tolist() == [38.0, 90.0] and std.tolist() == [1.0, 12.0]
+    mean, std = _stats(norm, ("temp", "hr"), 0)
+    assert mean.tolist() == [37.0, 80.0] and std.tolist() == [1.0, 10.0]  # std 0 -> 1
