@@ -67,8 +67,7 @@ def generate(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path
             log.info("generate: %s is current, skipped", cfg.data_dir)
             return cfg.data_dir
         # a data_dir that holds anything but an earlier generate's own files is someone's
-        # data: refused before any work, never moved or deleted (Stage.check_replaceable)
-        stage.check_replaceable()
+        # data: writing() refuses it before any work, and never moves or deletes it
         counts: dict[str, Any] = {}
         with stage.writing(counts) as tmp:
             report = gen(tmp, cfg.synthetic, progress=progress)
@@ -487,10 +486,7 @@ def _train_unit(
         preds = pd.concat(rows, ignore_index=True)
         preds.to_parquet(tmp / "predictions.parquet", index=False)
         counts["n_test"] = int(preds["stay_id"].nunique())
-    # the finished folder replaced the one holding the checkpoint; say so rather than assume
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    return out
+    return out  # the finished folder replaced the one holding the checkpoint
 
 
 def _pred_frame(unit: Unit, h: int, stay_id, y, scores, external: bool = False) -> pd.DataFrame:
@@ -584,16 +580,17 @@ def evaluate(
         models_dir = _external_predictions(cfg, Path(models_run), progress=progress)
         units = None
     else:
+        planned = plan_units(cfg)
         missing = unfinished_units(cfg)
         if missing and not partial:
             raise PipelineError(
-                f"training is incomplete: {len(missing)} of {len(plan_units(cfg))} units have "
+                f"training is incomplete: {len(missing)} of {len(planned)} units have "
                 f"no current result: {_describe_units(missing)}. Run `sepsis train --config "
                 f"{cfg.config_file}` to finish them, or pass --partial to evaluate what exists "
                 "(the report then lists what is missing)"
             )
         gone = {u for u, _ in missing}
-        units = [u for u in plan_units(cfg) if u not in gone]
+        units = [u for u in planned if u not in gone]
     if not models_dir.exists():
         raise PipelineError(f"no trained models at {models_dir}: run `sepsis train` first")
     preds = collect_predictions(models_dir, units)
