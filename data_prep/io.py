@@ -181,6 +181,32 @@ DIAGNOSES = _schema(
     ("icd9_code", pa.string(), True),
 )
 
+# ------------------------------------------ the extracted-events contract (every source)
+# A source's reader writes `extracted/`: stays.parquet (EXTRACTED_STAYS), events/ (one or
+# more parquet parts, schema EVENTS: stay-level measurements, one row per value, named by
+# concept of data_prep/concepts/dictionary.yaml, value in the concept's unit) and
+# admission_events.parquet (ADMISSION_EVENTS: antibiotics, cultures and diagnoses, which
+# belong to a hospital admission rather than to an ICU stay). The concept layer reads these
+# only; no item ID or source table name reaches it.
+EVENTS = _schema(
+    ("stay_id", pa.int64(), False),
+    ("time", TS, False),
+    ("concept", pa.string(), False),
+    ("value", pa.float64(), True),
+    ("end_time", TS, True),  # intervals (vasopressor infusions: [time, end_time))
+    ("text", pa.string(), True),  # text values the concepts read (GCS verbal "No Response-ETT")
+)
+
+ADMISSION_EVENTS = _schema(
+    ("patient_id", pa.int64(), False),
+    ("hadm_id", pa.int64(), True),
+    ("time", TS, True),  # date-only events: 00:00 of their day (time_source says so)
+    ("concept", pa.string(), False),  # antibiotic | culture | sepsis_diagnosis
+    ("text", pa.string(), True),  # drug name | culture specimen | diagnosis code
+    ("time_source", pa.string(), True),  # antibiotic: order date | administration;
+    # culture: charted | date only; diagnosis: null
+)
+
 # ---------------------------------------------------------------- evaluate -> reports/
 PREDICTIONS = _schema(
     ("learner", pa.string(), False),
