@@ -14,38 +14,57 @@ Malformed values are found in two passes: the fast pass lets the CSV decoder typ
 columns; if it fails, the table is re-read with every column as a string and converted batch by
 batch, which can name the data row, column and value (or skip and count the row under
 `on_bad_rows = "skip-and-count"`). Nothing is dropped without being counted in the report.
+
+The streaming engine (scan, batches, parquet writer, reports) is data_prep.sources.csv_stream
+and the stay lookup data_prep.sources.stay_index; this module holds the MIMIC-III tables,
+columns and per-table handlers.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
 import json
 import logging
 import math
-import queue
-import resource
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from data_prep.concepts import variables as V
 from data_prep.concepts.infection import mv_antibiotic_items
 from data_prep.concepts.units import UnitChecker
 from data_prep.errors import DataError
-from data_prep.ids import locate
+from data_prep.sources import csv_stream
+from data_prep.sources.csv_stream import (  # noqa: F401  (ExtractionReport, peak_rss_mb re-exported)
+    BOOL,
+    F64,
+    I32,
+    I64,
+    STR,
+    TS,
+    US_PER_HOUR,
+    Batch,
+    ExtractionReport,
+    ParquetSink,
+    Scan,
+    TableReport,
+    TableSpec,
+    drop_null,
+    ids,
+    keep_items,
+    peak_rss_mb,
+    read_small,
+    resolve_columns,
+    times_to_arrow,
+    ts_us,
+)
 from data_prep.sources.mimic3_checks import (  # noqa: F401  (error types re-exported)
     REQUIRED_TABLES,
     STREAM_ERRORS,
@@ -59,6 +78,7 @@ from data_prep.sources.mimic3_checks import (  # noqa: F401  (error types re-exp
     utf8_error,
     warn_no_unit_column,
 )
+from data_prep.sources.stay_index import FirstPerStay, StayIndex, keep_known_stays
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +91,7 @@ CV_MAX_HOURS = 4.0  # a CareVue rate holds until the next charting of the drug, 
 AGE_CAP = 91.4  # MIMIC-III shifts ages > 89 to ~300 years; the customary median replacement
 WEIGHT_MAX_KG = 500.0
 LB_TO_KG = 0.45359237
-US_PER_HOUR = 3_600_000_000
 US_PER_YEAR = 365.25 * 24 * US_PER_HOUR
-
-TS = pa.timestamp("us")
-I32, I64, F64, STR, BOOL = pa.int32(), pa.int64(), pa.float64(), pa.string(), pa.bool_()
 
 STAYS_SCHEMA = pa.schema(
     [
@@ -162,11 +178,6 @@ RATE_UNITS: dict[str, tuple[float, bool, bool]] = {
     "ngmin": (1e-3, True, False),
 }
 
-# Column kinds: "i32", "i64", "f64" are numeric (typed by the CSV decoder in the fast pass and
-# validated on every row); "ts" and "str" are read as strings, "ts" parsed after the filters.
-_KIND_TYPE = {"i32": I32, "i64": I64, "f64": F64, "ts": TS, "str": STR}
-_NUMERIC = ("i32", "i64", "f64")
-
 # table -> {column (lower case): kind}; `_OPTIONAL` columns may be absent.
 TABLE_COLUMNS: dict[str, dict[str, str]] = {
     "ICUSTAYS": {
@@ -241,8 +252,27 @@ _OPTIONAL = {
     ("LABEVENTS", "valueuom"),
     ("LABEVENTS", "value"),
 }
-MAX_BLOCK_BYTES = 32 << 20  # decompressed bytes per chunk handed to the CSV parser
-_VALUES_IN_BYTES_EST = 120  # fallback bytes per CSV row when a sample cannot be read
+TABLES: dict[str, TableSpec] = {
+    t: TableSpec(
+        t,
+        cols,
+        frozenset(c for tt, c in _OPTIONAL if tt == t),
+        REQUIRED_TABLES.get(t),
+        "MIMIC-III",
+    )
+    for t, cols in TABLE_COLUMNS.items()
+}
+
+
+def find_table(data_dir: Path, table: str) -> Path:
+    """Path of MIMIC-III `table` in `data_dir` as TABLE.csv(.gz), any case; clear error when absent."""
+    return csv_stream.find_table(data_dir, table, "MIMIC-III")
+
+
+def _scan(
+    data_dir: Path, table: str, params: ReaderParams, tr: TableReport, progress: bool
+) -> Scan:
+    return Scan(data_dir, TABLES[table], params, tr, progress)
 
 
 @dataclass(frozen=True)
@@ -271,667 +301,12 @@ class ReaderParams:
             )
 
 
-@dataclass
-class TableReport:
-    """Row accounting and speed for one raw table."""
-
-    table: str
-    file: str = ""
-    rows_read: int = 0
-    rows_kept: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    rows_per_s: float = 0.0
-    peak_rss_mb: float = 0.0
-    passes: int = 0  # 2 when the fast pass hit a malformed value and the table was re-read
-    warnings: list[str] = field(default_factory=list)  # e.g. an optional table without rows
-    # value units (concepts/units.csv): "no_unit:<group>" accepted rows without a unit,
-    # "converted:<group>:<unit>" rows converted to the group's expected unit
-    units: dict[str, int] = field(default_factory=dict)
-
-    def count_unit(self, key: str, n: int) -> None:
-        """Count `n` rows under units[key] (zero counts are not recorded)."""
-        if n:
-            self.units[key] = self.units.get(key, 0) + int(n)
-
-    def drop(self, reason: str, n: int) -> None:
-        """Count `n` rows dropped for `reason` (zero counts are not recorded)."""
-        if n:
-            self.dropped[reason] = self.dropped.get(reason, 0) + int(n)
-
-
-@dataclass
-class ExtractionReport:
-    """What `extract` read, kept and dropped, per table, with speed and peak memory."""
-
-    data_dir: str
-    out_dir: str
-    params: dict
-    tables: dict[str, TableReport] = field(default_factory=dict)
-    outputs: dict[str, int] = field(default_factory=dict)  # parquet file -> rows
-    seconds: float = 0.0
-    peak_rss_mb: float = 0.0
-    warnings: list[str] = field(default_factory=list)  # every table's warnings, collected
-
-    def to_dict(self) -> dict:
-        """JSON-ready dictionary (the content of extraction_report.json)."""
-        return asdict(self)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux ru_maxrss is KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-# --------------------------------------------------------------------------------------
-# Files and headers
-# --------------------------------------------------------------------------------------
-
-
-def find_table(data_dir: Path, table: str) -> Path:
-    """Path of `table` in `data_dir` as TABLE.csv(.gz), any case; clear error when absent."""
-    wanted = {f"{table.lower()}.csv.gz": 0, f"{table.lower()}.csv": 1}
-    hits = sorted(
-        (wanted[p.name.lower()], p.name, p)
-        for p in Path(data_dir).iterdir()
-        if p.name.lower() in wanted and p.is_file()
-    )
-    if not hits:
-        raise MissingTableError(
-            f"MIMIC-III table {table} not found in folder {data_dir}: expected {table}.csv.gz or "
-            f"{table}.csv (file names in upper or lower case)"
-        )
-    if len(hits) > 1:
-        log.warning(
-            "%s: several files for table %s (%s); reading %s",
-            data_dir,
-            table,
-            ", ".join(h[1] for h in hits),
-            hits[0][1],
-        )
-    return hits[0][2]
-
-
-def _open_text(path: Path):
-    if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", newline="", encoding="utf-8")
-    return open(path, newline="", encoding="utf-8")
-
-
-def _header_and_row_bytes(path: Path) -> tuple[list[str], float]:
-    """Column names of a CSV file and the mean bytes per data row of its first lines."""
-    try:
-        with _open_text(path) as fh:
-            header = fh.readline()
-            sample = [fh.readline() for _ in range(200)]
-    except STREAM_ERRORS as exc:
-        raise stream_error(path, exc, None) from exc
-    if not header.strip():
-        raise DataError(f"{path}: empty file, expected a CSV header line")
-    names = next(csv.reader([header.lstrip("\ufeff")]))
-    sample = [s for s in sample if s]
-    row_bytes = (
-        (sum(len(s.encode()) for s in sample) / len(sample)) if sample else _VALUES_IN_BYTES_EST
-    )
-    return names, max(row_bytes, 8.0)
-
-
-def _resolve_columns(
-    path: Path, table: str, data_dir: Path
-) -> tuple[dict[str, str], float, list[str]]:
-    """Map our lower-case column names to the file's spelling; clear error for missing ones."""
-    names, row_bytes = _header_and_row_bytes(path)
-    by_lower = {n.strip().lower(): n for n in names}
-    out: dict[str, str] = {}
-    missing = []
-    for col in TABLE_COLUMNS[table]:
-        if col in by_lower:
-            out[col] = by_lower[col]
-        elif (table, col) not in _OPTIONAL:
-            missing.append(col.upper())
-    if missing:
-        raise DataError(
-            f"MIMIC-III table {table} ({path.name} in folder {data_dir}) lacks required column(s) "
-            f"{', '.join(missing)}; its header has: {', '.join(names)}"
-        )
-    return out, row_bytes, names
-
-
-# --------------------------------------------------------------------------------------
-# Streaming scan with malformed-row handling
-# --------------------------------------------------------------------------------------
-
-
-class _Restart(Exception):
-    """The fast pass met a value the CSV decoder could not type: re-read as strings."""
-
-
-class _Batch:
-    """One record batch as named columns, with the data row numbers of its rows."""
-
-    def __init__(self, scan: _Scan, rb: pa.RecordBatch, first_row: int):
-        self.scan = scan
-        self.cols: dict[str, pa.Array] = {name: rb.column(i) for i, name in enumerate(scan.logical)}
-        self.first_row = first_row  # data row number (1-based, header excluded) of rb row 0
-        self.idx: np.ndarray | None = None  # positions in rb of the rows still here (None = all)
-        self.n = rb.num_rows
-
-    def __getitem__(self, name: str) -> pa.Array:
-        return self.cols[name]
-
-    def has(self, name: str) -> bool:
-        """Whether the (optional) column is present in the file."""
-        return name in self.cols
-
-    def row_numbers(self) -> np.ndarray:
-        """Data row numbers (1-based) of the rows still in the batch."""
-        pos = np.arange(self.n) if self.idx is None else self.idx
-        return self.first_row + pos
-
-    def filter(self, mask) -> None:
-        """Keep rows where `mask` (pyarrow or numpy boolean; null = False) is true."""
-        if isinstance(mask, np.ndarray):
-            np_mask = mask
-            mask = pa.array(mask)
-        else:
-            mask = pc.fill_null(mask, False)
-            np_mask = mask.to_numpy(zero_copy_only=False)
-        self.cols = {k: pc.filter(v, mask) for k, v in self.cols.items()}
-        pos = np.arange(self.n) if self.idx is None else self.idx
-        self.idx = pos[np_mask]
-
-    def __len__(self) -> int:
-        return self.n if self.idx is None else len(self.idx)
-
-    def convert(self, *names: str) -> None:
-        """Convert string columns to their declared type; malformed values raise or are skipped."""
-        for name in names:
-            if name not in self.cols:
-                continue
-            kind = self.scan.kinds[name]
-            target = _KIND_TYPE[kind]
-            while self.cols[name].type != target:
-                arr = self.cols[name]
-                try:
-                    self.cols[name] = pc.cast(arr, target)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    bad = _locate_bad(
-                        arr, target, first_only=self.scan.params.on_bad_rows == "error"
-                    )
-                    rows = self.row_numbers()
-                    if not len(bad):  # whole column fails but no single value does: not expected
-                        raise MalformedRowError(
-                            f"{self.scan.path}: column {name!r} cannot be read as {target} "
-                            f"in data rows {rows[0]}-{rows[-1]}"
-                        ) from None
-                    if self.scan.params.on_bad_rows == "error":
-                        i = int(bad[0])
-                        raise MalformedRowError(
-                            _bad_message(self.scan, int(rows[i]), name, arr[i].as_py(), kind)
-                        ) from None
-                    self.scan.report.drop(f"malformed_{name}", len(bad))
-                    keep = np.ones(len(arr), dtype=bool)
-                    keep[bad] = False
-                    self.filter(keep)
-
-
-def _bad_message(scan: _Scan, row: int, column: str, value, kind: str) -> str:
-    expected = {
-        "i32": "an integer",
-        "i64": "an integer",
-        "f64": "a number",
-        "ts": "a timestamp YYYY-MM-DD[ HH:MM:SS]",
-    }.get(kind, kind)
-    return (
-        f"{scan.path}: data row {row} (line {row + 1}), column {scan.actual.get(column, column)!r}: "
-        f"cannot read {value!r} as {expected} (table {scan.table}; set on_bad_rows: skip-and-count "
-        f"to skip and count such rows)"
-    )
-
-
-def _locate_bad(arr: pa.Array, target: pa.DataType, first_only: bool) -> np.ndarray:
-    """Positions of the values that do not cast to `target` (slow path, only after a failure)."""
-    bad: list[int] = []
-    step = 4096
-    for start in range(0, len(arr), step):
-        part = arr.slice(start, step)
-        try:
-            pc.cast(part, target)
-            continue
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        for j in range(len(part)):
-            try:
-                pc.cast(part.slice(j, 1), target)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                bad.append(start + j)
-                if first_only:
-                    return np.array(bad, dtype=np.int64)
-    return np.array(bad, dtype=np.int64)
-
-
-class _Scan:
-    """Stream one raw table in record batches and hand each batch to a handler."""
-
-    def __init__(
-        self, data_dir: Path, table: str, params: ReaderParams, report: TableReport, progress: bool
-    ):
-        self.table = table
-        self.path = find_table(data_dir, table)
-        self.actual, self.row_bytes, self.names = _resolve_columns(self.path, table, data_dir)
-        self.logical = list(self.actual)
-        self.kinds = {c: TABLE_COLUMNS[table][c] for c in self.logical}
-        self.params = params
-        self.report = report
-        self.progress = progress
-        report.file = str(self.path)
-
-    def run(self, handler: Callable[[_Batch], None], reset: Callable[[], None]) -> None:
-        """Feed all batches to `handler`; on a typing failure in the fast pass, reset and re-read."""
-        t0 = time.perf_counter()
-        try:
-            self.report.passes = 1
-            self._run(handler, typed=True)
-        except _Restart as exc:
-            log.info(
-                "%s: %s; re-reading the table with string columns to locate it", self.path, exc
-            )
-            reset()
-            self.report.rows_read = self.report.rows_kept = 0
-            self.report.dropped.clear()
-            self.report.units.clear()
-            self.report.passes = 2
-            self._run(handler, typed=False)
-        self._check_not_empty()
-        self.report.seconds = time.perf_counter() - t0
-        self.report.rows_per_s = self.report.rows_read / max(self.report.seconds, 1e-9)
-        self.report.peak_rss_mb = peak_rss_mb()
-
-    def _check_not_empty(self) -> None:
-        """A required table without data rows is an error; an optional one a report warning."""
-        if self.report.rows_read or self.report.dropped.get("malformed_row"):
-            return
-        if self.table in REQUIRED_TABLES:
-            raise EmptyTableError(
-                f"{self.path}: has a header but no data rows; expected one row per "
-                f"{REQUIRED_TABLES[self.table]} (table {self.table} is required)"
-            )
-        msg = f"{self.path}: has a header but no data rows (optional table, read as empty)"
-        log.warning("%s", msg)
-        self.report.warnings.append(msg)
-
-    def _chunks(self, stop: threading.Event) -> Iterator[tuple[bytes, int] | BaseException]:
-        """Decompressed text in chunks of whole lines, read ahead by a background thread.
-
-        pyarrow's own streaming reader (open_csv) reads ahead without bound when the consumer
-        is slower than gunzip: its memory grew ~40 MB/s on CHARTEVENTS. Here at most two chunks
-        wait in the queue, while decompression (which releases the GIL) still overlaps parsing.
-        Yields (data, position in the raw file) pairs; data starts after the header line.
-        """
-        chunk_bytes = int(
-            min(max(self.params.batch_rows * self.row_bytes, 1 << 16), MAX_BLOCK_BYTES)
-        )
-        q: queue.Queue = queue.Queue(maxsize=2)
-
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            try:
-                with pa.OSFile(str(self.path), "rb") as raw:
-                    gz = self.path.name.lower().endswith(".gz")
-                    stream = pa.CompressedInputStream(raw, "gzip") if gz else raw
-                    leftover, header_done = b"", False
-                    while not stop.is_set():
-                        buf = stream.read(chunk_bytes)
-                        if not buf:
-                            if header_done and leftover.strip():
-                                put((leftover + b"\n", raw.tell()))
-                            break
-                        data = leftover + buf if leftover else buf
-                        if not header_done:
-                            i = data.find(b"\n")
-                            if i < 0:
-                                leftover = data
-                                continue
-                            data, header_done = data[i + 1 :], True
-                        j = data.rfind(b"\n")
-                        if j < 0:
-                            leftover = data
-                            continue
-                        leftover = data[j + 1 :]
-                        if not put((data[: j + 1], raw.tell())):
-                            return
-            except BaseException as exc:  # handed to the consumer, raised there
-                put(exc)
-            finally:
-                put(None)
-
-        thread = threading.Thread(target=produce, name=f"gunzip-{self.table}", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item is None:
-                    return
-                yield item
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-
-    def _batches(self, typed: bool) -> Iterator[tuple[pa.RecordBatch, int, int]]:
-        """(record batch, data row number of its first row, raw file position) of the table."""
-        bad_row: dict = {}
-        skipped = [0]
-
-        def on_invalid(row) -> str:
-            if self.params.on_bad_rows == "skip-and-count":
-                self.report.drop("malformed_row", 1)
-                skipped[0] += 1
-                return "skip"
-            bad_row.update(
-                number=row.number,
-                text=row.text,
-                expected=row.expected_columns,
-                actual=row.actual_columns,
-            )
-            return "error"
-
-        # Fast pass: numeric AND timestamp columns are typed by the multithreaded CSV decoder.
-        # Measured on CHARTEVENTS, parsing timestamps there costs less than carrying them as
-        # strings through the ITEMID filter and casting afterwards (the string copy dominates).
-        # The string pass (after a failure) parses timestamps only for the rows kept.
-        types = {
-            self.actual[c]: (_KIND_TYPE[k] if typed and k != "str" else STR)
-            for c, k in self.kinds.items()
-        }
-        parse = pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False)
-        convert = pacsv.ConvertOptions(
-            include_columns=[self.actual[c] for c in self.logical],
-            column_types=types,
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        )
-        first_row = 1
-        stop = threading.Event()
-        for item in self._chunks(stop):
-            if isinstance(item, BaseException):
-                if isinstance(item, STREAM_ERRORS):
-                    raise stream_error(self.path, item, first_row - 1) from item
-                raise item
-            data, pos = item
-            # Blocks of a quarter chunk: both cores parse one chunk in parallel.
-            opts = pacsv.ReadOptions(
-                column_names=self.names,
-                use_threads=True,
-                block_size=max(len(data) // 4 + 1, 1 << 16),
-            )
-            try:
-                table = pacsv.read_csv(
-                    pa.py_buffer(data),
-                    read_options=opts,
-                    parse_options=parse,
-                    convert_options=convert,
-                )
-            except pa.ArrowInvalid as exc:
-                if bad_row:
-                    # the parser knows no row number when multithreaded: find the row's text
-                    at = data.find(bad_row["text"].encode())
-                    n = first_row + data.count(b"\n", 0, at) if at >= 0 else None
-                    where = f"data row {n} (line {n + 1})" if n is not None else "a row"
-                    raise MalformedRowError(
-                        f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
-                        f"(table {self.table}): {bad_row['text'][:200]!r}"
-                    ) from None
-                if "invalid utf8" in str(exc).lower():
-                    raise utf8_error(self.path, data, first_row) from None
-                if typed and "conversion error" in str(exc).lower():
-                    raise _Restart(str(exc).splitlines()[0]) from None
-                raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
-            row = first_row
-            for rb in table.to_batches():
-                yield rb, row, pos
-                row += rb.num_rows
-            # data rows in the chunk = parsed + skipped (blank lines, which the parser ignores,
-            # would shift later numbers; MIMIC-III files have none)
-            first_row += table.num_rows + skipped[0]
-            skipped[0] = 0
-
-    def _run(self, handler: Callable[[_Batch], None], typed: bool) -> None:
-        size = self.path.stat().st_size
-        bar = tqdm(
-            total=size,
-            unit="B",
-            unit_scale=True,
-            desc=self.table,
-            disable=not self.progress,
-            leave=False,
-        )
-        rows = 0
-        seen = 0
-        t0 = time.perf_counter()
-        try:
-            for rb, first_row, pos in self._batches(typed):
-                batch = _Batch(self, rb, first_row)
-                rows += rb.num_rows
-                self.report.rows_read += rb.num_rows
-                handler(batch)
-                bar.update(max(pos - seen, 0))
-                seen = pos
-                bar.set_postfix(
-                    rows=f"{rows:,}", rows_s=f"{rows / max(time.perf_counter() - t0, 1e-9):,.0f}"
-                )
-        finally:
-            bar.close()
-
-
-# --------------------------------------------------------------------------------------
-# Output helpers
-# --------------------------------------------------------------------------------------
-
-
-class _Writer:
-    """Append tables to one parquet file in row groups of about `group_rows` rows.
-
-    Created even when nothing is written. Snappy, and dictionary encoding only for string
-    columns: zstd and dictionary-encoded timestamps/floats cost twice the write time.
-    """
-
-    def __init__(self, path: Path, schema: pa.Schema, group_rows: int = 2_000_000):
-        self.path, self.schema, self.rows, self.group_rows = path, schema, 0, group_rows
-        self._w: pq.ParquetWriter | None = None
-        self._buf: list[pa.Table] = []
-        self._buf_rows = 0
-
-    def _open(self) -> pq.ParquetWriter:
-        if self._w is None:
-            strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
-            self._w = pq.ParquetWriter(
-                self.path, self.schema, compression="snappy", use_dictionary=strings
-            )
-        return self._w
-
-    def write(self, table: pa.Table) -> None:
-        """Append `table` (cast to the declared schema)."""
-        if table.num_rows:
-            self._buf.append(table.select(self.schema.names).cast(self.schema))
-            self._buf_rows += table.num_rows
-            self.rows += table.num_rows
-            if self._buf_rows >= self.group_rows:
-                self._flush()
-
-    def _flush(self) -> None:
-        if self._buf:
-            self._open().write_table(
-                pa.concat_tables(self._buf), row_group_size=max(self._buf_rows, 1)
-            )
-            self._buf, self._buf_rows = [], 0
-
-    def reset(self) -> None:
-        """Discard what was written (the table is being re-read)."""
-        self._buf, self._buf_rows = [], 0
-        if self._w is not None:
-            self._w.close()
-            self._w = None
-        self.path.unlink(missing_ok=True)
-        self.rows = 0
-
-    def close(self) -> int:
-        """Finish the file; returns the rows written."""
-        self._flush()
-        self._open().close()
-        return self.rows
-
-
-def _ts_us(arr: pa.Array, fill: int) -> np.ndarray:
-    """Timestamp array -> int64 microseconds with nulls replaced by `fill`."""
-    return pc.fill_null(arr.cast(I64), fill).to_numpy(zero_copy_only=False)
-
-
-def _ids(arr: pa.Array, fill: int = -1) -> np.ndarray:
-    return pc.fill_null(arr.cast(I64), fill).to_numpy(zero_copy_only=False)
-
-
-class _StayIndex:
-    """Vectorised lookup of stays by ICU stay id, and by subject and time (for labs)."""
-
-    def __init__(self, stays: pd.DataFrame):
-        s = stays.sort_values("stay_id")
-        self.ids = s["stay_id"].to_numpy(np.int64)
-        self.intime = _col_us(s["intime"], np.iinfo(np.int64).max // 2)
-        self.outtime = _col_us(s["outtime"], np.iinfo(np.int64).max // 2)
-        self.intime_known = s["intime"].notna().to_numpy()
-        self.outtime_known = s["outtime"].notna().to_numpy()
-        # Stay ids are dense in MIMIC-III (200000-299999): a lookup table beats a binary search.
-        self.lut: np.ndarray | None = None
-        if len(self.ids):
-            self.lut_min = int(self.ids[0])
-            span = int(self.ids[-1]) - self.lut_min + 1
-            if span <= 10 * len(self.ids) + 1_000_000:
-                self.lut = np.full(span, -1, dtype=np.int32)
-                self.lut[self.ids - self.lut_min] = np.arange(len(self.ids), dtype=np.int32)
-        self._windows: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
-        # by subject: sorted by (subject, intime)
-        k = stays[stays["intime"].notna()].sort_values(["patient_id", "intime"])
-        self.k_subject = k["patient_id"].fillna(-2).to_numpy(np.int64)
-        self.k_stay = k["stay_id"].to_numpy(np.int64)
-        self.k_in = _col_us(k["intime"], 0)
-        self.k_out = _col_us(k["outtime"], np.iinfo(np.int64).max // 2)
-
-    def by_id(self, stay: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, position in the sorted stay arrays) for stay ids (-1 = null)."""
-        if self.lut is not None:
-            off = stay - self.lut_min
-            inside = (off >= 0) & (off < len(self.lut))
-            pos = self.lut[np.where(inside, off, 0)]
-            found = inside & (pos >= 0)
-            return found, np.where(found, pos, 0)
-        pos, found = locate(self.ids, stay)
-        return found, pos
-
-    def in_window(
-        self, pos: np.ndarray, t: np.ndarray, before_h: float, after_h: float
-    ) -> np.ndarray:
-        """Whether times `t` (us) lie in [intime - before, outtime + after] of stays at `pos`."""
-        key = (before_h, after_h)
-        if key not in self._windows:  # unknown bounds become open ends
-            big = np.iinfo(np.int64).max
-            lo = np.where(self.intime_known, self.intime - int(before_h * US_PER_HOUR), -big)
-            hi = np.where(self.outtime_known, self.outtime + int(after_h * US_PER_HOUR), big)
-            self._windows[key] = (lo, hi)
-        lo, hi = self._windows[key]
-        return (t >= lo[pos]) & (t <= hi[pos])
-
-    def by_subject_time(self, subject: np.ndarray, t: np.ndarray, lookback_h: float) -> np.ndarray:
-        """Stay id of the same subject with intime - lookback <= t <= outtime, else -1.
-
-        When windows of a subject's stays overlap, the stay with the latest admission wins;
-        the one before it is tried when the latest does not contain t.
-        """
-        out = np.full(len(t), -1, dtype=np.int64)
-        if not len(self.k_stay) or not len(t):
-            return out
-        lb = int(lookback_h * US_PER_HOUR)
-        lo_subj = np.searchsorted(self.k_subject, subject, side="left")
-        hi_subj = np.searchsorted(self.k_subject, subject, side="right")
-        # among the subject's stays (a contiguous block sorted by intime), the last one with
-        # intime - lb <= t; if it ended before t, the one before it (overlapping windows)
-        for back in (0, 1):
-            todo = out < 0
-            if not todo.any():
-                break
-            lo_s, hi_s, tt = lo_subj[todo], hi_subj[todo], t[todo]
-            cand = self._last_start_le(lo_s, hi_s, tt + lb) - back
-            ok = (cand >= lo_s) & (cand < hi_s)
-            c = np.where(ok, cand, 0)
-            ok &= (self.k_in[c] - lb <= tt) & (tt <= self.k_out[c])
-            res = out[todo]
-            res[ok] = self.k_stay[c[ok]]
-            out[todo] = res
-        return out
-
-    def _last_start_le(self, lo: np.ndarray, hi: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """For each row, the last position p in [lo, hi) with k_in[p] <= t (lo - 1 if none)."""
-        # vectorised binary search inside each subject's block
-        a, b = lo.copy(), hi.copy()  # invariant: answer in [a - 1, b - 1]
-        while True:
-            active = a < b
-            if not active.any():
-                break
-            mid = (a + b) // 2
-            midc = np.where(active, mid, 0)
-            go_right = active & (self.k_in[midc] <= t)
-            a = np.where(go_right, mid + 1, a)
-            b = np.where(active & ~go_right, mid, b)
-        return a - 1
-
-
-def _col_us(s: pd.Series, fill: int) -> np.ndarray:
-    v = s.to_numpy(dtype="datetime64[us]").astype(np.int64)
-    v[s.isna().to_numpy()] = fill
-    return v
-
-
-def _times_to_arrow(us: np.ndarray) -> pa.Array:
-    return pa.array(us.astype("datetime64[us]"), type=TS)
-
-
-# --------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------
-
-
-def _read_small(
-    data_dir: Path, table: str, params: ReaderParams, rep: ExtractionReport, progress: bool
-) -> pa.Table:
-    """Read a small table fully (all rows), converting every declared column."""
-    tr = rep.tables.setdefault(table, TableReport(table))
-    scan = _Scan(data_dir, table, params, tr, progress)
-    parts: list[pa.Table] = []
-
-    def handle(b: _Batch) -> None:
-        b.convert(*scan.logical)
-        parts.append(pa.table(b.cols))
-        tr.rows_kept += len(b)
-
-    scan.run(handle, parts.clear)
-    if parts:
-        return pa.concat_tables(parts)
-    return pa.table({c: pa.array([], _KIND_TYPE[k]) for c, k in scan.kinds.items()})
-
-
 def _stays_base(
     data_dir: Path, params: ReaderParams, rep: ExtractionReport, progress: bool
 ) -> pd.DataFrame:
-    icu = _read_small(data_dir, "ICUSTAYS", params, rep, progress).to_pandas()
-    pat = _read_small(data_dir, "PATIENTS", params, rep, progress).to_pandas()
-    adm = _read_small(data_dir, "ADMISSIONS", params, rep, progress).to_pandas()
+    icu = read_small(data_dir, TABLES["ICUSTAYS"], params, rep, progress).to_pandas()
+    pat = read_small(data_dir, TABLES["PATIENTS"], params, rep, progress).to_pandas()
+    adm = read_small(data_dir, TABLES["ADMISSIONS"], params, rep, progress).to_pandas()
     tr = rep.tables["ICUSTAYS"]
     n = len(icu)
     icu = icu[icu["icustay_id"].notna()]
@@ -985,7 +360,7 @@ def _normalise_unit(u: str | None) -> str | None:
     return s or None
 
 
-def _vaso_rates(df: pd.DataFrame, scan: _Scan, tr: TableReport, weight_col: str) -> pd.DataFrame:
+def _vaso_rates(df: pd.DataFrame, scan: Scan, tr: TableReport, weight_col: str) -> pd.DataFrame:
     """Convert `rate`/`rateuom` to mcg/kg/min using `weight_col`; count/raise unknown units."""
     units = df["rateuom"].map(_normalise_unit, na_action="ignore")
     units = units.fillna(df["itemid"].map(DEFAULT_RATE_UNIT))
@@ -1059,11 +434,11 @@ def _extract_into(
     t_start = time.perf_counter()
     rep = ExtractionReport(data_dir=str(data_dir), out_dir=str(out), params=asdict(params))
     # Resolve every table and its columns first, so a missing one fails in seconds, not hours.
-    for table in TABLE_COLUMNS:
-        _resolve_columns(find_table(data_dir, table), table, data_dir)
+    for spec in TABLES.values():
+        resolve_columns(find_table(data_dir, spec.name), spec, data_dir)
 
     stays = _stays_base(data_dir, params, rep, progress)
-    index = _StayIndex(stays)
+    index = StayIndex(stays)
 
     has_chart, chart_weights = _chartevents(data_dir, out, params, rep, index, progress)
     mv_vaso, mv_weights = _inputevents_mv(
@@ -1098,12 +473,12 @@ def _chartevents(
     out: Path,
     params: ReaderParams,
     rep: ExtractionReport,
-    index: _StayIndex,
+    index: StayIndex,
     progress: bool,
 ) -> tuple[set[int], pd.DataFrame]:
     tr = rep.tables.setdefault("CHARTEVENTS", TableReport("CHARTEVENTS"))
-    scan = _Scan(data_dir, "CHARTEVENTS", params, tr, progress)
-    writer = _Writer(out / "chart.parquet", CHART_SCHEMA, params.batch_rows)
+    scan = _scan(data_dir, "CHARTEVENTS", params, tr, progress)
+    writer = ParquetSink(out / "chart.parquet", CHART_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.chart_itemids_needed()), I32)
     text_items = pa.array(sorted(CHART_TEXT_ITEMIDS), I32)
     weight_items = np.array(sorted({*V.WEIGHT_ITEMIDS_KG, *V.WEIGHT_ITEMIDS_LB}), np.int32)
@@ -1112,7 +487,7 @@ def _chartevents(
     warn_no_unit_column(scan)
     # Constant-size state, whatever the table size: a flag per stay and one weight per stay.
     has_chart = np.zeros(len(index.ids), dtype=bool)
-    first_w = _FirstPerStay(index)
+    first_w = FirstPerStay(index)
     implausible = [0]
 
     def reset() -> None:
@@ -1121,19 +496,19 @@ def _chartevents(
         first_w.clear()
         implausible[0] = 0
 
-    def handle(b: _Batch) -> None:
+    def handle(b: Batch) -> None:
         b.convert("icustay_id", "itemid", "valuenum")  # numeric columns: validated on every row
-        ids_found, ids_pos = index.by_id(_ids(pc.unique(b["icustay_id"])))
+        ids_found, ids_pos = index.by_id(ids(pc.unique(b["icustay_id"])))
         has_chart[ids_pos[ids_found]] = True
         n = len(b)
         keep = pc.is_in(b["itemid"], value_set=wanted)
         b.filter(keep)
         tr.drop("itemid_not_needed", n - len(b))
         b.convert("charttime")  # only the kept rows pay for timestamp parsing
-        _drop_null(b, tr, "charttime", "missing_charttime")
+        drop_null(b, tr, "charttime", "missing_charttime")
         # stay, error flag and time window decided together: one filter pass instead of three
-        found, pos = index.by_id(_ids(b["icustay_id"]))
-        t = _ts_us(b["charttime"], 0)
+        found, pos = index.by_id(ids(b["icustay_id"]))
+        t = ts_us(b["charttime"], 0)
         err = np.zeros(len(b), dtype=bool)
         if b.has("error"):
             err = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(b["error"]), "1"), False).to_numpy(
@@ -1169,8 +544,8 @@ def _chartevents(
             vals = np.where(np.isin(item_np[wmask], lb_items), vals * LB_TO_KG, vals)
             plausible = (vals > 0) & (vals <= WEIGHT_MAX_KG)
             implausible[0] += int((~plausible).sum())
-            wt = _ts_us(pc.filter(b["charttime"], pa.array(wmask)), 0)  # after the unit filter
-            first_w.add(_ids(b["icustay_id"])[wmask][plausible], wt[plausible], vals[plausible])
+            wt = ts_us(pc.filter(b["charttime"], pa.array(wmask)), 0)  # after the unit filter
+            first_w.add(ids(b["icustay_id"])[wmask][plausible], wt[plausible], vals[plausible])
 
     scan.run(handle, reset)
     rep.outputs["chart.parquet"] = writer.close()
@@ -1180,75 +555,22 @@ def _chartevents(
     return set(index.ids[has_chart].tolist()), first_w.result()
 
 
-class _FirstPerStay:
-    """Running first (earliest time) weight per stay in arrays over the stay index: O(stays) memory."""
-
-    def __init__(self, index: _StayIndex) -> None:
-        self.index = index
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget everything (the table is being re-read)."""
-        self.t = np.full(len(self.index.ids), np.iinfo(np.int64).max, dtype=np.int64)
-        self.w = np.full(len(self.index.ids), np.nan)
-
-    def add(self, stay: np.ndarray, t: np.ndarray, w: np.ndarray) -> None:
-        """Merge candidate (stay id, time us, weight) rows; unknown stays are ignored."""
-        found, pos = self.index.by_id(stay)
-        pos, t, w = pos[found], t[found], w[found]
-        if not len(pos):
-            return
-        before = self.t.copy()
-        np.minimum.at(self.t, pos, t)
-        better = (t == self.t[pos]) & (t < before[pos])
-        # among rows tying at the new earliest time, the first one in file order wins
-        order = np.flatnonzero(better)[::-1]
-        self.w[pos[order]] = w[order]
-
-    def result(self) -> pd.DataFrame:
-        """(stay_id, weight_kg), one row per stay with a weight."""
-        has = ~np.isnan(self.w)
-        return pd.DataFrame({"stay_id": self.index.ids[has], "weight_kg": self.w[has]})
-
-
-def _drop_null(b: _Batch, tr: TableReport, col: str, reason: str) -> None:
-    nulls = b[col].null_count
-    if nulls:
-        b.filter(pc.is_valid(b[col]))
-        tr.drop(reason, nulls)
-
-
-def _keep_items(b: _Batch, tr: TableReport, wanted: pa.Array) -> None:
-    """Keep the rows whose ITEMID is in `wanted`; the rest are counted as not needed."""
-    n = len(b)
-    b.filter(pc.is_in(b["itemid"], value_set=wanted))
-    tr.drop("itemid_not_needed", n - len(b))
-
-
-def _keep_known_stays(b: _Batch, tr: TableReport, index: _StayIndex) -> np.ndarray:
-    """Keep the rows of known ICU stays (others counted); their positions in `index`."""
-    found, pos = index.by_id(_ids(b["icustay_id"]))
-    b.filter(found)
-    tr.drop("unknown_stay", int((~found).sum()))
-    return pos[found]
-
-
 def _inputevents_mv(
     data_dir: Path,
     out: Path,
     params: ReaderParams,
     rep: ExtractionReport,
-    index: _StayIndex,
+    index: StayIndex,
     chart_weights: pd.DataFrame,
     progress: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MetaVision vasopressor rates (written to a part file) and first admission weight per stay."""
     tr = rep.tables.setdefault("INPUTEVENTS_MV", TableReport("INPUTEVENTS_MV"))
-    scan = _Scan(data_dir, "INPUTEVENTS_MV", params, tr, progress)
+    scan = _scan(data_dir, "INPUTEVENTS_MV", params, tr, progress)
     wanted = pa.array(sorted(MV_VASO_ITEMIDS), I32)
     stay_w = chart_weights.set_index("stay_id")["weight_kg"]
     parts: list[pd.DataFrame] = []
-    weights = _FirstPerStay(index)
+    weights = FirstPerStay(index)
     abx_items = mv_antibiotic_items()
     abx_wanted = pa.array(sorted(abx_items), I32)
     abx_parts: list[pd.DataFrame] = []
@@ -1258,7 +580,7 @@ def _inputevents_mv(
         weights.clear()
         abx_parts.clear()
 
-    def antibiotics(b: _Batch) -> None:
+    def antibiotics(b: Batch) -> None:
         """Take the antibiotic rows out of the batch: their administration times (issue 14,
         defect 2) are kept, rewritten (superseded) rows and rows without a start or a known
         stay are dropped and counted."""
@@ -1274,10 +596,10 @@ def _inputevents_mv(
             tr.drop("status_rewritten", int(pc.sum(rw).as_py() or 0))
             sel = pc.and_(items, pc.invert(rewritten))
         try:
-            t = _ts_us(pc.cast(pc.filter(b["starttime"], sel), TS), -1)
+            t = ts_us(pc.cast(pc.filter(b["starttime"], sel), TS), -1)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             t = np.full(int(pc.sum(sel).as_py() or 0), -1, np.int64)
-        sid = _ids(pc.filter(b["icustay_id"], sel))
+        sid = ids(pc.filter(b["icustay_id"], sel))
         item = pc.filter(b["itemid"], sel).to_numpy(zero_copy_only=False)
         keep = (t >= 0) & np.isin(sid, index.ids)
         tr.drop("antibiotic_without_start_or_known_stay", int((~keep).sum()))
@@ -1294,7 +616,7 @@ def _inputevents_mv(
         )
         b.filter(pc.invert(items))
 
-    def handle(b: _Batch) -> None:
+    def handle(b: Batch) -> None:
         b.convert("icustay_id", "itemid", "rate", "patientweight")
         # admission weight per stay, from every row (the first by starttime wins later)
         pw = b["patientweight"]
@@ -1308,12 +630,12 @@ def _inputevents_mv(
                 w = pc.filter(pw, has_w).to_numpy(zero_copy_only=False)
                 ok = w <= WEIGHT_MAX_KG
                 weights.add(
-                    _ids(pc.filter(b["icustay_id"], has_w))[ok],
-                    _ts_us(st, np.iinfo(np.int64).max)[ok],
+                    ids(pc.filter(b["icustay_id"], has_w))[ok],
+                    ts_us(st, np.iinfo(np.int64).max)[ok],
                     w[ok],
                 )
         antibiotics(b)
-        _keep_items(b, tr, wanted)
+        keep_items(b, tr, wanted)
         if b.has("statusdescription"):
             rewritten = pc.fill_null(
                 pc.equal(pc.utf8_lower(b["statusdescription"]), "rewritten"), False
@@ -1321,18 +643,18 @@ def _inputevents_mv(
             tr.drop("status_rewritten", int(pc.sum(rewritten).as_py() or 0))
             b.filter(pc.invert(rewritten))
         b.convert("starttime", "endtime")
-        _drop_null(b, tr, "starttime", "missing_starttime")
-        _drop_null(b, tr, "endtime", "missing_endtime")
-        _drop_null(b, tr, "rate", "missing_rate")
-        _keep_known_stays(b, tr, index)
+        drop_null(b, tr, "starttime", "missing_starttime")
+        drop_null(b, tr, "endtime", "missing_endtime")
+        drop_null(b, tr, "rate", "missing_rate")
+        keep_known_stays(b, tr, index, "icustay_id")
         if not len(b):
             return
         df = pd.DataFrame(
             {
-                "stay_id": _ids(b["icustay_id"]),
+                "stay_id": ids(b["icustay_id"]),
                 "itemid": b["itemid"].to_numpy(zero_copy_only=False),
-                "starttime": _ts_us(b["starttime"], 0),
-                "endtime": _ts_us(b["endtime"], 0),
+                "starttime": ts_us(b["starttime"], 0),
+                "endtime": ts_us(b["endtime"], 0),
                 "rate": b["rate"].to_numpy(zero_copy_only=False),
                 "rateuom": b["rateuom"].to_pandas(),
                 "patientweight": pc.fill_null(b["patientweight"], np.nan).to_numpy(
@@ -1369,32 +691,32 @@ def _inputevents_cv(
     out: Path,
     params: ReaderParams,
     rep: ExtractionReport,
-    index: _StayIndex,
+    index: StayIndex,
     stays: pd.DataFrame,
     mv_vaso: pd.DataFrame,
     progress: bool,
 ) -> None:
     """CareVue vasopressor rates -> intervals; written with the MetaVision rows."""
     tr = rep.tables.setdefault("INPUTEVENTS_CV", TableReport("INPUTEVENTS_CV"))
-    scan = _Scan(data_dir, "INPUTEVENTS_CV", params, tr, progress)
+    scan = _scan(data_dir, "INPUTEVENTS_CV", params, tr, progress)
     wanted = pa.array(sorted(CV_VASO_ITEMIDS), I32)
     stay_w = stays.set_index("stay_id")["weight_kg"]
     parts: list[pd.DataFrame] = []
 
-    def handle(b: _Batch) -> None:
+    def handle(b: Batch) -> None:
         b.convert("icustay_id", "itemid", "rate")
-        _keep_items(b, tr, wanted)
+        keep_items(b, tr, wanted)
         b.convert("charttime")
-        _drop_null(b, tr, "charttime", "missing_charttime")
-        _drop_null(b, tr, "rate", "missing_rate")
-        _keep_known_stays(b, tr, index)
+        drop_null(b, tr, "charttime", "missing_charttime")
+        drop_null(b, tr, "rate", "missing_rate")
+        keep_known_stays(b, tr, index, "icustay_id")
         if not len(b):
             return
         df = pd.DataFrame(
             {
-                "stay_id": _ids(b["icustay_id"]),
+                "stay_id": ids(b["icustay_id"]),
                 "itemid": b["itemid"].to_numpy(zero_copy_only=False),
-                "starttime": _ts_us(b["charttime"], 0),
+                "starttime": ts_us(b["charttime"], 0),
                 "rate": b["rate"].to_numpy(zero_copy_only=False),
                 "rateuom": b["rateuom"].to_pandas(),
                 "_row": b.row_numbers(),
@@ -1421,8 +743,8 @@ def _inputevents_cv(
     table = pa.table(
         {
             "stay_id": pa.array(vaso["stay_id"].to_numpy(np.int64)),
-            "starttime": _times_to_arrow(vaso["starttime"].to_numpy(np.int64)),
-            "endtime": _times_to_arrow(vaso["endtime"].to_numpy(np.int64)),
+            "starttime": times_to_arrow(vaso["starttime"].to_numpy(np.int64)),
+            "endtime": times_to_arrow(vaso["endtime"].to_numpy(np.int64)),
             "drug": pa.array(
                 vaso["itemid"].map(V.VASOPRESSOR_BY_ITEMID).astype(object).to_numpy(), STR
             ),
@@ -1462,26 +784,26 @@ def _labevents(
     out: Path,
     params: ReaderParams,
     rep: ExtractionReport,
-    index: _StayIndex,
+    index: StayIndex,
     progress: bool,
 ) -> None:
     tr = rep.tables.setdefault("LABEVENTS", TableReport("LABEVENTS"))
-    scan = _Scan(data_dir, "LABEVENTS", params, tr, progress)
-    writer = _Writer(out / "lab.parquet", LAB_SCHEMA, params.batch_rows)
+    scan = _scan(data_dir, "LABEVENTS", params, tr, progress)
+    writer = ParquetSink(out / "lab.parquet", LAB_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted(V.lab_itemids_needed()), I32)
     units = UnitChecker("labevents")
     warn_no_unit_column(scan)
 
-    def handle(b: _Batch) -> None:
+    def handle(b: Batch) -> None:
         b.convert("subject_id", "itemid", "valuenum")
-        _keep_items(b, tr, wanted)
+        keep_items(b, tr, wanted)
         _code_specimen_types(b, tr)
-        _drop_null(b, tr, "valuenum", "missing_valuenum")
+        drop_null(b, tr, "valuenum", "missing_valuenum")
         check_units(b, scan, units)
         b.convert("charttime")
-        _drop_null(b, tr, "charttime", "missing_charttime")
+        drop_null(b, tr, "charttime", "missing_charttime")
         stay = index.by_subject_time(
-            _ids(b["subject_id"]), _ts_us(b["charttime"], 0), params.lab_lookback_hours
+            ids(b["subject_id"]), ts_us(b["charttime"], 0), params.lab_lookback_hours
         )
         ok = stay >= 0
         b.filter(ok)
@@ -1503,7 +825,7 @@ def _labevents(
     rep.outputs["lab.parquet"] = writer.close()
 
 
-def _code_specimen_types(b: _Batch, tr: TableReport) -> None:
+def _code_specimen_types(b: Batch, tr: TableReport) -> None:
     """Blood-gas specimen type rows (text ART/VEN/MIX/CENTRAL VENOUS) get a numeric code in
     VALUENUM (variables.SPECIMEN_CODES; 0 = other text), so lab.parquet stays numeric."""
     is_spec = pc.fill_null(pc.equal(b["itemid"], V.LAB_SPECIMEN_TYPE), False)
@@ -1524,18 +846,18 @@ def _outputevents(
     out: Path,
     params: ReaderParams,
     rep: ExtractionReport,
-    index: _StayIndex,
+    index: StayIndex,
     progress: bool,
 ) -> None:
     tr = rep.tables.setdefault("OUTPUTEVENTS", TableReport("OUTPUTEVENTS"))
-    scan = _Scan(data_dir, "OUTPUTEVENTS", params, tr, progress)
-    writer = _Writer(out / "urine.parquet", URINE_SCHEMA, params.batch_rows)
+    scan = _scan(data_dir, "OUTPUTEVENTS", params, tr, progress)
+    writer = ParquetSink(out / "urine.parquet", URINE_SCHEMA, params.batch_rows)
     wanted = pa.array(sorted({*V.URINE_ITEMIDS, V.URINE_IRRIGANT_IN}), I32)
 
-    def handle(b: _Batch) -> None:
+    def handle(b: Batch) -> None:
         b.convert("icustay_id", "itemid", "value")
-        _keep_items(b, tr, wanted)
-        _drop_null(b, tr, "value", "missing_value")
+        keep_items(b, tr, wanted)
+        drop_null(b, tr, "value", "missing_value")
         neg = pc.less(b["value"], 0.0)
         tr.drop("negative_value", int(pc.sum(neg).as_py() or 0))
         b.filter(pc.invert(neg))
@@ -1543,9 +865,9 @@ def _outputevents(
         if len(b) and pc.any(irrigant_in).as_py():  # urine = irrigant out - irrigant in
             b.cols["value"] = pc.if_else(irrigant_in, pc.negate(b["value"]), b["value"])
         b.convert("charttime")
-        _drop_null(b, tr, "charttime", "missing_charttime")
-        pos = _keep_known_stays(b, tr, index)
-        ok = index.in_window(pos, _ts_us(b["charttime"], 0), CHART_BEFORE_HOURS, CHART_AFTER_HOURS)
+        drop_null(b, tr, "charttime", "missing_charttime")
+        pos = keep_known_stays(b, tr, index, "icustay_id")
+        ok = index.in_window(pos, ts_us(b["charttime"], 0), CHART_BEFORE_HOURS, CHART_AFTER_HOURS)
         b.filter(ok)
         tr.drop("outside_stay", int((~ok).sum()))
         if len(b):
@@ -1569,11 +891,11 @@ def _passthrough(
 ) -> None:
     """Tables copied whole (prescriptions, microbiology, diagnoses): typed and renamed only."""
     tr = rep.tables.setdefault(table, TableReport(table))
-    scan = _Scan(data_dir, table, params, tr, progress)
+    scan = _scan(data_dir, table, params, tr, progress)
     schema = SCHEMAS[name]
-    writer = _Writer(out / f"{name}.parquet", schema, params.batch_rows)
+    writer = ParquetSink(out / f"{name}.parquet", schema, params.batch_rows)
 
-    def handle(b: _Batch) -> None:
+    def handle(b: Batch) -> None:
         b.convert(*scan.logical)
         writer.write(pa.table({c: b[c] for c in schema.names}))
         tr.rows_kept += len(b)

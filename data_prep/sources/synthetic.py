@@ -1501,7 +1501,7 @@ def generate(out_dir: Path, params: SyntheticParams, progress: bool = True) -> d
         truth = pd.DataFrame(truth_parts)
         truth.to_parquet(tmp / "ground_truth.parquet", index=False)
     seconds = time.perf_counter() - t0
-    from data_prep.sources.mimic3 import peak_rss_mb
+    from data_prep.sources.csv_stream import peak_rss_mb
 
     summary = {
         "out_dir": str(out_dir),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.errors import DataError
-from data_prep.sources import mimic3
+from data_prep.sources import csv_stream, mimic3
 from data_prep.sources.mimic3 import ReaderParams, extract
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mimic3_mini"
@@ -150,7 +150,7 @@ def test_full_disk_is_a_data_error_naming_the_output(tmp_path, monkeypatch) -> N
     def full(self) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mimic3._Writer, "close", full)
+    monkeypatch.setattr(csv_stream.ParquetSink, "close", full)
     with pytest.raises(DataError, match=r"out: cannot write the extracted tables .*No space left"):
         _extract(raw, tmp_path)
     assert not (tmp_path / "out").exists()
