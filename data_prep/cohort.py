@@ -30,20 +30,16 @@ import numpy as np
 import pandas as pd
 
 from data_prep import io
-from data_prep.concepts.variables import SEPSIS_ICD9
 from data_prep.observations import variable_order
 
 logger = logging.getLogger(__name__)
-
-PHYSIONET_SOURCE = "physionet2019"
-
 
 @dataclass(frozen=True)
 class CohortParams:
     """YAML section `cohort`."""
 
     min_age: float = 15
-    dbsource: str = "metavision"  # "metavision" | "carevue" | "all"; PhysioNet stays ignore it
+    dbsource: str = "metavision"  # "metavision" | "carevue" | "all"; for sources with a dbsource
     min_onset_hour: float = 7
     window_hours: int = 48
     horizons: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
@@ -52,7 +48,7 @@ class CohortParams:
     split_seeds: tuple[int, ...] = (0, 1, 2)
     matching_seed: int = 0
     min_variable_observations: int = 500
-    exclude_icd9_controls: bool = True
+    exclude_icd9_controls: bool = True  # controls with a sepsis diagnosis code (any coding)
 
     def validate(self) -> None:
         """Raise ValueError("cohort.<key>: ...") for impossible values."""
@@ -144,9 +140,10 @@ class _Attrition:
 def _exclusions(
     stays: pd.DataFrame,
     onsets: pd.DataFrame,
-    diagnoses: pd.DataFrame,
+    sepsis_admissions: pd.DataFrame,
     obs_stays: np.ndarray,
     params: CohortParams,
+    source_columns: tuple[str, ...] | None = None,
 ) -> tuple[pd.DataFrame, _Attrition]:
     s = stays.set_index("stay_id", drop=False)
     if s.index.has_duplicates:
@@ -168,8 +165,15 @@ def _exclusions(
         "intime or outtime missing, or length of stay <= 0",
     )
     if params.dbsource != "all":
-        other = (s["source"] != PHYSIONET_SOURCE) & (s["dbsource"] != params.dbsource)
-        att.remove("dbsource", other, f"dbsource != {params.dbsource} (PhysioNet stays exempt)")
+        # a filter on a source-specific stay column applies when the source declares it
+        if source_columns is None or "dbsource" in source_columns:
+            att.remove("dbsource", s["dbsource"] != params.dbsource, f"dbsource != {params.dbsource}")
+        else:
+            att.remove(
+                "dbsource",
+                pd.Series(False, index=s.index),
+                f"not applicable: the source has no dbsource (cohort.dbsource={params.dbsource})",
+            )
     no_data = ~s.index.isin(obs_stays)
     if "has_chart" in s.columns:
         no_data |= ~s["has_chart"].fillna(False).astype(bool)
@@ -184,22 +188,18 @@ def _exclusions(
         is_case & (s["onset"] < params.min_onset_hour),
         f"(case) onset < {params.min_onset_hour} h after ICU admission",
     )
-    if params.exclude_icd9_controls and len(diagnoses):
-        codes = (
-            diagnoses["icd9_code"].astype("string").str.replace(".", "", regex=False).str.strip()
-        )
-        bad_hadm = set(
-            diagnoses.loc[codes.isin(SEPSIS_ICD9).fillna(False).to_numpy(), "hadm_id"].tolist()
-        )
-        has_icd = (
+    if params.exclude_icd9_controls and len(sepsis_admissions):
+        bad_hadm = set(sepsis_admissions["hadm_id"].dropna().astype("int64").tolist())
+        has_code = (
             s["hadm_id"].isin(bad_hadm)
             if "hadm_id" in s.columns
             else pd.Series(False, index=s.index)
         )
         att.remove(
             "sepsis ICD-9",
-            ~is_case & has_icd,
-            "(control) ICD-9 995.91 / 995.92 / 785.52 on the admission",
+            ~is_case & has_code,
+            "(control) a sepsis diagnosis code on the admission "
+            "(concept sepsis_diagnosis; MIMIC-III: ICD-9 995.91 / 995.92 / 785.52)",
         )
     return s[att.alive].copy(), att
 
@@ -317,20 +317,21 @@ def build_cohort(
     diagnoses: pd.DataFrame | None,
     observations: pd.DataFrame,
     params: CohortParams,
+    source_columns: tuple[str, ...] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Exclusions, matching, splits, normalisation (PIPELINE.md 2-3).
 
     Returns (cohort, splits, normalisation, attrition) with the schemas `io.COHORT`,
     `io.SPLITS`, `io.NORMALISATION`; attrition = {"steps": [...], "matching": {...},
-    "variables": {...}, "prevalence", "params"}.
+    "variables": {...}, "prevalence", "params"}. `diagnoses`: the admissions (``hadm_id``)
+    with a sepsis diagnosis code; `source_columns`: the source-specific stay columns the
+    source declares (a filter on an undeclared one does not apply; None: all apply).
     """
     params.validate()
     if diagnoses is None:
-        diagnoses = pd.DataFrame(
-            {"hadm_id": pd.Series(dtype="int64"), "icd9_code": pd.Series(dtype="string")}
-        )
+        diagnoses = pd.DataFrame({"hadm_id": pd.Series(dtype="int64")})
     obs_stays = observations["stay_id"].unique()
-    kept, att = _exclusions(stays, onsets, diagnoses, obs_stays, params)
+    kept, att = _exclusions(stays, onsets, diagnoses, obs_stays, params, source_columns)
     cases = kept[kept["onset"].notna()][["stay_id", "patient_id", "onset"]].reset_index(drop=True)
     controls = kept[kept["onset"].isna()][["stay_id", "patient_id", "los_hours"]].reset_index(
         drop=True
@@ -472,8 +473,10 @@ def prepare_from_tables(
     *,
     dropped_values: dict | None = None,
     source_attrition: list[dict] | None = None,
+    source_columns: tuple[str, ...] | None = None,
 ) -> dict:
-    """Run `build_cohort` and write every `prepared/` artifact into `out_dir` atomically.
+    """Run `build_cohort` and write every `prepared/` artifact into `out_dir` (the caller
+    makes the folder atomic: the pipeline's prepare stage writes into its temporary folder).
 
     Writes stays, labels_hourly, onsets (as given, schema-checked), observations restricted
     to the cohort stays' h=0 windows [max(0, o - W), o] and the kept variables, cohort,
@@ -482,7 +485,7 @@ def prepare_from_tables(
     exclusions, e.g. PhysioNet stays positive from their first row). Returns the attrition dict.
     """
     cohort, splits, normalisation, attrition = build_cohort(
-        stays, onsets, diagnoses, observations, params
+        stays, onsets, diagnoses, observations, params, source_columns
     )
     obs = observations[window_mask(observations, cohort, params.window_hours, 0)]
     obs = obs[obs["variable"].astype(str).isin(attrition["variables"]["kept"])]
@@ -490,13 +493,14 @@ def prepare_from_tables(
     attrition["dropped_values"] = dropped_values or {}
     attrition["source_attrition"] = source_attrition or []
     stays_out = stays[[f.name for f in io.STAYS]]
-    with io.atomic_dir(out_dir) as tmp:
-        io.write_parquet(stays_out, tmp / "stays.parquet", io.STAYS)
-        io.write_parquet(labels_hourly, tmp / "labels_hourly.parquet", io.LABELS_HOURLY)
-        io.write_parquet(onsets, tmp / "onsets.parquet", io.ONSETS)
-        io.write_parquet(obs, tmp / "observations.parquet", io.OBSERVATIONS)
-        io.write_parquet(cohort, tmp / "cohort.parquet", io.COHORT)
-        io.write_parquet(splits, tmp / "splits.parquet", io.SPLITS)
-        io.write_parquet(normalisation, tmp / "normalisation.parquet", io.NORMALISATION)
-        io.write_json(attrition, tmp / "attrition.json")
+    tmp = Path(out_dir)
+    tmp.mkdir(parents=True, exist_ok=True)
+    io.write_parquet(stays_out, tmp / "stays.parquet", io.STAYS)
+    io.write_parquet(labels_hourly, tmp / "labels_hourly.parquet", io.LABELS_HOURLY)
+    io.write_parquet(onsets, tmp / "onsets.parquet", io.ONSETS)
+    io.write_parquet(obs, tmp / "observations.parquet", io.OBSERVATIONS)
+    io.write_parquet(cohort, tmp / "cohort.parquet", io.COHORT)
+    io.write_parquet(splits, tmp / "splits.parquet", io.SPLITS)
+    io.write_parquet(normalisation, tmp / "normalisation.parquet", io.NORMALISATION)
+    io.write_json(attrition, tmp / "attrition.json")
     return attrition

@@ -33,7 +33,6 @@ from sepsis.config_files import (
     safe_load,
 )
 
-SOURCES = ("synthetic", "mimic3", "physionet2019")
 LEARNERS = ("mgp_tcn", "dtw_knn", "logreg", "gbm", "sofa")
 
 
@@ -380,18 +379,21 @@ def load_config(
     if not re.search(r"[A-Za-z0-9]", name):
         # '.', '..' or '--' would make runs/<name> the runs folder itself or the repository
         raise fail(f"name: expected at least one letter or digit, got {name!r}")
+    from data_prep import sources
+
     source = raw.get("source", "synthetic")
-    if source not in SOURCES:
-        raise fail(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
-    if "data_dir" not in raw and source != "synthetic":
+    if not isinstance(source, str) or source not in sources.names():
+        raise fail(f"source: expected one of {', '.join(sources.names())}, got {source!r}")
+    generated = sources.get(source).generate is not None
+    if "data_dir" not in raw and not generated:
         raise fail("data_dir: required for source " + source)
     try:
         data_dir = coerce(raw.get("data_dir", f"data/synthetic-{name}"), Path, "data_dir")
         output_dir = coerce(raw.get("output_dir", f"runs/{name}"), Path, "output_dir")
-        check_run_paths(source, data_dir, output_dir)
+        check_run_paths(generated, data_dir, output_dir)
     except ConfigError as err:
         raise fail(str(err)) from None
-    if check_paths and source != "synthetic" and not data_dir.exists():
+    if check_paths and not generated and not data_dir.exists():
         raise fail(
             f"data_dir: {data_dir} does not exist (source {source}); pass data_dir=/path/to/data"
         )

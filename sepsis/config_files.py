@@ -164,7 +164,7 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_run_paths(source: str, data_dir: Path, output_dir: Path) -> None:
+def check_run_paths(generated: bool, data_dir: Path, output_dir: Path) -> None:
     """Refuse an output_dir (or a generated data_dir) that could hold the user's files.
 
     Each stage replaces its folder under output_dir (and `generate` replaces data_dir), so
@@ -178,7 +178,7 @@ def check_run_paths(source: str, data_dir: Path, output_dir: Path) -> None:
         (REPO_ROOT, "the repository root"),
     ]
     targets = [("output_dir", output_dir, out)]
-    if source == "synthetic":
+    if generated:  # the source writes its data_dir (the synthetic one)
         targets.append(("data_dir", data_dir, data))
     for key, given, real in targets:
         if real == Path(real.anchor):

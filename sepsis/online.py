@@ -87,13 +87,6 @@ class OnlineParams:
 
 def all_observations(cfg, stays: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
     """Every stay's observations: prepared/observations.parquet holds only the cohort windows."""
-    if cfg.source == "physionet2019":
-        from data_prep.sources.physionet2019 import PhysioNetParams, read_physionet2019
-
-        tables = read_physionet2019(
-            cfg.data_dir, PhysioNetParams(on_bad_rows=cfg.labels.on_bad_rows), progress=progress
-        )
-        return tables.observations
     from data_prep.observations import observations_from_extracted
     from sepsis.pipeline import PipelineError
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from sepsis.config import RunConfig, split_seeds
-from sepsis.manifest import PipelineError, Stage, hash_files, hash_path, stage_fingerprint
+from sepsis.manifest import PipelineError, Stage, hash_files, stage_fingerprint
 from sepsis.runlock import data_lock, output_lock, run_lock
 
 log = logging.getLogger(__name__)
@@ -55,13 +55,23 @@ def _asdict(obj: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 
 
-def generate(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
-    """Write the synthetic MIMIC-III-format database into `cfg.data_dir` (skipped if current)."""
-    from data_prep.sources.synthetic import generate as gen
+def _source(cfg: RunConfig):
+    from data_prep import sources
 
-    if cfg.source != "synthetic":
-        raise PipelineError(f"generate: config source is '{cfg.source}', not 'synthetic'")
-    stage = Stage("generate", cfg.data_dir, {"synthetic": _asdict(cfg.synthetic)}, force=force)
+    try:
+        return sources.get(cfg.source)
+    except KeyError as err:
+        raise PipelineError(str(err.args[0])) from None
+
+
+def generate(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
+    """Write a generated source's raw data (the synthetic database) into `cfg.data_dir`
+    (skipped if current)."""
+    src = _source(cfg)
+    if src.generate is None:
+        raise PipelineError(f"generate: source '{cfg.source}' is read, not generated")
+    params = cfg.sections[src.generator_section]
+    stage = Stage("generate", cfg.data_dir, {src.generator_section: _asdict(params)}, force=force)
     with run_lock(data_lock(cfg.data_dir), f"data folder {cfg.data_dir}"):
         if stage.is_current():
             log.info("generate: %s is current, skipped", cfg.data_dir)
@@ -70,7 +80,7 @@ def generate(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path
         # data: writing() refuses it before any work, and never moves or deletes it
         counts: dict[str, Any] = {}
         with stage.writing(counts) as tmp:
-            report = gen(tmp, cfg.synthetic, progress=progress)
+            report = src.generate(tmp, params, progress)
             counts.update(_report_counts(report))
     return cfg.data_dir
 
@@ -85,41 +95,40 @@ def _report_counts(report: Any) -> dict[str, Any]:
     return {"report": str(report)}
 
 
-def _reader_params(cfg: RunConfig):
-    from data_prep.sources.mimic3 import ReaderParams
+def _reader_options(cfg: RunConfig):
+    from data_prep.sources import ReaderOptions
 
-    # one pre-ICU lookback: the reader keeps the pre-ICU labs that the scored pre-ICU hours'
+    # one pre-ICU lookback: the reader keeps the pre-ICU data that the scored pre-ICU hours'
     # SOFA windows reach (LabelParams.data_lookback_hours), no more and no less
-    return ReaderParams(
-        on_bad_rows=cfg.labels.on_bad_rows, lab_lookback_hours=cfg.labels.data_lookback_hours
+    return ReaderOptions(
+        on_bad_rows=cfg.labels.on_bad_rows, lookback_hours=cfg.labels.data_lookback_hours
     )
 
 
-def _mimic_tables_fingerprint(data_dir: Path) -> str:
-    """Fingerprint of exactly the tables the MIMIC-III reader reads (other files ignored)."""
-    from data_prep.sources.mimic3 import TABLE_COLUMNS, find_table
-
+def _inputs_fingerprint(cfg: RunConfig, src) -> str:
+    """Fingerprint of exactly the raw files the source reads (other files ignored)."""
     try:
-        files = [find_table(data_dir, table) for table in TABLE_COLUMNS]
+        files = src.inputs(cfg.data_dir)
     except FileNotFoundError as err:
         raise PipelineError(str(err)) from None
-    return hash_files(files, data_dir)
+    return hash_files(files, cfg.data_dir)
 
 
 @_locked
 def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
-    """Stream the raw MIMIC-III tables into compact parquet (`extracted/`)."""
-    from data_prep.sources.mimic3 import extract as mimic_extract
-
+    """Read the source's raw data into the extracted-events contract (`extracted/`)."""
+    src = _source(cfg)
+    if src.generate is not None:
+        generate(cfg, force=force, progress=progress)
     if not cfg.data_dir.exists():
         raise PipelineError(f"data_dir {cfg.data_dir} does not exist")
-    reader = _reader_params(cfg)
+    options = _reader_options(cfg)
     out = cfg.output_dir / "extracted"
     stage = Stage(
         "extract",
         out,
-        {"source": cfg.source, "reader": _asdict(reader)},
-        inputs={"tables": _mimic_tables_fingerprint(cfg.data_dir)},
+        {"source": cfg.source, "reader": _asdict(options)},
+        inputs={"tables": _inputs_fingerprint(cfg, src)},
         force=force,
     )
     if stage.is_current():
@@ -127,81 +136,66 @@ def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
         return out
     counts: dict[str, Any] = {}
     with stage.writing(counts) as tmp:
-        report = mimic_extract(cfg.data_dir, tmp / "tables", reader, progress=progress)
-        # the reader writes atomically into its own folder; flatten it into the stage folder
-        for f in (tmp / "tables").iterdir():
-            os.replace(f, tmp / f.name)
-        (tmp / "tables").rmdir()
-        counts.update(_report_counts(report))
+        counts.update(_report_counts(src.extract(cfg.data_dir, tmp, options, progress)))
     return out
+
+
+def _sepsis_admissions(extracted: Path) -> pd.DataFrame:
+    """hadm_id of every admission with a sepsis diagnosis code (concept sepsis_diagnosis)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(
+        extracted / "admission_events.parquet",
+        columns=["hadm_id", "concept"],
+        filters=[("concept", "=", "sepsis_diagnosis")],
+    ).to_pandas()
+    return t.loc[t["hadm_id"].notna(), ["hadm_id"]].drop_duplicates().reset_index(drop=True)
 
 
 @_locked
 def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     """Raw records -> Sepsis-3 labels -> matched cohort and windows (`prepared/`)."""
+    from data_prep import io as dio
     from data_prep.cohort import prepare_from_tables
+    from data_prep.observations import observations_from_extracted
+    from data_prep.sepsis3 import derive_labels
 
+    src = _source(cfg)
     out = cfg.output_dir / "prepared"
     stage_cfg = {"source": cfg.source, "labels": _asdict(cfg.labels), "cohort": _asdict(cfg.cohort)}
-    if cfg.source == "synthetic":
-        generate(cfg, force=force, progress=progress)
-    if cfg.source in ("synthetic", "mimic3"):
-        extracted = extract(cfg, force=force, progress=progress)
-        inputs = {"extracted": stage_fingerprint(extracted)}
-    elif cfg.source == "physionet2019":
-        if not cfg.data_dir.exists():
-            raise PipelineError(f"data_dir {cfg.data_dir} does not exist")
-        inputs = {"data_dir": hash_path(cfg.data_dir)}
-    else:  # pragma: no cover - config validation rejects other sources
-        raise PipelineError(f"unknown source {cfg.source}")
+    extracted = extract(cfg, force=force, progress=progress)
+    inputs = {"extracted": stage_fingerprint(extracted)}
     stage = Stage("prepare", out, stage_cfg, inputs=inputs, force=force)
     if stage.is_current():
         log.info("prepare: %s is current, skipped", out)
         return out
     counts: dict[str, Any] = {}
     with stage.writing(counts) as tmp:
-        if cfg.source == "physionet2019":
-            from data_prep.sources.physionet2019 import PhysioNetParams, read_physionet2019
-
-            tables = read_physionet2019(
-                cfg.data_dir, PhysioNetParams(on_bad_rows=cfg.labels.on_bad_rows), progress=progress
-            )
-            result = prepare_from_tables(
-                stays=tables.stays,
-                onsets=tables.onsets,
-                labels_hourly=tables.labels_hourly,
-                diagnoses=tables.diagnoses,
-                observations=tables.observations,
-                params=cfg.cohort,
-                out_dir=tmp,
-                dropped_values=tables.dropped_values,
-                source_attrition=list(tables.source_attrition),
-            )
-        else:
-            from data_prep.observations import observations_from_extracted
-            from data_prep.sepsis3 import derive_labels
-
+        extraction = json.loads((extracted / "manifest.json").read_text()).get("counts", {})
+        if src.labels is None:
             labels_hourly, onsets, label_counts = derive_labels(
                 extracted, cfg.labels, progress=progress, spill_dir=tmp
             )
-            stays = pd.read_parquet(extracted / "stays.parquet")
-            diagnoses = pd.read_parquet(extracted / "diagnoses.parquet")
-            observations, dropped = observations_from_extracted(extracted, stays, progress=progress)
-            extraction = json.loads((extracted / "manifest.json").read_text()).get("counts", {})
-            result = prepare_from_tables(
-                stays=stays,
-                onsets=onsets,
-                labels_hourly=labels_hourly,
-                diagnoses=diagnoses,
-                observations=observations,
-                params=cfg.cohort,
-                out_dir=tmp,
-                dropped_values=dropped,
-                source_attrition=[
-                    {"step": "sepsis-3 labels", "detail": label_counts},
-                    {"step": "extraction", "detail": extraction},
-                ],
-            )
+            label_step = {"step": "sepsis-3 labels", "detail": label_counts}
+        else:  # the source's own labels (PhysioNet 2019: the challenge's)
+            labels_hourly = dio.read_parquet(extracted / "labels" / "labels_hourly.parquet", dio.LABELS_HOURLY)
+            onsets = dio.read_parquet(extracted / "labels" / "onsets.parquet", dio.ONSETS)
+            label_step = {"step": "labels", "detail": src.labels}
+        stays = pd.read_parquet(extracted / "stays.parquet")
+        observations, dropped = observations_from_extracted(extracted, stays, progress=progress)
+        reader_steps = extraction.pop("steps", None) or []
+        result = prepare_from_tables(
+            stays=stays,
+            onsets=onsets,
+            labels_hourly=labels_hourly,
+            diagnoses=_sepsis_admissions(extracted),
+            observations=observations,
+            params=cfg.cohort,
+            out_dir=tmp,
+            dropped_values=dropped,
+            source_attrition=[*reader_steps, label_step, {"step": "extraction", "detail": extraction}],
+            source_columns=src.attributes,
+        )
         counts.update(_prepare_counts(result))
     return out
 

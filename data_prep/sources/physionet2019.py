@@ -52,7 +52,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
-from data_prep.cohort import PHYSIONET_SOURCE
 from data_prep.concepts.variables import PHYSIONET_EXTRA, VARIABLES
 from data_prep.errors import DataError
 from data_prep.sepsis3 import LABEL_COLUMNS, ONSET_COLUMNS
@@ -68,6 +67,7 @@ COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 HEADER = "|".join(COLUMNS).encode()
 EPOCH = pd.Timestamp("2100-01-01")
+PHYSIONET_SOURCE = "physionet2019"
 ONSET_SHIFT_HOURS = 6
 ONSET_BEFORE_DATA = -1.0  # onset_hour of stays labelled septic from their first row
 SOFA_UNKNOWN = -1  # the SOFA columns of labels_hourly (non-nullable int8; no SOFA published)
@@ -119,6 +119,7 @@ class PhysioNetTables:
     diagnoses: pd.DataFrame
     observations: pd.DataFrame
     dropped_values: dict[str, int] = field(default_factory=dict)
+    events: pd.DataFrame | None = None  # io.EVENTS: every non-missing value, as read
     attrition: list[dict] = field(default_factory=list)
     bad_rows: list[str] = field(default_factory=list)  # one message per skipped row / file
 
@@ -578,6 +579,7 @@ def _build(
             "value": vals,
         }
     )
+    events = _events(sid_row, icu, cols)
     empty_diag = pd.DataFrame(
         {"hadm_id": pd.Series(dtype="int64"), "icd9_code": pd.Series(dtype="string")}
     )
@@ -588,4 +590,82 @@ def _build(
         diagnoses=empty_diag,
         observations=observations,
         dropped_values={k: v for k, v in dropped.items() if v},
+        events=events,
     )
+
+
+def _events(sid_row: np.ndarray, icu: np.ndarray, cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    """io.EVENTS rows: one per non-missing value of a mapped column, as read (the observation
+    builder applies the dictionary's ranges and the FiO2 rule, as for every source), at
+    time = EPOCH + ICULOS hours, in row order then column order."""
+    parts = []
+    for code, (col, _name, _lo, _hi) in enumerate(VARIABLE_MAP):
+        rows = np.flatnonzero(np.isfinite(cols[col]))
+        parts.append((rows, np.full(len(rows), code, np.int16)))
+    rows = np.concatenate([p[0] for p in parts])
+    codes = np.concatenate([p[1] for p in parts])
+    order = np.lexsort((codes, rows))
+    rows, codes = rows[order], codes[order]
+    vals = np.empty(len(rows))
+    for code, (col, _name, _lo, _hi) in enumerate(VARIABLE_MAP):
+        sel = codes == code
+        vals[sel] = cols[col][rows[sel]]
+    hours_us = np.round(icu[rows] * 3_600_000_000).astype(np.int64)
+    return pd.DataFrame(
+        {
+            "stay_id": sid_row[rows],
+            "time": np.datetime64(EPOCH.to_datetime64(), "us") + hours_us.astype("timedelta64[us]"),
+            "concept": pd.Categorical.from_codes(codes, categories=[m[1] for m in VARIABLE_MAP]),
+            "value": vals,
+            "end_time": pd.Series(pd.NaT, index=range(len(rows)), dtype="datetime64[us]"),
+            "text": pd.array([None] * len(rows), dtype="string"),
+        }
+    )
+
+
+# ------------------------------------------------------------------ the source protocol
+LABELS = (
+    "the PhysioNet/CinC 2019 challenge's labels (SepsisLabel; onset = first labelled hour + "
+    f"{ONSET_SHIFT_HOURS} h), not derived here: the challenge publishes no antibiotics, "
+    f"cultures or full SOFA inputs; the SOFA columns are {SOFA_UNKNOWN} (unknown)"
+)
+
+
+def inputs(data_dir: Path) -> list[Path]:
+    """The files the reader reads: the .psv files of a folder, else its one zip (or the zip)."""
+    data_dir = Path(data_dir)
+    if data_dir.is_dir():
+        files = sorted(data_dir.rglob("*.psv"))
+        return files or sorted(data_dir.glob("*.zip"))[:1] or [data_dir]
+    return [data_dir]
+
+
+def extract(data_dir: Path, out_dir: Path, options, progress: bool = True) -> dict:
+    """Write the extracted-events contract, plus the challenge's labels in ``labels/``."""
+    from data_prep import io as dio
+
+    t = read_physionet2019(Path(data_dir), PhysioNetParams(on_bad_rows=options.on_bad_rows), progress)
+    out_dir = Path(out_dir)
+    stays = t.stays.drop(columns=["positive_at_start"]).assign(has_chart=True, weight_kg=np.nan)
+    dio.write_parquet(stays, out_dir / "stays.parquet", dio.EXTRACTED_STAYS)
+    dio.write_parquet(t.events, out_dir / "events" / "physionet2019.parquet", dio.EVENTS)
+    empty = pd.DataFrame({f.name: pd.Series(dtype=object) for f in dio.ADMISSION_EVENTS})
+    dio.write_parquet(empty, out_dir / "admission_events.parquet", dio.ADMISSION_EVENTS)
+    dio.write_parquet(t.labels_hourly, out_dir / "labels" / "labels_hourly.parquet", dio.LABELS_HOURLY)
+    dio.write_parquet(t.onsets, out_dir / "labels" / "onsets.parquet", dio.ONSETS)
+    return {"steps": t.attrition, "bad_rows": t.bad_rows[:100], "bad_rows_total": len(t.bad_rows)}
+
+
+def _source():
+    from data_prep.sources import Source
+
+    return Source(
+        name=PHYSIONET_SOURCE,
+        description="PhysioNet/CinC Challenge 2019 training sets (.psv files, zip or folder)",
+        extract=extract,
+        inputs=inputs,
+        labels=LABELS,
+    )
+
+
+SOURCE = _source()
