@@ -174,6 +174,9 @@ URINE_IRRIGANT_IN = 227488
 # Weight for vasopressor dose normalisation (kg; 3581 is lb, 3582 oz: converted)
 WEIGHT_ITEMIDS_KG = (762, 763, 3723, 3580, 226512, 224639)
 WEIGHT_ITEMIDS_LB = (3581,)
+# The reader takes the admission weight from PATIENTWEIGHT of every INPUTEVENTS_MV row, not only
+# vasopressor rows; the synthetic generator charts this non-vasopressor one (NaCl 0.9%) to carry it.
+MV_NACL_0_9 = 225158
 
 # ICD-9 codes that exclude a control (PIPELINE.md section 2)
 SEPSIS_ICD9 = ("99591", "99592", "78552")

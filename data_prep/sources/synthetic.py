@@ -387,77 +387,130 @@ KINDS: dict[str, dict[str, str]] = {
 }
 EVENT_TABLES = tuple(t for t in COLUMNS if not t.startswith("D_"))
 
-# chart items per database: name -> (itemid, unit)
-CHART_ITEMS = {
+# MIMIC-III: MetaVision ITEMIDs are >= 220000, CareVue ones below.
+MV_MIN_ITEMID = 220000
+
+
+def db_item(itemids, db: str, nth: int = 0) -> int:
+    """The `nth` (0 = first) ITEMID of `itemids`, in their order, that belongs to `db`
+    ("metavision" or "carevue"): how this generator picks its items from the concept mapping."""
+    return [i for i in itemids if (i >= MV_MIN_ITEMID) == (db == "metavision")][nth]
+
+
+# Units as charted, per database (text; the ITEMIDs come from data_prep.concepts.variables).
+CHART_UNITS = {
     "metavision": {
-        "hr": (220045, "bpm"),
-        "sbp": (220179, "mmHg"),
-        "dbp": (220180, "mmHg"),
-        "mbp": (220181, "mmHg"),
-        "sbp_a": (220050, "mmHg"),
-        "dbp_a": (220051, "mmHg"),
-        "mbp_a": (220052, "mmHg"),
-        "rr": (220210, "insp/min"),
-        "temp": (223762, "?C"),
-        "spo2": (220277, "%"),
-        "fio2": (223835, ""),
-        "tv": (224684, "mL"),
-        "peep": (220339, "cmH2O"),
-        "mode": (223849, ""),
-        "eye": (220739, ""),
-        "verbal": (223900, ""),
-        "motor": (223901, ""),
-        "weight": (226512, "kg"),
+        "hr": "bpm",
+        "sbp": "mmHg",
+        "dbp": "mmHg",
+        "mbp": "mmHg",
+        "sbp_a": "mmHg",
+        "dbp_a": "mmHg",
+        "mbp_a": "mmHg",
+        "rr": "insp/min",
+        "temp": "?C",
+        "spo2": "%",
+        "fio2": "",
+        "tv": "mL",
+        "peep": "cmH2O",
+        "mode": "",
+        "eye": "",
+        "verbal": "",
+        "motor": "",
+        "weight": "kg",
     },
     "carevue": {
-        "hr": (211, "BPM"),
-        "sbp": (455, "mmHg"),
-        "dbp": (8441, "mmHg"),
-        "mbp": (456, "mmHg"),
-        "sbp_a": (51, "mmHg"),
-        "dbp_a": (8368, "mmHg"),
-        "mbp_a": (52, "mmHg"),
-        "rr": (618, "BPM"),
-        "temp": (678, "Deg. F"),
-        "spo2": (646, "%"),
-        "fio2": (3420, "%"),
-        "tv": (683, "ml/b"),
-        "peep": (506, "cmH2O"),
-        "mode": (720, ""),
-        "eye": (184, ""),
-        "verbal": (723, ""),
-        "motor": (454, ""),
-        "weight": (762, "kg"),
+        "hr": "BPM",
+        "sbp": "mmHg",
+        "dbp": "mmHg",
+        "mbp": "mmHg",
+        "sbp_a": "mmHg",
+        "dbp_a": "mmHg",
+        "mbp_a": "mmHg",
+        "rr": "BPM",
+        "temp": "Deg. F",
+        "spo2": "%",
+        "fio2": "%",
+        "tv": "ml/b",
+        "peep": "cmH2O",
+        "mode": "",
+        "eye": "",
+        "verbal": "",
+        "motor": "",
+        "weight": "kg",
     },
 }
+
+
+def _chart_items(db: str) -> dict[str, tuple[int, str]]:
+    """Chart item key -> (ITEMID, unit) in database `db`, the ITEMID from the concept mapping."""
+    var = {name: v.itemids for name, v in V.VARIABLES_BY_NAME.items()}
+    temp = V.VARIABLES_BY_NAME["temperature"]
+    # Celsius in MetaVision; in CareVue the Fahrenheit item (one that `convert` maps to degC)
+    temp_items = tuple(i for i in temp.itemids if (i in temp.convert) == (db == "carevue"))
+    # key -> (items, n-th MetaVision item, n-th CareVue item among them)
+    src = {
+        "hr": (var["heart_rate"], 0, 0),
+        "sbp": (var["sbp"], 0, 2),  # non-invasive
+        "dbp": (var["dbp"], 0, 2),
+        "mbp": (var["mbp"], 1, 0),
+        "sbp_a": (var["sbp"], 1, 0),  # arterial
+        "dbp_a": (var["dbp"], 1, 0),
+        "mbp_a": (var["mbp"], 0, 1),
+        "rr": (var["resp_rate"], 0, 1),
+        "temp": (temp_items, 0, 0),
+        "spo2": (var["spo2"], 0, 0),
+        "fio2": (var["fio2"], 0, 0),
+        "tv": (var["tidal_volume_set"], 0, 0),
+        "peep": (var["peep"], 0, 0),
+        "mode": (V.VENT_ITEMIDS, 0, 0),  # ventilator mode (MetaVision) / type (CareVue)
+        "eye": (V.GCS_EYE, 0, 0),
+        "verbal": (V.GCS_VERBAL, 0, 0),
+        "motor": (V.GCS_MOTOR, 0, 0),
+        "weight": (V.WEIGHT_ITEMIDS_KG, 0, 0),
+    }
+    nth = 1 if db == "metavision" else 2
+    return {k: (db_item(s[0], db, s[nth]), CHART_UNITS[db][k]) for k, s in src.items()}
+
+
+# chart items per database: key -> (itemid, unit)
+CHART_ITEMS = {db: _chart_items(db) for db in ("metavision", "carevue")}
+# lab name -> (unit, label, fluid, category); the ITEMID is the variable's first (LAB_ITEMS)
+LAB_TEXT = {
+    "platelets": ("K/uL", "Platelet Count", "Blood", "Hematology"),
+    "wbc": ("K/uL", "White Blood Cells", "Blood", "Hematology"),
+    "hemoglobin": ("g/dL", "Hemoglobin", "Blood", "Hematology"),
+    "hematocrit": ("%", "Hematocrit", "Blood", "Hematology"),
+    "creatinine": ("mg/dL", "Creatinine", "Blood", "Chemistry"),
+    "bun": ("mg/dL", "Urea Nitrogen", "Blood", "Chemistry"),
+    "sodium": ("mEq/L", "Sodium", "Blood", "Chemistry"),
+    "potassium": ("mEq/L", "Potassium", "Blood", "Chemistry"),
+    "chloride": ("mEq/L", "Chloride", "Blood", "Chemistry"),
+    "bicarbonate": ("mEq/L", "Bicarbonate", "Blood", "Chemistry"),
+    "anion_gap": ("mEq/L", "Anion Gap", "Blood", "Chemistry"),
+    "glucose": ("mg/dL", "Glucose", "Blood", "Chemistry"),
+    "magnesium": ("mg/dL", "Magnesium", "Blood", "Chemistry"),
+    "calcium": ("mg/dL", "Calcium, Total", "Blood", "Chemistry"),
+    "phosphate": ("mg/dL", "Phosphate", "Blood", "Chemistry"),
+    "bilirubin": ("mg/dL", "Bilirubin, Total", "Blood", "Chemistry"),
+    "alt": ("IU/L", "Alanine Aminotransferase (ALT)", "Blood", "Chemistry"),
+    "ast": ("IU/L", "Asparate Aminotransferase (AST)", "Blood", "Chemistry"),
+    "inr": ("", "INR(PT)", "Blood", "Hematology"),
+    "pt": ("sec", "PT", "Blood", "Hematology"),
+    "ptt": ("sec", "PTT", "Blood", "Hematology"),
+    "lactate": ("mmol/L", "Lactate", "Blood", "Blood Gas"),
+    "po2": ("mm Hg", "pO2", "Blood", "Blood Gas"),
+    "pco2": ("mm Hg", "pCO2", "Blood", "Blood Gas"),
+    "ph": ("units", "pH", "Blood", "Blood Gas"),
+    "base_excess": ("mEq/L", "Base Excess", "Blood", "Blood Gas"),
+    "fio2_lab": ("", "Oxygen", "Blood", "Blood Gas"),
+}
+LAB_ITEMS = {
+    name: V.LAB_FIO2 if name == "fio2_lab" else V.VARIABLES_BY_NAME[name].itemids[0]
+    for name in LAB_TEXT
+}
 LAB = {  # name -> (itemid, unit, label, fluid, category)
-    "platelets": (51265, "K/uL", "Platelet Count", "Blood", "Hematology"),
-    "wbc": (51301, "K/uL", "White Blood Cells", "Blood", "Hematology"),
-    "hemoglobin": (51222, "g/dL", "Hemoglobin", "Blood", "Hematology"),
-    "hematocrit": (51221, "%", "Hematocrit", "Blood", "Hematology"),
-    "creatinine": (50912, "mg/dL", "Creatinine", "Blood", "Chemistry"),
-    "bun": (51006, "mg/dL", "Urea Nitrogen", "Blood", "Chemistry"),
-    "sodium": (50983, "mEq/L", "Sodium", "Blood", "Chemistry"),
-    "potassium": (50971, "mEq/L", "Potassium", "Blood", "Chemistry"),
-    "chloride": (50902, "mEq/L", "Chloride", "Blood", "Chemistry"),
-    "bicarbonate": (50882, "mEq/L", "Bicarbonate", "Blood", "Chemistry"),
-    "anion_gap": (50868, "mEq/L", "Anion Gap", "Blood", "Chemistry"),
-    "glucose": (50931, "mg/dL", "Glucose", "Blood", "Chemistry"),
-    "magnesium": (50960, "mg/dL", "Magnesium", "Blood", "Chemistry"),
-    "calcium": (50893, "mg/dL", "Calcium, Total", "Blood", "Chemistry"),
-    "phosphate": (50970, "mg/dL", "Phosphate", "Blood", "Chemistry"),
-    "bilirubin": (50885, "mg/dL", "Bilirubin, Total", "Blood", "Chemistry"),
-    "alt": (50861, "IU/L", "Alanine Aminotransferase (ALT)", "Blood", "Chemistry"),
-    "ast": (50878, "IU/L", "Asparate Aminotransferase (AST)", "Blood", "Chemistry"),
-    "inr": (51237, "", "INR(PT)", "Blood", "Hematology"),
-    "pt": (51274, "sec", "PT", "Blood", "Hematology"),
-    "ptt": (51275, "sec", "PTT", "Blood", "Hematology"),
-    "lactate": (50813, "mmol/L", "Lactate", "Blood", "Blood Gas"),
-    "po2": (50821, "mm Hg", "pO2", "Blood", "Blood Gas"),
-    "pco2": (50818, "mm Hg", "pCO2", "Blood", "Blood Gas"),
-    "ph": (50820, "units", "pH", "Blood", "Blood Gas"),
-    "base_excess": (50802, "mEq/L", "Base Excess", "Blood", "Blood Gas"),
-    "fio2_lab": (50816, "", "Oxygen", "Blood", "Blood Gas"),
+    name: (LAB_ITEMS[name], *text) for name, text in LAB_TEXT.items()
 }
 PANEL = (
     "platelets",
@@ -477,8 +530,12 @@ PANEL = (
     "phosphate",
 )
 LIVER = ("bilirubin", "alt", "ast", "inr", "pt", "ptt")
-URINE_ITEM = {"metavision": 226559, "carevue": 40055}
-NOREPI = {"metavision": 221906, "carevue": 30120}
+URINE_ITEM = {db: db_item(V.URINE_ITEMIDS, db) for db in ("metavision", "carevue")}
+# norepinephrine: in CareVue the weight-based rate item (mcg/kg/min), its second
+NOREPI = {
+    db: db_item(V.VASOPRESSORS["norepinephrine"], db, 0 if db == "metavision" else 1)
+    for db in ("metavision", "carevue")
+}
 UNITS_ICU = ("MICU", "SICU", "CCU", "CSRU", "TSICU")
 UNIT_P = (0.38, 0.17, 0.15, 0.17, 0.13)
 ANTIBIOTICS = (
@@ -997,7 +1054,7 @@ def _simulate_stay(
             **base,
             STARTTIME=at(tfl),
             ENDTIME=at(tfl + 1 / 60),
-            ITEMID=np.array([225158], np.int64),
+            ITEMID=np.array([V.MV_NACL_0_9], np.int64),
             AMOUNT=np.array([500.0]),
             AMOUNTUOM="ml",
             PATIENTWEIGHT=np.array([round(weight, 1)]),
@@ -1390,7 +1447,7 @@ def _d_items() -> pd.DataFrame:
                 "mcg/kg/min",
             )
         )
-    recs.append((225158, "NaCl 0.9%", "metavision", "inputevents_mv", "mL"))
+    recs.append((V.MV_NACL_0_9, "NaCl 0.9%", "metavision", "inputevents_mv", "mL"))
     recs.sort()
     return pd.DataFrame(
         {
