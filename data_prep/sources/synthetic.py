@@ -45,347 +45,15 @@ from tqdm.auto import tqdm
 
 from data_prep import io
 from data_prep.concepts import variables as V
+from data_prep.sources.synthetic_tables import COLUMNS, EVENT_TABLES, KINDS, Rows
+
+# The public API (imported by sepsis/, benchmarks/ and tests/); the layout lives in synthetic_tables.
+__all__ = ["BLOCK", "COLUMNS", "EVENT_TABLES", "GROUPS", "KINDS", "SyntheticParams", "generate"]
 
 log = logging.getLogger(__name__)
 
 BLOCK = 250  # patients per block (one RNG stream and one flush per block)
 GROUPS = ("septic", "infection", "organ", "control")
-TS_FMT = "%Y-%m-%d %H:%M:%S"
-
-# Upper-case column names of the MIMIC-III v1.4 tables (file order).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "PATIENTS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "GENDER",
-        "DOB",
-        "DOD",
-        "DOD_HOSP",
-        "DOD_SSN",
-        "EXPIRE_FLAG",
-    ),
-    "ADMISSIONS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ADMITTIME",
-        "DISCHTIME",
-        "DEATHTIME",
-        "ADMISSION_TYPE",
-        "ADMISSION_LOCATION",
-        "DISCHARGE_LOCATION",
-        "INSURANCE",
-        "LANGUAGE",
-        "RELIGION",
-        "MARITAL_STATUS",
-        "ETHNICITY",
-        "EDREGTIME",
-        "EDOUTTIME",
-        "DIAGNOSIS",
-        "HOSPITAL_EXPIRE_FLAG",
-        "HAS_CHARTEVENTS_DATA",
-    ),
-    "ICUSTAYS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ICUSTAY_ID",
-        "DBSOURCE",
-        "FIRST_CAREUNIT",
-        "LAST_CAREUNIT",
-        "FIRST_WARDID",
-        "LAST_WARDID",
-        "INTIME",
-        "OUTTIME",
-        "LOS",
-    ),
-    "CHARTEVENTS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ICUSTAY_ID",
-        "ITEMID",
-        "CHARTTIME",
-        "STORETIME",
-        "CGID",
-        "VALUE",
-        "VALUENUM",
-        "VALUEUOM",
-        "WARNING",
-        "ERROR",
-        "RESULTSTATUS",
-        "STOPPED",
-    ),
-    "LABEVENTS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ITEMID",
-        "CHARTTIME",
-        "VALUE",
-        "VALUENUM",
-        "VALUEUOM",
-        "FLAG",
-    ),
-    "PRESCRIPTIONS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ICUSTAY_ID",
-        "STARTDATE",
-        "ENDDATE",
-        "DRUG_TYPE",
-        "DRUG",
-        "DRUG_NAME_POE",
-        "DRUG_NAME_GENERIC",
-        "FORMULARY_DRUG_CD",
-        "GSN",
-        "NDC",
-        "PROD_STRENGTH",
-        "DOSE_VAL_RX",
-        "DOSE_UNIT_RX",
-        "FORM_VAL_DISP",
-        "FORM_UNIT_DISP",
-        "ROUTE",
-    ),
-    "MICROBIOLOGYEVENTS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "CHARTDATE",
-        "CHARTTIME",
-        "SPEC_ITEMID",
-        "SPEC_TYPE_DESC",
-        "ORG_ITEMID",
-        "ORG_NAME",
-        "ISOLATE_NUM",
-        "AB_ITEMID",
-        "AB_NAME",
-        "DILUTION_TEXT",
-        "DILUTION_COMPARISON",
-        "DILUTION_VALUE",
-        "INTERPRETATION",
-    ),
-    "INPUTEVENTS_MV": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ICUSTAY_ID",
-        "STARTTIME",
-        "ENDTIME",
-        "ITEMID",
-        "AMOUNT",
-        "AMOUNTUOM",
-        "RATE",
-        "RATEUOM",
-        "STORETIME",
-        "CGID",
-        "ORDERID",
-        "LINKORDERID",
-        "ORDERCATEGORYNAME",
-        "SECONDARYORDERCATEGORYNAME",
-        "ORDERCOMPONENTTYPEDESCRIPTION",
-        "ORDERCATEGORYDESCRIPTION",
-        "PATIENTWEIGHT",
-        "TOTALAMOUNT",
-        "TOTALAMOUNTUOM",
-        "ISOPENBAG",
-        "CONTINUEINNEXTDEPT",
-        "CANCELREASON",
-        "STATUSDESCRIPTION",
-        "COMMENTS_EDITEDBY",
-        "COMMENTS_CANCELEDBY",
-        "COMMENTS_DATE",
-        "ORIGINALAMOUNT",
-        "ORIGINALRATE",
-    ),
-    "INPUTEVENTS_CV": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ICUSTAY_ID",
-        "CHARTTIME",
-        "ITEMID",
-        "AMOUNT",
-        "AMOUNTUOM",
-        "RATE",
-        "RATEUOM",
-        "STORETIME",
-        "CGID",
-        "ORDERID",
-        "LINKORDERID",
-        "STOPPED",
-        "NEWBOTTLE",
-        "ORIGINALAMOUNT",
-        "ORIGINALAMOUNTUOM",
-        "ORIGINALROUTE",
-        "ORIGINALRATE",
-        "ORIGINALRATEUOM",
-        "ORIGINALSITE",
-    ),
-    "OUTPUTEVENTS": (
-        "ROW_ID",
-        "SUBJECT_ID",
-        "HADM_ID",
-        "ICUSTAY_ID",
-        "CHARTTIME",
-        "ITEMID",
-        "VALUE",
-        "VALUEUOM",
-        "STORETIME",
-        "CGID",
-        "STOPPED",
-        "NEWBOTTLE",
-        "ISERROR",
-    ),
-    "DIAGNOSES_ICD": ("ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"),
-    "D_ITEMS": (
-        "ROW_ID",
-        "ITEMID",
-        "LABEL",
-        "ABBREVIATION",
-        "DBSOURCE",
-        "LINKSTO",
-        "CATEGORY",
-        "UNITNAME",
-        "PARAM_TYPE",
-        "CONCEPTID",
-    ),
-    "D_LABITEMS": ("ROW_ID", "ITEMID", "LABEL", "FLUID", "CATEGORY", "LOINC_CODE"),
-}
-# Column kinds of the columns this generator fills (others are empty): int | float | str | ts.
-KINDS: dict[str, dict[str, str]] = {
-    "PATIENTS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "GENDER": "str",
-        "DOB": "ts",
-        "DOD": "ts",
-        "DOD_HOSP": "ts",
-        "EXPIRE_FLAG": "int",
-    },
-    "ADMISSIONS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "ADMITTIME": "ts",
-        "DISCHTIME": "ts",
-        "DEATHTIME": "ts",
-        "ADMISSION_TYPE": "str",
-        "DISCHARGE_LOCATION": "str",
-        "DIAGNOSIS": "str",
-        "HOSPITAL_EXPIRE_FLAG": "int",
-        "HAS_CHARTEVENTS_DATA": "int",
-    },
-    "ICUSTAYS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "ICUSTAY_ID": "int",
-        "DBSOURCE": "str",
-        "FIRST_CAREUNIT": "str",
-        "LAST_CAREUNIT": "str",
-        "INTIME": "ts",
-        "OUTTIME": "ts",
-        "LOS": "float",
-    },
-    "CHARTEVENTS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "ICUSTAY_ID": "int",
-        "ITEMID": "int",
-        "CHARTTIME": "ts",
-        "VALUE": "str",
-        "VALUENUM": "float",
-        "VALUEUOM": "str",
-    },
-    "LABEVENTS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "ITEMID": "int",
-        "CHARTTIME": "ts",
-        "VALUE": "str",
-        "VALUENUM": "float",
-        "VALUEUOM": "str",
-    },
-    "PRESCRIPTIONS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "STARTDATE": "ts",
-        "ENDDATE": "ts",
-        "DRUG_TYPE": "str",
-        "DRUG": "str",
-        "ROUTE": "str",
-    },
-    "MICROBIOLOGYEVENTS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "CHARTDATE": "ts",
-        "CHARTTIME": "ts",
-        "SPEC_TYPE_DESC": "str",
-    },
-    "INPUTEVENTS_MV": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "ICUSTAY_ID": "int",
-        "STARTTIME": "ts",
-        "ENDTIME": "ts",
-        "ITEMID": "int",
-        "AMOUNT": "float",
-        "RATE": "float",
-        "RATEUOM": "str",
-        "PATIENTWEIGHT": "float",
-        "STATUSDESCRIPTION": "str",
-    },
-    "INPUTEVENTS_CV": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "ICUSTAY_ID": "int",
-        "CHARTTIME": "ts",
-        "ITEMID": "int",
-        "RATE": "float",
-        "RATEUOM": "str",
-    },
-    "OUTPUTEVENTS": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "ICUSTAY_ID": "int",
-        "CHARTTIME": "ts",
-        "ITEMID": "int",
-        "VALUE": "float",
-        "VALUEUOM": "str",
-    },
-    "DIAGNOSES_ICD": {
-        "ROW_ID": "int",
-        "SUBJECT_ID": "int",
-        "HADM_ID": "int",
-        "SEQ_NUM": "int",
-        "ICD9_CODE": "str",
-    },
-    "D_ITEMS": {
-        "ROW_ID": "int",
-        "ITEMID": "int",
-        "LABEL": "str",
-        "DBSOURCE": "str",
-        "LINKSTO": "str",
-        "UNITNAME": "str",
-    },
-    "D_LABITEMS": {
-        "ROW_ID": "int",
-        "ITEMID": "int",
-        "LABEL": "str",
-        "FLUID": "str",
-        "CATEGORY": "str",
-    },
-}
-EVENT_TABLES = tuple(t for t in COLUMNS if not t.startswith("D_"))
 
 # MIMIC-III: MetaVision ITEMIDs are >= 220000, CareVue ones below.
 MV_MIN_ITEMID = 220000
@@ -529,7 +197,6 @@ PANEL = (
     "calcium",
     "phosphate",
 )
-LIVER = ("bilirubin", "alt", "ast", "inr", "pt", "ptt")
 URINE_ITEM = {db: db_item(V.URINE_ITEMIDS, db) for db in ("metavision", "carevue")}
 # norepinephrine: in CareVue the weight-based rate item (mcg/kg/min), its second
 NOREPI = {
@@ -568,7 +235,6 @@ ORGANISMS = (
 )
 OTHER_ICD9 = ("4019", "4280", "42731", "5849", "51881", "25000", "2724", "486", "5990", "2851")
 SEPSIS_ICD9 = V.SEPSIS_ICD9  # 99591, 99592, 78552
-EPOCH = np.datetime64("2100-01-01T00:00", "m")
 
 
 @dataclass(frozen=True)
@@ -608,60 +274,6 @@ class SyntheticParams:
             raise ValueError(f"synthetic.signal_strength: expected a number in [0, 10], got {s!r}")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0):
             raise ValueError(f"synthetic.seed: expected an integer >= 0, got {self.seed!r}")
-
-
-# --------------------------------------------------------------------------------------
-# row accumulation
-# --------------------------------------------------------------------------------------
-
-
-class _Rows:
-    """Column fragments of one table for one block; `frame()` concatenates them."""
-
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.cols: dict[str, list] = {}
-        self.n = 0
-
-    def add(self, **cols) -> None:
-        n = max((len(v) for v in cols.values() if isinstance(v, np.ndarray)), default=1)
-        if n == 0:
-            return
-        for k, v in cols.items():  # scalars are broadcast when the block is assembled
-            self.cols.setdefault(k, []).append((self.n, n, v))
-        self.n += n
-
-    def frame(self, first_row_id: int) -> pd.DataFrame:
-        out = {}
-        for c in COLUMNS[self.table]:
-            if c == "ROW_ID":
-                out[c] = np.arange(first_row_id, first_row_id + self.n, dtype=np.int64)
-                continue
-            parts = self.cols.get(c)
-            if not parts:
-                out[c] = np.full(self.n, None, dtype=object)
-                continue
-            kind = KINDS[self.table].get(c, "str")
-            if kind == "ts":
-                full = np.full(self.n, np.datetime64("NaT"), dtype="datetime64[m]")
-            elif kind == "float":
-                full = np.full(self.n, np.nan)
-            elif kind == "int":
-                full = np.full(self.n, -1, dtype=np.int64)
-            else:
-                full = np.full(self.n, None, dtype=object)
-            for start, m, arr in parts:
-                full[start : start + m] = arr
-            if kind == "ts":
-                full = pd.Series(full.astype("datetime64[ns]")).dt.strftime(TS_FMT).to_numpy(object)
-            elif kind == "int":
-                full = (
-                    pd.array(np.where(full == -1, None, full), dtype="Int64")
-                    if (full == -1).any()
-                    else full
-                )
-            out[c] = full
-        return pd.DataFrame(out)
 
 
 # --------------------------------------------------------------------------------------
@@ -775,7 +387,7 @@ def _simulate_stay(
     group: str,
     db: str,
     params: SyntheticParams,
-    rows: dict[str, _Rows],
+    rows: dict[str, Rows],
 ) -> dict:
     """Simulate one ICU stay, append its rows to `rows`, return its ground-truth record."""
     mv = db == "metavision"
@@ -1532,7 +1144,7 @@ def generate(out_dir: Path, params: SyntheticParams, progress: bool = True) -> d
             bar = tqdm(total=n, desc="synthetic patients", unit="patient", disable=not progress)
             for b in range(n_blocks):
                 rng = np.random.default_rng([params.seed, b])
-                rows = {t: _Rows(t) for t in EVENT_TABLES}
+                rows = {t: Rows(t) for t in EVENT_TABLES}
                 for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
                     db = "metavision" if rng.random() < params.metavision_fraction else "carevue"
                     ids = _Ids(subject=10_000 + i, hadm=100_000 + i, stay=200_000 + i)
