@@ -91,7 +91,9 @@ def _chart_items(db: str) -> dict[str, tuple[int, str]]:
         "fio2": (var["fio2"], 0, 0),
         "tv": (var["tidal_volume_set"], 0, 0),
         "peep": (var["peep"], 0, 0),
-        "mode": (V.VENT_ITEMIDS, 0, 0),  # ventilator mode (MetaVision) / type (CareVue)
+        # ventilator mode (MetaVision) / type (CareVue); VENT_ITEMIDS is a set of markers whose
+        # order means nothing (the YAML-backed mapping sorts it), so counted in sorted order
+        "mode": (sorted(V.VENT_ITEMIDS), 2, 12),
         "eye": (V.GCS_EYE, 0, 0),
         "verbal": (V.GCS_VERBAL, 0, 0),
         "motor": (V.GCS_MOTOR, 0, 0),
