@@ -159,6 +159,37 @@ PANEL = (
     "calcium",
     "phosphate",
 )
+# Reported decimals (values are rounded to these; 0: written as integers).
+CHART_DIGITS = {"temp": 1, "weight": 1}  # others 0
+LAB_DIGITS = {
+    "platelets": 0,
+    "wbc": 1,
+    "hemoglobin": 1,
+    "hematocrit": 1,
+    "creatinine": 1,
+    "bun": 0,
+    "sodium": 0,
+    "potassium": 1,
+    "chloride": 0,
+    "bicarbonate": 0,
+    "anion_gap": 0,
+    "glucose": 0,
+    "magnesium": 1,
+    "calcium": 1,
+    "phosphate": 1,
+    "bilirubin": 1,
+    "lactate": 1,
+    "alt": 0,
+    "ast": 0,
+    "inr": 1,
+    "pt": 1,
+    "ptt": 1,
+    "po2": 0,
+    "pco2": 0,
+    "ph": 2,
+    "base_excess": 0,
+    "fio2_lab": 0,
+}
 URINE_ITEM = {db: db_item(V.URINE_ITEMIDS, db) for db in ("metavision", "carevue")}
 # norepinephrine: in CareVue the weight-based rate item (mcg/kg/min), its second
 NOREPI = {
