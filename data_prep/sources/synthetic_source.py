@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data_prep.sources import Source
-from data_prep.sources import mimic3_source
+from data_prep.sources import Source, mimic3_source
 
 
 def generate(folder: Path, params: Any, progress: bool = True) -> Any:
