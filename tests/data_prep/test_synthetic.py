@@ -265,8 +265,24 @@ def test_params_validation(tmp_path, kwargs, message):
 
 
 def test_interrupted_generation_leaves_nothing_that_looks_whole(tmp_path, monkeypatch):
+    """The generate stage owns atomicity (one mechanism: the stage's temporary folder): an
+    interrupted regeneration leaves the previous database as it was, and a first generation
+    that fails leaves no folder at all."""
+    from sepsis import pipeline
+    from sepsis.config import load_config
+
+    def cfg(n, seed, data):
+        return load_config(
+            None,
+            [
+                f"data_dir={tmp_path / data}",
+                f"output_dir={tmp_path / 'run'}",
+                f"synthetic={{n_patients: {n}, seed: {seed}}}",
+            ],
+        )
+
+    pipeline.generate(cfg(20, 0, "db"), progress=False)
     out = tmp_path / "db"
-    generate(out, SyntheticParams(n_patients=20, seed=0), progress=False)
     before = _bytes(out)
     calls = {"n": 0}
     real = synthetic._simulate_stay
@@ -279,11 +295,13 @@ def test_interrupted_generation_leaves_nothing_that_looks_whole(tmp_path, monkey
 
     monkeypatch.setattr(synthetic, "_simulate_stay", failing)
     with pytest.raises(RuntimeError, match="disk full"):
-        generate(out, SyntheticParams(n_patients=300, seed=1), progress=False)
+        pipeline.generate(cfg(300, 1, "db"), progress=False)
     assert _bytes(out) == before  # the previous database is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]  # no temporary folder left
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["db"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temporary folder left
+    calls["n"] = 0
     with pytest.raises(RuntimeError):
-        generate(tmp_path / "fresh", SyntheticParams(n_patients=300, seed=1), progress=False)
+        pipeline.generate(cfg(300, 1, "fresh"), progress=False)
     assert not (tmp_path / "fresh").exists()
 
 
