@@ -12,7 +12,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from data_prep.concepts.dictionary import Dictionary, concepts
 
@@ -70,9 +69,13 @@ class ConceptMap:
         """`value` in the concepts' units: value * scale + offset on the converted items only
         (nulls stay null); float64."""
         value = value.cast(pa.float64())
-        conv = self.converted[item]
-        if not conv.any():
+        rows = np.flatnonzero(self.converted[item])
+        if not len(rows):
             return value
-        v = pc.fill_null(value, np.nan).to_numpy(zero_copy_only=False)
-        out = np.where(conv, v * self.scale[item] + self.offset[item], v)
-        return pa.array(out, pa.float64(), mask=value.is_null().to_numpy(zero_copy_only=False))
+        v = value.to_numpy(zero_copy_only=False)  # NaN where null
+        if not v.flags.writeable:
+            v = v.copy()
+        it = item[rows]
+        v[rows] = v[rows] * self.scale[it] + self.offset[it]
+        mask = value.is_null().to_numpy(zero_copy_only=False) if value.null_count else None
+        return pa.array(v, pa.float64(), mask=mask)
