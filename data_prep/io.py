@@ -120,7 +120,7 @@ NORMALISATION = _schema(
     ("n", pa.int64(), False),
 )
 
-# ------------------------------------------------ MIMIC-III extraction -> prepared/extracted/
+# ------------------------------------------------ source extraction -> prepared/extracted/
 EXTRACTED_STAYS = pa.schema(
     list(STAYS)
     + [
@@ -129,6 +129,8 @@ EXTRACTED_STAYS = pa.schema(
     ]
 )
 
+# Old extracted layout, read only by benchmarks/events_adapter.py (and the consumers' tests
+# until they read the events contract); the MIMIC-III reader no longer writes these files.
 CHART = _schema(
     ("stay_id", pa.int64(), False),
     ("time", TS, False),
@@ -230,15 +232,12 @@ PREPARED_FILES: dict[str, pa.Schema] = {
     "normalisation.parquet": NORMALISATION,
 }
 
+# the extracted folder of a source reader: "events" is a folder of parquet parts, one per
+# raw source table (MIMIC-III: chartevents, labevents, outputevents, inputevents), each EVENTS
 EXTRACTED_FILES: dict[str, pa.Schema] = {
     "stays.parquet": EXTRACTED_STAYS,
-    "chart.parquet": CHART,
-    "lab.parquet": LAB,
-    "vasopressors.parquet": VASOPRESSORS,
-    "urine.parquet": URINE,
-    "prescriptions.parquet": PRESCRIPTIONS,
-    "microbiology.parquet": MICROBIOLOGY,
-    "diagnoses.parquet": DIAGNOSES,
+    "events": EVENTS,
+    "admission_events.parquet": ADMISSION_EVENTS,
 }
 
 

@@ -49,10 +49,14 @@ def test_specimen_of_another_draw_does_not_type_the_gas():
     assert counts["pao2_specimen_unknown_kept"] == 1
 
 
-def test_reader_codes_specimen_text_into_valuenum(tmp_path):
+def test_reader_codes_specimen_text_into_value(tmp_path):
     """LABEVENTS 50800 rows carry text (ART/VEN/...) and no VALUENUM: the reader keeps them
-    as numeric codes next to the gas so that SOFA can type the draw."""
+    as numeric codes (events of concept blood_gas_specimen) next to the gas so that SOFA can
+    type the draw."""
+    from data_prep.concepts.dictionary import concepts
     from data_prep.sources.mimic3 import ReaderParams, extract
+
+    codes = concepts()["blood_gas_specimen"].extra["codes"]
 
     raw = _copy(tmp_path)
     with open(raw / "LABEVENTS.csv", "a") as fh:
@@ -60,9 +64,9 @@ def test_reader_codes_specimen_text_into_valuenum(tmp_path):
         fh.write("902,1,101,50800,2150-01-02 13:00:00, art ,,,\n")
         fh.write("903,1,101,50800,2150-01-02 14:00:00,OTHER,,,\n")
     extract(raw, tmp_path / "out", ReaderParams(), progress=False)
-    got = pd.read_parquet(tmp_path / "out" / "lab.parquet")
-    spec = got.loc[got["itemid"] == V.LAB_SPECIMEN_TYPE].sort_values("time")["valuenum"]
-    assert spec.tolist() == [V.SPECIMEN_CODES["VEN"], V.SPECIMEN_CODES["ART"], 0]
+    got = pd.read_parquet(tmp_path / "out" / "events" / "labevents.parquet")
+    spec = got.loc[got["concept"] == "blood_gas_specimen"].sort_values("time")["value"]
+    assert spec.tolist() == [codes["VEN"], codes["ART"], 0]
 
 
 # ---- defect 2: antibiotic administration times beat order dates ------------------------
@@ -84,8 +88,11 @@ def test_metavision_antibiotic_administrations_are_extracted(tmp_path):
             "903,1,101,300001,2150-01-01 11:40:00,2150-01-01 12:40:00,225837,1,dose,,,80,FinishedRunning\n"
         )
     rep = extract(raw, tmp_path / "out", ReaderParams(), progress=False)
-    got = pd.read_parquet(tmp_path / "out" / "antibiotics_mv.parquet")
-    assert got[["stay_id", "itemid", "drug"]].values.tolist() == [[300001, 225798, "Vancomycin"]]
+    got = pd.read_parquet(tmp_path / "out" / "admission_events.parquet")
+    got = got[got["time_source"] == "administration"]
+    assert got[["patient_id", "hadm_id", "concept", "text"]].values.tolist() == [
+        [1, 101, "antibiotic", "Vancomycin"]  # the stay's patient and admission
+    ]
     assert got["time"].tolist() == [pd.Timestamp("2150-01-01 11:12:00")]
     tr = rep.tables["INPUTEVENTS_MV"]
     assert tr.rows_read == tr.rows_kept + sum(tr.dropped.values())
@@ -182,7 +189,8 @@ def test_reader_negates_gu_irrigant_in_and_keeps_irrigant_out(tmp_path):
         fh.write("901,1,101,300001,2150-01-01 12:00:00,227489,900,mL,,10,,,\n")
         fh.write("902,1,101,300001,2150-01-01 12:00:00,227488,600,mL,,10,,,\n")
     extract(raw, tmp_path / "out", ReaderParams(), progress=False)
-    got = pd.read_parquet(tmp_path / "out" / "urine.parquet")
+    got = pd.read_parquet(tmp_path / "out" / "events" / "outputevents.parquet")
+    assert set(got["concept"]) == {"urine_output"}  # irrigant in and out are urine events
     at_noon = got[got["time"] == pd.Timestamp("2150-01-01 12:00:00")]["value"]
     assert sorted(at_noon.tolist()) == [-600.0, 200.0, 900.0]  # 200: the fixture's 226559
 

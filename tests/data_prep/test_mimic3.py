@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_prep.concepts import variables as V
+from data_prep.concepts.dictionary import concepts
 from data_prep.sources import mimic3
 from data_prep.sources.mimic3 import SCHEMAS, MalformedRowError, ReaderParams, cv_intervals, extract
 
@@ -64,6 +64,15 @@ def _read(out: Path, name: str) -> pd.DataFrame:
     return pq.read_table(out / f"{name}.parquet").to_pandas()
 
 
+def _events(out: Path, part: str) -> pd.DataFrame:
+    """One events part (chartevents, labevents, outputevents, inputevents)."""
+    return _read(out, f"events/{part}")
+
+
+CHART_CONCEPTS = {c for c, _, _ in concepts().items("mimic3", "chartevents").values()}
+VASOPRESSORS = {c.name for c in concepts().of_kind("vasopressor")}
+
+
 @pytest.fixture(scope="module")
 def mini(tmp_path_factory) -> tuple[Path, mimic3.ExtractionReport]:
     out = tmp_path_factory.mktemp("mini") / "extracted"
@@ -89,16 +98,17 @@ def test_schemas_and_report(mini) -> None:
         table = mimic3.read_extracted(out, name)  # checks the declared schema
         assert table.schema.equals(schema, check_metadata=False)
     assert rep.outputs == {
-        "chart.parquet": 8,
-        "vasopressors.parquet": 7,
-        "lab.parquet": 4,
-        "urine.parquet": 2,
-        "prescriptions.parquet": 2,
-        "microbiology.parquet": 2,
-        "diagnoses.parquet": 2,
+        "events/chartevents.parquet": 8,
+        "events/inputevents.parquet": 7,
+        "events/labevents.parquet": 4,
+        "events/outputevents.parquet": 2,
+        # 2 antibiotic orders + 2 cultures + 1 sepsis code (0389 is not one)
+        "admission_events.parquet": 5,
         "stays.parquet": 3,
-        "antibiotics_mv.parquet": 0,
     }
+    assert sorted(p.name for p in (out / "events").iterdir()) == sorted(
+        f"{p}.parquet" for p in mimic3.EVENT_PARTS
+    )
     ce = rep.tables["CHARTEVENTS"]
     assert (ce.rows_read, ce.rows_kept) == (12, 8)
     assert ce.dropped == {
@@ -108,10 +118,19 @@ def test_schemas_and_report(mini) -> None:
         "outside_stay": 1,
     }
     assert ce.rows_read == ce.rows_kept + sum(ce.dropped.values())
-    for t in ("LABEVENTS", "OUTPUTEVENTS", "INPUTEVENTS_MV", "INPUTEVENTS_CV"):
+    for t in (
+        "LABEVENTS",
+        "OUTPUTEVENTS",
+        "INPUTEVENTS_MV",
+        "INPUTEVENTS_CV",
+        "PRESCRIPTIONS",
+        "MICROBIOLOGYEVENTS",
+        "DIAGNOSES_ICD",
+    ):
         tr = rep.tables[t]
         assert tr.rows_read == tr.rows_kept + sum(tr.dropped.values()), t
     assert rep.tables["OUTPUTEVENTS"].dropped["negative_value"] == 1
+    assert rep.tables["DIAGNOSES_ICD"].dropped == {"not_sepsis_code": 1}
     js = (out / "extraction_report.json").read_text()
     assert '"rows_per_s"' in js and '"peak_rss_mb"' in js
 
@@ -137,23 +156,57 @@ def test_stays(mini) -> None:
 
 
 def test_chart_itemid_filter_window_and_value(mini) -> None:
-    out, _ = mini
-    c = _read(out, "chart")
-    assert set(c["itemid"]) <= V.chart_itemids_needed()
-    assert 999999 not in set(c["itemid"])
+    out, rep = mini
+    c = _events(out, "chartevents")
+    assert set(c["concept"]) <= CHART_CONCEPTS
+    assert rep.tables["CHARTEVENTS"].dropped["itemid_not_needed"] == 1  # ITEMID 999999
+    assert "xyz" not in set(c["text"])
     # 300002's row 23 h before intime is kept; 300001's row 2 days after outtime is not
     assert pd.Timestamp("2150-01-31 01:00") in set(c.loc[c.stay_id == 300002, "time"])
     assert pd.Timestamp("2150-01-05 12:00") not in set(c["time"])
-    assert 300.0 not in set(c["valuenum"])  # ERROR = 1 row
+    assert 300.0 not in set(c["value"])  # ERROR = 1 row
     # text kept for GCS verbal only (not for numeric items)
-    assert c.loc[c.itemid == 223900, "value"].tolist() == ["No Response-ETT"]
-    assert c.loc[c.itemid != 223900, "value"].isna().all()
+    assert c.loc[c.concept == "gcs_verbal", "text"].tolist() == ["No Response-ETT"]
+    assert c.loc[c.concept != "gcs_verbal", "text"].isna().all()
+    assert c["end_time"].isna().all()
+    # in the concept's unit: item 3581 is charted in lb
+    w = c.loc[c.concept == "weight"].set_index("stay_id")["value"]
+    assert w.to_dict() == {300001: 80.0, 300002: pytest.approx(176 * 0.45359237)}
+    hr = c.loc[(c.stay_id == 300002) & (c.concept == "heart_rate"), "value"]
+    assert hr.tolist() == [90.0, 95.0]  # CareVue 211 and MetaVision 220045 are one concept
+
+
+def test_chart_rows_keep_file_order(mini) -> None:
+    c = _events(mini[0], "chartevents")
+    # fixture rows 1, 2, 3, 6, 7, 8, 11, 12 (the others dropped), in file order
+    assert c["concept"].tolist() == [
+        "heart_rate",
+        "heart_rate",
+        "weight",
+        "gcs_verbal",
+        "heart_rate",
+        "weight",
+        "heart_rate",
+        "resp_rate",
+    ]
+
+
+def test_fahrenheit_items_are_converted(tmp_path) -> None:
+    raw = _copy(tmp_path)
+    with open(raw / "CHARTEVENTS.csv", "a") as fh:  # 678: CareVue temperature in degF
+        fh.write("13,2,102,300002,678,2150-02-01 03:00:00,,11,98.6,98.6,Deg. F,,,,NotStopd\n")
+        fh.write("14,2,102,300002,676,2150-02-01 04:00:00,,11,37.5,37.5,Deg. C,,,,NotStopd\n")
+    extract(raw, tmp_path / "o", ReaderParams(), progress=False)
+    c = _events(tmp_path / "o", "chartevents")
+    t = c.loc[c.concept == "temperature", "value"].tolist()
+    assert t == [pytest.approx(37.0), 37.5]
 
 
 def test_lab_assignment_by_subject_and_time(mini) -> None:
     out, rep = mini
-    lab = _read(out, "lab").sort_values(["stay_id", "time"])
-    got = list(zip(lab.stay_id, lab.time.astype(str), lab.valuenum, strict=True))
+    lab = _events(out, "labevents").sort_values(["stay_id", "time"])
+    assert lab["concept"].tolist() == ["creatinine", "creatinine", "platelets", "creatinine"]
+    got = list(zip(lab.stay_id, lab.time.astype(str), lab.value, strict=True))
     assert got == [
         (300001, "2150-01-01 00:00:00", 1.0),  # 10 h before intime: within the 24 h look-back
         (300001, "2150-01-02 12:00:00", 1.5),
@@ -167,31 +220,33 @@ def test_lab_assignment_by_subject_and_time(mini) -> None:
 
 def test_lab_lookback_param(tmp_path) -> None:
     rep = extract(FIXTURE, tmp_path / "o", ReaderParams(lab_lookback_hours=6.0), progress=False)
-    lab = _read(tmp_path / "o", "lab")
+    lab = _events(tmp_path / "o", "labevents")
     assert rep.tables["LABEVENTS"].dropped["no_stay_for_subject_time"] == 4
-    assert sorted(lab.valuenum) == [1.5, 120.0]
+    assert sorted(lab.value) == [1.5, 120.0]
 
 
 def test_vasopressors_metavision_units_and_weight(mini) -> None:
     out, rep = mini
-    v = _read(out, "vasopressors")
-    mv = v[v.stay_id == 300001].sort_values("starttime")
-    assert mv["drug"].tolist() == ["norepinephrine", "norepinephrine", "epinephrine"]
+    v = _events(out, "inputevents")
+    mv = v[v.stay_id == 300001].sort_values("time")
+    assert mv["concept"].tolist() == ["norepinephrine", "norepinephrine", "epinephrine"]
     # 0.1 mcg/kg/min as is; 16 mcg/min / 80 kg = 0.2; 0.002 mg/kg/min = 2 mcg/kg/min
-    assert mv["rate"].tolist() == pytest.approx([0.1, 0.2, 2.0])
-    assert (mv["endtime"] - mv["starttime"]).tolist() == [2 * H, 2 * H, 1 * H]
+    assert mv["value"].tolist() == pytest.approx([0.1, 0.2, 2.0])
+    assert (mv["end_time"] - mv["time"]).tolist() == [2 * H, 2 * H, 1 * H]
+    assert v["text"].isna().all()
+    assert v[["stay_id", "time"]].equals(v[["stay_id", "time"]].sort_values(["stay_id", "time"]))
     assert rep.tables["INPUTEVENTS_MV"].dropped["status_rewritten"] == 1
 
 
 def test_vasopressors_carevue_intervals(mini) -> None:
     out, rep = mini
-    v = _read(out, "vasopressors")
-    cv = v[v.stay_id == 300002].sort_values(["drug", "starttime"])
+    v = _events(out, "inputevents")
+    cv = v[v.stay_id == 300002].sort_values(["concept", "time"])
     w = 176 * 0.45359237
     t0 = pd.Timestamp("2150-02-01")
     got = [
         (d, s - t0, e - t0, r)
-        for d, s, e, r in zip(cv.drug, cv.starttime, cv.endtime, cv.rate, strict=True)
+        for d, s, e, r in zip(cv.concept, cv.time, cv.end_time, cv.value, strict=True)
     ]
     expected = [
         ("dopamine", 3 * H, 7 * H, 5.0),  # no later dopamine rate: 4 h cap
@@ -206,22 +261,74 @@ def test_vasopressors_carevue_intervals(mini) -> None:
 
 def test_urine(mini) -> None:
     out, _ = mini
-    u = _read(out, "urine").sort_values("stay_id")
+    u = _events(out, "outputevents").sort_values("stay_id")
     assert u["value"].tolist() == [200.0, 150.0]  # negative and non-urine rows dropped
+    assert set(u["concept"]) == {"urine_output"}
 
 
-def test_passthrough_tables(mini) -> None:
+def _admission(out: Path, concept: str) -> pd.DataFrame:
+    a = _read(out, "admission_events")
+    return a[a["concept"] == concept].reset_index(drop=True)
+
+
+def test_admission_events(mini) -> None:
     out, _ = mini
-    p = _read(out, "prescriptions")
-    assert p["startdate"].tolist() == [
+    a = _read(out, "admission_events")
+    assert a["concept"].tolist() == ["antibiotic"] * 2 + ["culture"] * 2 + ["sepsis_diagnosis"]
+    p = _admission(out, "antibiotic")
+    assert p["time"].tolist() == [
         pd.Timestamp("2150-01-01"),
         pd.Timestamp("2150-02-01"),
     ]  # date-only + full
-    assert p["enddate"].isna().tolist() == [False, True]
-    assert p["drug"].tolist()[1] == "Piperacillin-Tazobactam, 4.5 g"
-    m = _read(out, "microbiology")
-    assert m["charttime"].isna().tolist() == [False, True]
-    assert _read(out, "diagnoses")["icd9_code"].tolist() == ["99591", "0389"]  # leading zero kept
+    assert p["time_source"].tolist() == ["order date"] * 2
+    assert p["text"].tolist()[1] == "Piperacillin-Tazobactam, 4.5 g"
+    assert p[["patient_id", "hadm_id"]].values.tolist() == [[1, 101], [2, 102]]
+    m = _admission(out, "culture")
+    assert m["time"].tolist() == [pd.Timestamp("2150-01-01 09:30"), pd.Timestamp("2150-02-01")]
+    assert m["time_source"].tolist() == ["charted", "date only"]
+    assert m["text"].tolist() == ["BLOOD CULTURE", "URINE"]
+    d = _admission(out, "sepsis_diagnosis")
+    assert d[["patient_id", "hadm_id", "text"]].values.tolist() == [[1, 101, "99591"]]
+    assert d["time"].isna().all() and d["time_source"].isna().all()
+
+
+def test_diagnosis_codes_are_matched_without_dots_and_spaces(tmp_path) -> None:
+    raw = _copy(tmp_path)
+    _edit(raw, "DIAGNOSES_ICD", "2,2,102,1,0389", "2,2,102,1, 995.92 ")
+    rep = extract(raw, tmp_path / "o", ReaderParams(), progress=False)
+    d = _admission(tmp_path / "o", "sepsis_diagnosis")
+    assert d["text"].tolist() == ["99591", "99592"]
+    assert rep.tables["DIAGNOSES_ICD"].dropped == {}
+
+
+def test_antibiotic_conventions_drop_and_count(tmp_path) -> None:
+    raw = _copy(tmp_path)
+    with open(raw / "PRESCRIPTIONS.csv", "a") as fh:
+        fh.write("3,1,101,,2150-01-02,,BASE,Vancomycin,x,IV\n")  # not MAIN/ADDITIVE
+        fh.write("4,1,101,,2150-01-02,,MAIN,Heparin,x,IV\n")  # not an antibiotic
+        fh.write("5,1,101,,2150-01-02,,MAIN,Gentamicin,x,OU\n")  # an eye route
+        fh.write("6,1,101,,2150-01-02,,MAIN,Gentamicin,x,LEFT EAR\n")  # route substring
+        fh.write("7,1,101,,2150-01-02,,ADDITIVE,Cefepime Ointment,x,IV\n")  # kept
+        fh.write("8,1,101,,2150-01-02,,MAIN,Erythromycin Ophth Oint,x,IV\n")  # name substring
+        fh.write("9,1,,,,,MAIN,Cefazolin,x,IV\n")  # kept: no admission, no date
+    rep = extract(raw, tmp_path / "o", ReaderParams(), progress=False)
+    tr = rep.tables["PRESCRIPTIONS"]
+    assert tr.dropped == {
+        "not_main_or_additive": 1,
+        "not_antibiotic": 1,
+        "antibiotic_route_excluded": 2,
+        "antibiotic_name_excluded": 1,
+    }
+    assert tr.rows_read == tr.rows_kept + sum(tr.dropped.values()) == 9
+    p = _admission(tmp_path / "o", "antibiotic")
+    assert p["text"].tolist() == [
+        "Vancomycin",
+        "Piperacillin-Tazobactam, 4.5 g",
+        "Cefepime Ointment",
+        "Cefazolin",
+    ]
+    assert p["hadm_id"].isna().tolist() == [False, False, False, True]
+    assert p["time"].isna().tolist() == [False, False, False, True]
 
 
 @pytest.mark.parametrize(
@@ -273,7 +380,7 @@ def test_malformed_itemid_error_and_skip(tmp_path, gz) -> None:
     rep = extract(raw, tmp_path / "o", ReaderParams(on_bad_rows="skip-and-count"), progress=False)
     ce = rep.tables["CHARTEVENTS"]
     assert ce.dropped["malformed_itemid"] == 1 and ce.rows_kept == 7 and ce.passes == 2
-    assert 85.0 not in set(_read(tmp_path / "o", "chart")["valuenum"])
+    assert 85.0 not in set(_events(tmp_path / "o", "chartevents")["value"])
 
 
 def test_malformed_time_error_and_skip(tmp_path) -> None:
@@ -318,7 +425,7 @@ def test_wrong_field_count(tmp_path) -> None:
         extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     rep = extract(raw, tmp_path / "o", ReaderParams(on_bad_rows="skip-and-count"), progress=False)
     assert rep.tables["OUTPUTEVENTS"].dropped["malformed_row"] == 1
-    assert _read(tmp_path / "o", "urine")["value"].tolist() == [200.0]
+    assert _events(tmp_path / "o", "outputevents")["value"].tolist() == [200.0]
 
 
 def test_unknown_rate_unit(tmp_path) -> None:
@@ -330,7 +437,7 @@ def test_unknown_rate_unit(tmp_path) -> None:
         extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     rep = extract(raw, tmp_path / "o", ReaderParams(on_bad_rows="skip-and-count"), progress=False)
     assert rep.tables["INPUTEVENTS_MV"].dropped["unknown_rate_unit"] == 1
-    assert len(_read(tmp_path / "o", "vasopressors")) == 6
+    assert len(_events(tmp_path / "o", "inputevents")) == 6
 
 
 def test_row_numbers_across_batches(tmp_path) -> None:
@@ -350,7 +457,10 @@ def test_row_numbers_across_batches(tmp_path) -> None:
         progress=False,
     )
     assert rep.tables["CHARTEVENTS"].rows_kept == 29_999
-    assert pq.ParquetFile(tmp_path / "o" / "chart.parquet").metadata.num_rows == 29_999
+    assert (
+        pq.ParquetFile(tmp_path / "o" / "events" / "chartevents.parquet").metadata.num_rows
+        == 29_999
+    )
 
 
 def test_atomic_write(tmp_path, monkeypatch) -> None:
@@ -364,7 +474,7 @@ def test_atomic_write(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(
         mimic3, "_labevents", boom
-    )  # fails after chart/vasopressor files are written
+    )  # fails after the chart/input events parts are written
     with pytest.raises(RuntimeError, match="disk full"):
         extract(FIXTURE, out, ReaderParams(), progress=False)
     assert (out / "marker").read_text() == "old"  # the previous output is untouched
@@ -406,7 +516,9 @@ def test_cv_interval_properties(rows) -> None:
     assert len(out) == len(df)
     dur = out["endtime"] - out["starttime"]
     assert (dur > 0).all() and (dur <= 4 * 60 * us_min).all()
-    drug = out["itemid"].map(V.VASOPRESSOR_BY_ITEMID)
+    drug = out["itemid"].map(
+        {i: c for i, (c, _, _) in concepts().items("mimic3", "inputevents_cv").items()}
+    )
     for _drug, g in out.groupby(drug):
         times = np.sort(g["starttime"].unique())
         for s, e in zip(g["starttime"], g["endtime"], strict=True):
@@ -433,23 +545,23 @@ def test_demo_extracts(demo) -> None:
     out, rep = demo
     stays = _read(out, "stays")
     assert len(stays) == 136 and stays["stay_id"].is_unique
-    for name in (
-        "chart",
-        "lab",
-        "urine",
-        "vasopressors",
-        "prescriptions",
-        "microbiology",
-        "diagnoses",
-    ):
-        assert len(_read(out, name)) > 0, name
+    for part in mimic3.EVENT_PARTS:
+        assert len(_events(out, part)) > 0, part
+    a = _read(out, "admission_events")
+    assert set(a["concept"]) == {"antibiotic", "culture", "sepsis_diagnosis"}
+    assert set(a["time_source"].dropna()) == {
+        "order date",
+        "administration",
+        "charted",
+        "date only",
+    }
     assert set(stays["dbsource"]) == {"carevue", "metavision"}
     assert stays["age"].max() <= 91.4 and stays["age"].min() > 15
     assert stays["has_chart"].sum() > 100
-    v = _read(out, "vasopressors")
-    assert set(v["drug"]) <= set(V.VASOPRESSORS) and (v["endtime"] >= v["starttime"]).all()
-    assert (v["rate"] >= 0).all() and v.loc[
-        v.drug == "norepinephrine", "rate"
+    v = _events(out, "inputevents")
+    assert set(v["concept"]) <= VASOPRESSORS and (v["end_time"] >= v["time"]).all()
+    assert (v["value"] >= 0).all() and v.loc[
+        v.concept == "norepinephrine", "value"
     ].median() < 2  # mcg/kg/min scale
     for t, tr in rep.tables.items():
         if t != "stays":
@@ -466,19 +578,24 @@ def test_demo_chart_rows_match_raw_csv(demo) -> None:
     stays = pd.read_csv(DEMO / "ICUSTAYS.csv.gz", parse_dates=["intime", "outtime"]).set_index(
         "icustay_id"
     )
-    hr = raw[raw.itemid.isin([211, 220045])]
+    hr_items = [
+        i for i, (c, _, _) in concepts().items("mimic3", "chartevents").items() if c == "heart_rate"
+    ]
+    hr = raw[raw.itemid.isin(hr_items)]
     stay = int(hr["icustay_id"].value_counts().index[0])
-    item = int(hr.loc[hr.icustay_id == stay, "itemid"].iloc[0])
-    r = raw[(raw.icustay_id == stay) & (raw.itemid == item) & (raw.error.fillna(0) != 1)].copy()
+    r = raw[
+        (raw.icustay_id == stay) & raw.itemid.isin(hr_items) & (raw.error.fillna(0) != 1)
+    ].copy()
     r["charttime"] = pd.to_datetime(r["charttime"])
     lo, hi = stays.loc[stay, "intime"] - 24 * H, stays.loc[stay, "outtime"] + H
     r = r[(r.charttime >= lo) & (r.charttime <= hi)]
-    c = _read(out, "chart")
-    c = c[(c.stay_id == stay) & (c.itemid == item)]
+    c = _events(out, "chartevents")
+    c = c[(c.stay_id == stay) & (c.concept == "heart_rate")]
     assert len(c) > 20
-    key = ["time", "valuenum"]
+    key = ["time", "value"]
     got = c[key].sort_values(key).reset_index(drop=True)
-    want = r.rename(columns={"charttime": "time"})[key].sort_values(key).reset_index(drop=True)
+    want = r.rename(columns={"charttime": "time", "valuenum": "value"})[key]
+    want = want.sort_values(key).reset_index(drop=True)
     want["time"] = want["time"].astype("datetime64[us]")
     pd.testing.assert_frame_equal(got, want)
 

@@ -6,6 +6,7 @@ import gzip
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from data_prep.errors import DataError
@@ -120,7 +121,12 @@ def test_empty_optional_table_is_a_report_warning(tmp_path) -> None:
     raw = _raw(tmp_path)
     _empty(raw, "PRESCRIPTIONS")
     rep = _extract(raw, tmp_path)
-    assert rep.outputs["prescriptions.parquet"] == 0
+    assert rep.tables["PRESCRIPTIONS"].rows_kept == 0
+    adm = pd.read_parquet(tmp_path / "out" / "admission_events.parquet")
+    assert (
+        "antibiotic" not in set(adm["concept"])
+        and len(adm) == rep.outputs["admission_events.parquet"]
+    )
     assert len(rep.warnings) == 1
     assert "PRESCRIPTIONS.csv.gz: has a header but no data rows" in rep.warnings[0]
     assert rep.tables["PRESCRIPTIONS"].warnings == rep.warnings

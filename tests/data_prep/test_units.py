@@ -41,7 +41,8 @@ def _edit(raw: Path, table: str, old: str, new: str) -> None:
 
 
 def _lab(out: Path) -> pd.DataFrame:
-    return pq.read_table(out / "lab.parquet").to_pandas().sort_values(["stay_id", "time"])
+    lab = pq.read_table(out / "events" / "labevents.parquet").to_pandas()
+    return lab.sort_values(["stay_id", "time"])
 
 
 def test_rules_cover_every_group_and_parse_fractions() -> None:
@@ -106,7 +107,7 @@ def test_umol_creatinine_is_converted_and_counted(tmp_path) -> None:
     _edit(raw, "LABEVENTS", "1.5,1.5,mg/dL", "132.63,132.63,umol/L")
     rep = extract(raw, tmp_path / "o", ReaderParams(), progress=False)
     lab = _lab(tmp_path / "o")
-    assert lab["valuenum"].tolist() == pytest.approx([1.0, 1.5, 120.0, 2.0])
+    assert lab["value"].tolist() == pytest.approx([1.0, 1.5, 120.0, 2.0])
     assert rep.tables["LABEVENTS"].units == {"converted:creatinine:umol/L": 1}
 
 
@@ -122,7 +123,7 @@ def test_unknown_lab_unit_stops_or_is_counted(tmp_path) -> None:
     tr = rep.tables["LABEVENTS"]
     assert tr.dropped["unknown_unit:creatinine:mmol/mol"] == 1
     assert tr.rows_read == tr.rows_kept + sum(tr.dropped.values())
-    assert 1.5 not in _lab(tmp_path / "o")["valuenum"].tolist()
+    assert 1.5 not in _lab(tmp_path / "o")["value"].tolist()
 
 
 def test_chart_units(tmp_path) -> None:
@@ -136,8 +137,8 @@ def test_chart_units(tmp_path) -> None:
     tr = rep.tables["CHARTEVENTS"]
     assert tr.dropped["unknown_unit:heart_rate:mmHg"] == 1
     assert tr.units["no_unit:heart_rate"] == 1
-    c = pq.read_table(tmp_path / "o" / "chart.parquet").to_pandas()
-    assert 85.0 not in c["valuenum"].tolist() and 90.0 in c["valuenum"].tolist()
+    c = pq.read_table(tmp_path / "o" / "events" / "chartevents.parquet").to_pandas()
+    assert 85.0 not in c["value"].tolist() and 90.0 in c["value"].tolist()
 
 
 def test_no_unit_column_is_a_warning(tmp_path) -> None:
