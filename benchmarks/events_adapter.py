@@ -138,8 +138,12 @@ def admission_events(old: Path, stays: pd.DataFrame) -> tuple[pd.DataFrame, dict
         )
     )
     dx = pd.read_parquet(old / "diagnoses.parquet")
-    code = dx["icd9_code"].astype("string").str.replace(".", "", regex=False).str.strip()
-    dx = dx[code.isin(d["sepsis_diagnosis"].mappings("mimic3")[0].extra["icd9"]).fillna(False)]
+    dx = dx.assign(
+        code=dx["icd9_code"].astype("string").str.replace(".", "", regex=False).str.strip()
+    )
+    dx = dx[
+        dx["code"].isin(d["sepsis_diagnosis"].mappings("mimic3")[0].extra["icd9"]).fillna(False)
+    ]
     patient = stays.dropna(subset=["hadm_id"]).drop_duplicates("hadm_id")
     dx = dx.merge(
         patient[["hadm_id", "patient_id"]].astype({"hadm_id": np.int64}), on="hadm_id", how="inner"
@@ -151,7 +155,7 @@ def admission_events(old: Path, stays: pd.DataFrame) -> tuple[pd.DataFrame, dict
                 "hadm_id": dx["hadm_id"].astype("Int64").to_numpy(),
                 "time": pd.Series(pd.NaT, index=dx.index, dtype="datetime64[us]").to_numpy(),
                 "concept": "sepsis_diagnosis",
-                "text": code[dx.index].to_numpy() if len(dx) else [],
+                "text": dx["code"].to_numpy(),
                 "time_source": None,
             }
         )

@@ -73,7 +73,7 @@ class _Accumulator:
 
     def add_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
         """One batch of events (stay_id, time, concept, value); other concepts are skipped."""
-        code = pc.index_in(batch.column("concept").cast(pa.string()), value_set=self._names)
+        code = _index_in(batch.column("concept"), self._names)
         keep = pc.is_valid(code)
         if not pc.any(keep).as_py():
             return
@@ -140,6 +140,15 @@ class _Accumulator:
         return obs, dropped
 
 
+def _index_in(concept: pa.Array, names: pa.Array) -> pa.Array:
+    """Position of each concept in `names` (null when absent); a dictionary-encoded column
+    (as read from parquet) is looked up once per distinct value."""
+    if pa.types.is_dictionary(concept.type):
+        codes = pc.index_in(concept.dictionary.cast(pa.string()), value_set=names)
+        return pc.take(codes, concept.indices)
+    return pc.index_in(concept.cast(pa.string()), value_set=names)
+
+
 def observations_from_events(
     events: pd.DataFrame, stays: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict]:
@@ -190,7 +199,7 @@ def observations_from_extracted(
     acc = _Accumulator(stays)
     for path in parts:
         _check_schema(path)
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, read_dictionary=["concept"])
         bar = tqdm(
             total=pf.metadata.num_rows,
             desc=f"observations {path.name}",

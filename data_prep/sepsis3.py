@@ -368,6 +368,22 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
+def _concept_mask(concept: pa.Array, wanted: pa.Array, known: pa.Array) -> pa.Array:
+    """Rows whose concept is wanted, or unknown to the dictionary (null: unknown); a
+    dictionary-encoded column (as read from parquet) is decided once per distinct value."""
+
+    def mask(values: pa.Array) -> pa.Array:
+        values = values.cast(pa.string())
+        keep = pc.or_(
+            pc.is_in(values, value_set=wanted), pc.invert(pc.is_in(values, value_set=known))
+        )
+        return pc.fill_null(keep, True)
+
+    if pa.types.is_dictionary(concept.type):
+        return pc.fill_null(pc.take(mask(concept.dictionary), concept.indices), True)
+    return mask(concept)
+
+
 class _StayChunks:
     """The SOFA inputs of each chunk of `CHUNK_STAYS` stays, with ONE pass over each table.
 
@@ -422,19 +438,15 @@ class _StayChunks:
             known = pa.array(sorted(concept_filter[1]), pa.string())
         for path in paths:
             _check_columns(path, schema, columns)
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(path, read_dictionary=["concept"] if concept_filter else None)
             for batch in pf.iter_batches(batch_size=self.BATCH_ROWS, columns=columns):
-                batch = pa.RecordBatch.from_arrays(
-                    [batch.column(c).cast(target.field(c).type) for c in columns], schema=target
-                )
                 if concept_filter is not None:
-                    c = batch.column("concept")
-                    keep = pc.or_(
-                        pc.is_in(c, value_set=wanted), pc.invert(pc.is_in(c, value_set=known))
-                    )
-                    batch = batch.filter(pc.fill_null(keep, True))
+                    batch = batch.filter(_concept_mask(batch.column("concept"), wanted, known))
                 if batch.num_rows:
-                    yield batch
+                    yield pa.RecordBatch.from_arrays(
+                        [batch.column(c).cast(target.field(c).type) for c in columns],
+                        schema=target,
+                    )
 
     def _spill(self, name: str) -> None:
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
