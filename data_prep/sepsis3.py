@@ -1,6 +1,9 @@
 """Sepsis-3 onset per ICU stay from hourly SOFA and suspected infection, with an audit table.
 
-PIPELINE.md section 1; inputs are the `prepared/extracted/` parquet files (CONTRACTS.md).
+PIPELINE.md section 1; inputs are the source-neutral `extracted/` artefacts a source's reader
+writes (CONTRACTS.md): stays.parquet, events/ (io.EVENTS parts) and admission_events.parquet
+(io.ADMISSION_EVENTS), read by concept name. `LabelParams` (YAML section `labels`) composes
+the parameters of the concepts below it (`SofaParams`, `InfectionParams`), which never see it.
 
 Onset rule, exactly as implemented:
 * SI window hours: hour k (= [k, k+1) after intime) is in the window iff it overlaps the
@@ -40,9 +43,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from data_prep.concepts import variables as V
-from data_prep.concepts.infection import suspected_infection
-from data_prep.concepts.sofa import COMPONENTS, hourly_sofa
+from data_prep import io
+from data_prep.concepts.dictionary import concepts
+from data_prep.concepts.infection import InfectionParams, suspected_infection
+from data_prep.concepts.sofa import COMPONENTS, SOFA_CONCEPTS, SofaParams, hourly_sofa
 from data_prep.concepts.sofa_evidence import sofa_inputs
 from data_prep.ids import locate
 
@@ -125,6 +129,27 @@ class LabelParams:
             raise ValueError(
                 f"labels.sofa_threshold: expected an integer 1..24, got {self.sofa_threshold!r}"
             )
+
+    @property
+    def sofa(self) -> SofaParams:
+        """The SOFA concept's parameters (`data_prep.concepts.sofa`)."""
+        return SofaParams(
+            sofa_lookback_hours=self.sofa_lookback_hours,
+            fio2_lookback_hours=self.fio2_lookback_hours,
+            fio2_lookahead_hours=self.fio2_lookahead_hours,
+            on_bad_rows=self.on_bad_rows,
+        )
+
+    @property
+    def infection(self) -> InfectionParams:
+        """The suspected-infection concept's parameters (`data_prep.concepts.infection`)."""
+        return InfectionParams(
+            si_time=self.si_time,
+            culture_then_abx_hours=self.culture_then_abx_hours,
+            abx_then_culture_hours=self.abx_then_culture_hours,
+            si_window_before_hours=self.si_window_before_hours,
+            si_window_after_hours=self.si_window_after_hours,
+        )
 
     @property
     def pre_hours(self) -> int:
@@ -227,37 +252,57 @@ def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -
 
 def _existing(path: Path) -> Path:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing extracted table (run the MIMIC-III reader)")
+        raise FileNotFoundError(f"{path}: missing extracted table (run the source's reader)")
     return path
 
 
-def _read(path: Path, columns: list[str], filters: list | None = None) -> pd.DataFrame:
-    """Read a parquet file (only `columns`, optional pyarrow filters)."""
-    return pq.read_table(_existing(path), columns=columns, filters=filters).to_pandas()
+EVENTS_DIR = "events"
+ADMISSION_EVENTS_FILE = "admission_events.parquet"
+EVENT_COLUMNS = ["stay_id", "time", "concept", "value", "end_time", "text"]
 
 
-def _sofa_chart_items() -> list[int]:
-    items = set(V.CHART_FIO2) | set(V.VENT_ITEMIDS) | set(V.MAP_ITEMIDS)
-    items |= {V.GCS_TOTAL, *V.GCS_EYE, *V.GCS_VERBAL, *V.GCS_MOTOR}
-    return sorted(items)
+def event_parts(d: Path) -> list[Path]:
+    """The parquet parts of `d/events/` in name order (the order their rows are read)."""
+    folder = Path(d) / EVENTS_DIR
+    parts = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not parts:
+        raise FileNotFoundError(
+            f"{folder}: missing extracted events (a folder of io.EVENTS parquet parts; run the "
+            "source's reader)"
+        )
+    return parts
+
+
+def _check_columns(path: Path, schema: pa.Schema, columns: list[str]) -> None:
+    """SchemaError naming the file and column when a column is missing or of another type."""
+    file_schema = pq.read_schema(_existing(path))
+    for c in columns:
+        want = schema.field(c).type
+        if c not in file_schema.names:
+            raise io.SchemaError(f"{path}: missing column '{c}' (expected {want})")
+        if not io._compatible(file_schema.field(c).type, want):
+            raise io.SchemaError(
+                f"{path}: column '{c}' has type {file_schema.field(c).type}, expected {want}"
+            )
+
+
+def _read(path: Path, columns: list[str], schema: pa.Schema) -> pd.DataFrame:
+    """Read `columns` of a parquet artefact, checked against `schema`."""
+    return io.read_parquet(_existing(path), schema, columns=columns)
 
 
 def label_stays(
     stays: pd.DataFrame,
     si: pd.DataFrame,
-    chart: pd.DataFrame,
-    lab: pd.DataFrame,
-    vasopressors: pd.DataFrame,
-    urine: pd.DataFrame,
+    events: pd.DataFrame,
     params: LabelParams,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """Labels and onsets for a set of stays (in memory); `si` from `suspected_infection`.
+    """Labels and onsets for a set of stays (in memory); `si` from `suspected_infection`,
+    `events` (io.EVENTS) of these stays.
 
     Returns (labels_hourly rows for hours >= 0, onsets rows for every stay, counts).
     """
-    sofa, counts = hourly_sofa(
-        stays, chart, lab, vasopressors, urine, params, pre_hours=params.pre_hours
-    )
+    sofa, counts = hourly_sofa(stays, events, params.sofa, pre_hours=params.pre_hours)
     st = stays[["stay_id", "intime"]].copy()
     st["intime"] = pd.to_datetime(st["intime"]).astype("datetime64[us]")
     si = si.merge(st, on="stay_id", how="inner")
@@ -293,7 +338,7 @@ def label_stays(
     )
     onsets["sofa_inputs_at_onset"] = pd.Series(pd.NA, index=onsets.index, dtype="string")
     onsets.loc[has, "sofa_inputs_at_onset"] = sofa_inputs(
-        stays, chart, lab, vasopressors, urine, params, cells
+        stays, events, params.sofa, cells, pre_hours=params.pre_hours
     )
     return lab_h[LABEL_COLUMNS], _onset_dtypes(onsets[ONSET_COLUMNS]), counts
 
@@ -323,17 +368,40 @@ def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
+def _concept_mask(concept: pa.Array, wanted: pa.Array, known: pa.Array) -> pa.Array:
+    """Rows whose concept is wanted, or unknown to the dictionary (null: unknown); a
+    dictionary-encoded column (as read from parquet) is decided once per distinct value."""
+
+    def mask(values: pa.Array) -> pa.Array:
+        values = values.cast(pa.string())
+        keep = pc.or_(
+            pc.is_in(values, value_set=wanted), pc.invert(pc.is_in(values, value_set=known))
+        )
+        return pc.fill_null(keep, True)
+
+    if pa.types.is_dictionary(concept.type):
+        return pc.fill_null(pc.take(mask(concept.dictionary), concept.indices), True)
+    return mask(concept)
+
+
 class _StayChunks:
     """The SOFA inputs of each chunk of `CHUNK_STAYS` stays, with ONE pass over each table.
 
     Filtering every table once per chunk re-reads the whole file n_chunks times (quadratic
     in the database size; the extracted tables are in source order, not sorted by stay).
-    Instead each table is streamed once in record batches, rows are routed to their
-    chunk by the stay's rank, and each chunk's rows are spilled to a temporary Arrow IPC
-    file (lz4) in a spill folder (removed afterwards). Peak memory is one record batch
-    plus one chunk, whatever the database size. With a single chunk the tables are read
-    directly. Rows whose stay_id is null or not in stays go to chunk 0, where SOFA's row
-    checks report or count them (`on_bad_rows`) as they would without chunking.
+    Instead each table (the parts of events/) is streamed once in record batches, filtered
+    to the concepts wanted, rows are routed to their chunk by the stay's rank, and each
+    chunk's rows are spilled to a temporary Arrow IPC file (lz4) in a spill folder (removed
+    afterwards). Peak memory is one record batch plus one chunk, whatever the database
+    size. With a single chunk the tables are read directly (in batches, filtered). Rows
+    keep their order (parts in name order, rows in file order), which the concepts rely on
+    (e.g. GCS keeps the last of duplicated components). Rows whose stay_id is null or not
+    in stays go to chunk 0, where SOFA's row checks report or count them (`on_bad_rows`)
+    as they would without chunking.
+
+    `tables`: name -> (parquet paths, columns, schema, concept filter), the filter being
+    (wanted concepts, known concepts): a row is kept when its concept is wanted or unknown
+    (so that SOFA reports it), or None for every row.
     """
 
     BATCH_ROWS = 1 << 21
@@ -344,14 +412,13 @@ class _StayChunks:
             raise ValueError("stays must be sorted by unique stay_id")
         self.order = stay_ids  # chunk k holds stays order[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
         self.n_chunks = max(1, math.ceil(len(stay_ids) / CHUNK_STAYS))
-        self._schemas: dict[str, pa.Schema] = {}
         self.tmp: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self) -> _StayChunks:
         if self.n_chunks > 1:
             self.tmp = tempfile.TemporaryDirectory(dir=self.spill, prefix=".labels-chunks-")
-            for name, (columns, items) in self.tables.items():
-                self._spill(name, columns, items)
+            for name in self.tables:
+                self._spill(name)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -362,16 +429,29 @@ class _StayChunks:
         pos, found = locate(self.order, stay)
         return np.where(valid & found, pos // CHUNK_STAYS, 0)
 
-    def _spill(self, name: str, columns: list[str], items: list[int] | None) -> None:
-        pf = pq.ParquetFile(_existing(self.d / f"{name}.parquet"))
-        writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-        value_set = pa.array(items, pa.int32()) if items is not None else None
-        try:
+    def _batches(self, name: str):
+        """The table's record batches (every part in order), filtered, as `schema` types."""
+        paths, columns, schema, concept_filter = self.tables[name]
+        target = pa.schema([schema.field(c) for c in columns])
+        if concept_filter is not None:
+            wanted = pa.array(sorted(concept_filter[0]), pa.string())
+            known = pa.array(sorted(concept_filter[1]), pa.string())
+        for path in paths:
+            _check_columns(path, schema, columns)
+            pf = pq.ParquetFile(path, read_dictionary=["concept"] if concept_filter else None)
             for batch in pf.iter_batches(batch_size=self.BATCH_ROWS, columns=columns):
-                if value_set is not None:
-                    batch = batch.filter(pc.is_in(batch.column("itemid"), value_set=value_set))
-                if batch.num_rows == 0:
-                    continue
+                if concept_filter is not None:
+                    batch = batch.filter(_concept_mask(batch.column("concept"), wanted, known))
+                if batch.num_rows:
+                    yield pa.RecordBatch.from_arrays(
+                        [batch.column(c).cast(target.field(c).type) for c in columns],
+                        schema=target,
+                    )
+
+    def _spill(self, name: str) -> None:
+        writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+        try:
+            for batch in self._batches(name):
                 sid = batch.column("stay_id")
                 valid = ~np.asarray(sid.is_null().to_numpy(zero_copy_only=False), bool)
                 stay = np.asarray(sid.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
@@ -392,23 +472,28 @@ class _StayChunks:
         finally:
             for w in writers.values():
                 w.close()
-        self._schemas[name] = pa.schema([pf.schema_arrow.field(c) for c in columns])
 
     def _part(self, name: str, k: int) -> Path:
         assert self.tmp is not None
         return Path(self.tmp.name) / f"{name}-{k}.arrow"
 
+    def _empty(self, name: str) -> pd.DataFrame:
+        _, columns, schema, _ = self.tables[name]
+        return pa.schema([schema.field(c) for c in columns]).empty_table().to_pandas()
+
     def read(self, k: int) -> dict[str, pd.DataFrame]:
         out = {}
-        for name, (columns, items) in self.tables.items():
+        for name in self.tables:
             if self.tmp is None:
-                filters = [("itemid", "in", items)] if items is not None else None
-                out[name] = _read(self.d / f"{name}.parquet", columns, filters)
+                batches = list(self._batches(name))
+                out[name] = (
+                    pa.Table.from_batches(batches).to_pandas() if batches else self._empty(name)
+                )
             elif self._part(name, k).exists():
                 with pa.memory_map(str(self._part(name, k))) as src:
                     out[name] = pa.ipc.open_file(src).read_all().to_pandas()
             else:
-                out[name] = self._schemas[name].empty_table().to_pandas()
+                out[name] = self._empty(name)
         return out
 
 
@@ -418,7 +503,8 @@ def derive_labels(
     progress: bool = True,
     spill_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Build (labels_hourly, onsets, attrition counts) from `prepared/extracted/`.
+    """Build (labels_hourly, onsets, attrition counts) from a source's `extracted/` folder:
+    stays.parquet, events/ (only the `SOFA_CONCEPTS` are read) and admission_events.parquet.
 
     `spill_dir` holds the temporary chunk files of large databases (default: the extracted
     folder); the pipeline passes its stage's temporary folder, so a killed run leaves
@@ -426,37 +512,24 @@ def derive_labels(
     """
     params.validate()
     d = Path(extracted_dir)
-    stays = _read(d / "stays.parquet", ["stay_id", "hadm_id", "intime", "outtime"])
+    stays = _read(
+        d / "stays.parquet", ["stay_id", "hadm_id", "intime", "outtime"], io.EXTRACTED_STAYS
+    )
     stays = stays.sort_values("stay_id").reset_index(drop=True)
-    pres = _read(
-        d / "prescriptions.parquet",
-        ["subject_id", "hadm_id", "startdate", "drug", "drug_type", "route"],
+    adm = _read(
+        d / ADMISSION_EVENTS_FILE,
+        ["patient_id", "hadm_id", "time", "concept", "text", "time_source"],
+        io.ADMISSION_EVENTS,
     )
-    micro = _read(
-        d / "microbiology.parquet",
-        ["subject_id", "hadm_id", "charttime", "chartdate", "spec_type_desc"],
-    )
-    # MetaVision antibiotic administrations (absent in extractions made before issue 14)
-    admin = None
-    if (d / "antibiotics_mv.parquet").exists():
-        admin = _read(d / "antibiotics_mv.parquet", ["stay_id", "time", "drug"])
-        admin = admin.merge(stays[["stay_id", "hadm_id"]], on="stay_id", how="inner")
-    si, counts = suspected_infection(pres, micro, stays, params, administrations=admin)
-    del pres, micro
-    chart_items = _sofa_chart_items()
-    lab_items = [
-        V.LAB_PO2,
-        V.LAB_FIO2,
-        V.LAB_SPECIMEN_TYPE,  # types the gas's draw (arterial-only PaO2)
-        V.LAB_PLATELETS,
-        V.LAB_BILIRUBIN,
-        V.LAB_CREATININE,
-    ]
+    si, counts = suspected_infection(adm, stays, params.infection)
+    del adm
     tables = {
-        "chart": (["stay_id", "time", "itemid", "valuenum", "value"], chart_items),
-        "lab": (["stay_id", "time", "itemid", "valuenum"], lab_items),
-        "vasopressors": (["stay_id", "starttime", "endtime", "drug", "rate"], None),
-        "urine": (["stay_id", "time", "value"], None),
+        "events": (
+            event_parts(d),
+            EVENT_COLUMNS,
+            io.EVENTS,
+            (SOFA_CONCEPTS, tuple(concepts().concepts)),
+        ),
     }
     labels, onsets = [], []
     bar = tqdm(total=len(stays), desc="sepsis-3 labels", unit="stay", disable=not progress)
@@ -472,15 +545,7 @@ def derive_labels(
                 break
             t = chunks.read(k)
             ids = chunk["stay_id"]
-            lh, on, c = label_stays(
-                chunk,
-                si[si["stay_id"].isin(ids)],
-                t["chart"],
-                t["lab"],
-                t["vasopressors"],
-                t["urine"],
-                params,
-            )
+            lh, on, c = label_stays(chunk, si[si["stay_id"].isin(ids)], t["events"], params)
             labels.append(lh)
             onsets.append(on)
             for key, v in c.items():

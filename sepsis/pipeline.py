@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass

@@ -1,22 +1,29 @@
 """Suspected infection (SI) from antibiotics and cultures, per hospital admission.
 
-PIPELINE.md section 1. Rules, exactly as implemented:
+PIPELINE.md section 1. Inputs: ``admission_events`` (``io.ADMISSION_EVENTS``) of concepts
+``antibiotic`` and ``culture``, written by the source's reader. Which of a source's rows are
+systemic antibiotics is the source's convention, applied by its reader (for MIMIC-III:
+``antibiotic.sources.mimic3`` of the dictionary - PRESCRIPTIONS drug types, excluded routes
+and names, the ``antibiotics.txt`` names, which `antibiotic_filter` applies). Rules here,
+exactly as implemented:
 
-* antibiotics: PRESCRIPTIONS rows with ``drug_type`` in (MAIN, ADDITIVE) whose ``drug``
-  contains (case-insensitively) a name of ``antibiotics.txt``; rows whose route is one of
-  OU, OS, OD, AU, AS, AD, TP or contains "ear"/"eye", and names containing cream,
-  desensitization, ophth oint or gel are dropped and counted. Time = ``startdate`` (in
-  MIMIC-III a date, i.e. 00:00 of that day; a finer time, if a source has one, is kept).
-* cultures: every MICROBIOLOGYEVENTS row; time = ``charttime``, else ``chartdate`` only
-  ("date-only" culture). Rows without either are counted and dropped.
+* antibiotics: every ``antibiotic`` event; ``time_source`` "order date" (a date, i.e. 00:00
+  of that day in MIMIC-III; a finer time, if a source has one, is kept) or
+  "administration" (a clock time) or "order time" (an order with a clock time, MIMIC-IV).
+  Events without an admission or a time are counted and dropped. Administration times beat
+  order dates: an order dated a day on which the admission has an administration is
+  dropped (issue 14, defect 2); an order with a clock time is never superseded.
+* cultures: every ``culture`` event; ``time_source`` "charted" (a clock time) or "date
+  only" (time = the day; a date-only culture). Events without a time are counted and
+  dropped.
 * a date-only culture carries its uncertainty: it was drawn at some time of its day
   ``[d 00:00, d + 24 h]``. Pairing uses that whole interval (a pair counts when SOME time
   of the day satisfies the window), and its point time is the day's midpoint, 12:00:
   anchoring it at 00:00, as the reference code and mimic-code do, places it on average
   12 h and at worst 24 h too early, and so shifts the SOFA window [SI - 48 h, SI + 24 h]
   a day early: a patient cultured in the evening of the day of admission lost the ICU hours
-  of the onset from the window (issue 14, stay 286072). Noon halves the worst-case error
-  and removes the bias. The audit records ``culture_time_source``.
+  of the onset from the window (issue 14, MIMIC-III demo). Noon halves the worst-case
+  error and removes the bias. The audit records ``culture_time_source``.
 * pairing within one ``hadm_id``:
   - culture first, antibiotic at most ``culture_then_abx_hours`` (72 h) later; for a
     date-only culture 72 h after the end of its day (96 h after 00:00, as mimic-code);
@@ -38,24 +45,31 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:  # avoid an import cycle: sepsis3 imports this module
-    from data_prep.sepsis3 import LabelParams
 
 log = logging.getLogger(__name__)
 
 ANTIBIOTICS_FILE = Path(__file__).with_name("antibiotics.txt")
 MV_ANTIBIOTICS_FILE = Path(__file__).with_name("mv_antibiotics.csv")
-ABX_DRUG_TYPES = ("MAIN", "ADDITIVE")
-EXCLUDED_ROUTES = ("OU", "OS", "OD", "AU", "AS", "AD", "TP")
-EXCLUDED_ROUTE_SUBSTRINGS = ("ear", "eye")
-EXCLUDED_NAME_SUBSTRINGS = ("cream", "desensitization", "ophth oint", "gel")
+
+
+@dataclass(frozen=True)
+class InfectionParams:
+    """The suspected-infection options of YAML section `labels` (`LabelParams.infection`)."""
+
+    si_time: str = "earlier"  # "earlier" (Seymour 2016) | "culture" (reference code)
+    culture_then_abx_hours: float = 72.0
+    abx_then_culture_hours: float = 24.0
+    si_window_before_hours: float = 48.0
+    si_window_after_hours: float = 24.0
+
 
 SI_COLUMNS = [
     "stay_id",
@@ -69,9 +83,14 @@ SI_COLUMNS = [
     "si_order",
 ]
 DATE_ONLY_HOURS = 24.0  # a date-only event happened somewhere in [date, date + 24 h]
-CULTURE_CHARTED, CULTURE_DATE_ONLY = "charted", "date only (12:00)"
-ABX_ORDER_DATE = "order date"  # MIMIC-III PRESCRIPTIONS.startdate
-ABX_ADMINISTRATION = "administration"  # MetaVision INPUTEVENTS_MV starttime
+# admission_events.time_source of the two concepts (io.ADMISSION_EVENTS)
+ABX_ORDER_DATE = "order date"  # a date (MIMIC-III PRESCRIPTIONS.startdate)
+ABX_ADMINISTRATION = "administration"  # a clock time (MIMIC-III MetaVision starttime)
+ABX_ORDER_TIME = "order time"  # an order with a clock time (MIMIC-IV prescriptions.starttime)
+CULTURE_CHARTED = "charted"
+CULTURE_DATE = "date only"  # time = 00:00 of the culture's day
+# onsets.culture_time_source of a date-only culture (its point time is 12:00)
+CULTURE_DATE_ONLY = "date only (12:00)"
 
 
 @lru_cache(maxsize=1)
@@ -94,13 +113,55 @@ def mv_antibiotic_items() -> dict[int, str]:
     return dict(zip(df["itemid"].astype(int), df["label"].astype(str), strict=True))
 
 
+def antibiotic_filter(
+    drug: pd.Series, route: pd.Series, rules: Mapping[str, Any]
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Which rows of a source's medication table are systemic antibiotics.
+
+    A source's reader calls this with its conventions from the dictionary (for MIMIC-III
+    PRESCRIPTIONS: ``concepts()["antibiotic"].mappings("mimic3")[0].extra``, on the rows of
+    its drug types, which are the reader's business). Rules, as in the reference code:
+    ``drug`` contains (case-insensitively) a name of ``antibiotics.txt``; rows whose
+    ``route`` (stripped) is one of ``exclude_routes`` (case-insensitive) or contains one of
+    ``exclude_route_substrings``, and names containing one of ``exclude_name_substrings``,
+    are dropped. Returns (keep mask, counts: rows, not_antibiotic, dropped_route,
+    dropped_name, kept).
+    """
+    drug = pd.Series(drug).astype("string").str.lower().fillna("")
+    route = pd.Series(route).astype("string").str.strip().fillna("")
+    n = len(drug)
+    pattern = "|".join(re.escape(x) for x in antibiotic_names())
+    is_abx = drug.str.contains(pattern, regex=True).fillna(False).to_numpy(bool)
+    route_u = route.str.upper()
+    route_l = route.str.lower()
+    routes = [str(r).strip().upper() for r in rules.get("exclude_routes", ())]
+    bad_route = route_u.isin(routes).to_numpy(bool).copy()
+    for sub in rules.get("exclude_route_substrings", ()):
+        bad_route |= (
+            route_l.str.contains(str(sub).lower(), regex=False).fillna(False).to_numpy(bool)
+        )
+    bad_name = np.zeros(n, bool)
+    for sub in rules.get("exclude_name_substrings", ()):
+        bad_name |= drug.str.contains(str(sub).lower(), regex=False).fillna(False).to_numpy(bool)
+    keep = is_abx & ~bad_route & ~bad_name
+    counts = {
+        "rows": n,
+        "not_antibiotic": int((~is_abx).sum()),
+        "dropped_route": int((is_abx & bad_route).sum()),
+        "dropped_name": int((is_abx & ~bad_route & bad_name).sum()),
+        "kept": int(keep.sum()),
+    }
+    return keep, counts
+
+
 def with_administrations(
     orders: pd.DataFrame, administrations: pd.DataFrame | None, counts: dict[str, int]
 ) -> pd.DataFrame:
-    """Antibiotic events from orders and administrations; administration times beat order
-    dates: an order dated a day on which the admission has an antibiotic administration is
-    dropped (its 00:00 would stand in for the administration's real time; issue 14, defect
-    2, stay 283181). Events gain ``source`` (ABX_ORDER_DATE | ABX_ADMINISTRATION)."""
+    """Antibiotic events from orders and administrations (hadm_id, time, drug); administration
+    times beat order dates: an order dated a day on which the admission has an antibiotic
+    administration is dropped (its 00:00 would stand in for the administration's real time;
+    issue 14, defect 2, MIMIC-III demo). Events gain ``source`` (ABX_ORDER_DATE |
+    ABX_ADMINISTRATION)."""
     orders = orders.assign(source=ABX_ORDER_DATE)
     if administrations is None or administrations.empty:
         counts["antibiotic_administrations"] = 0
@@ -116,6 +177,9 @@ def with_administrations(
     return pd.concat([orders[~superseded], adm], ignore_index=True)
 
 
+ADMISSION_COLUMNS = ["hadm_id", "time", "concept", "text", "time_source"]
+
+
 def _require(df: pd.DataFrame, cols: list[str], table: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
@@ -127,77 +191,81 @@ def _as_datetime(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s).astype("datetime64[us]")
 
 
-def antibiotic_events(prescriptions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Filter PRESCRIPTIONS to systemic antibiotics.
+def _time_sources(ev: pd.DataFrame, concept: str, allowed: tuple[str, ...]) -> pd.Series:
+    """The time_source of `concept` events, checked: a timed event names a known source."""
+    src = ev["time_source"].astype("string")
+    bad = ev["time"].notna().to_numpy(bool) & ~src.isin(allowed).fillna(False).to_numpy(bool)
+    if bad.any():
+        row = ev.index[np.flatnonzero(bad)[0]]
+        raise ValueError(
+            f"admission_events: column 'time_source', row {row}: {concept} time source "
+            f"{src.iloc[int(np.flatnonzero(bad)[0])]!r}, expected one of {list(allowed)}"
+        )
+    return src
 
-    Returns (events with columns hadm_id, time, drug; counts of rows dropped per reason).
+
+def antibiotic_events(admission_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The antibiotic events with an admission and a time.
+
+    Returns (events with columns hadm_id, time, drug, source (the time_source: order date |
+    administration, an administration superseding the same day's orders), counts).
     """
-    _require(prescriptions, ["hadm_id", "startdate", "drug", "drug_type", "route"], "prescriptions")
-    p = prescriptions
-    counts: dict[str, int] = {"prescriptions_rows": len(p)}
-    drug = p["drug"].astype("string").str.lower().fillna("")
-    dtype = p["drug_type"].astype("string").str.upper().str.strip()
-    route = p["route"].astype("string").str.strip().fillna("")
-    keep_type = dtype.isin(ABX_DRUG_TYPES).fillna(False).to_numpy(bool)
-    counts["prescriptions_not_main_or_additive"] = int((~keep_type).sum())
-    pattern = "|".join(re.escape(n) for n in antibiotic_names())
-    is_abx = drug.str.contains(pattern, regex=True).fillna(False).to_numpy(bool)
-    cand = keep_type & is_abx
-    counts["prescriptions_not_antibiotic"] = int((keep_type & ~is_abx).sum())
-    route_u = route.str.upper()
-    route_l = route.str.lower()
-    bad_route = route_u.isin(EXCLUDED_ROUTES).to_numpy(bool).copy()
-    for sub in EXCLUDED_ROUTE_SUBSTRINGS:
-        bad_route |= route_l.str.contains(sub, regex=False).fillna(False).to_numpy(bool)
-    bad_name = np.zeros(len(p), bool)
-    for sub in EXCLUDED_NAME_SUBSTRINGS:
-        bad_name |= drug.str.contains(sub, regex=False).fillna(False).to_numpy(bool)
-    counts["antibiotic_rows_dropped_route"] = int((cand & bad_route).sum())
-    counts["antibiotic_rows_dropped_name"] = int((cand & ~bad_route & bad_name).sum())
-    cand &= ~bad_route & ~bad_name
-    no_hadm = p["hadm_id"].isna().to_numpy(bool)
-    start = _as_datetime(p["startdate"])
-    no_time = start.isna().to_numpy(bool)
-    counts["antibiotic_rows_no_hadm"] = int((cand & no_hadm).sum())
-    counts["antibiotic_rows_no_startdate"] = int((cand & ~no_hadm & no_time).sum())
-    cand &= ~no_hadm & ~no_time
-    out = pd.DataFrame(
+    _require(admission_events, ADMISSION_COLUMNS, "admission_events")
+    a = admission_events[
+        admission_events["concept"].astype("string").eq("antibiotic").fillna(False)
+    ]
+    src = _time_sources(a, "antibiotic", (ABX_ORDER_DATE, ABX_ADMINISTRATION, ABX_ORDER_TIME))
+    counts: dict[str, int] = {"antibiotic_rows": len(a)}
+    no_hadm = a["hadm_id"].isna().to_numpy(bool)
+    time = _as_datetime(a["time"])
+    no_time = time.isna().to_numpy(bool)
+    counts["antibiotic_rows_no_hadm"] = int(no_hadm.sum())
+    counts["antibiotic_rows_no_time"] = int((~no_hadm & no_time).sum())
+    keep = ~no_hadm & ~no_time
+    ev = pd.DataFrame(
         {
-            "hadm_id": p["hadm_id"].to_numpy()[cand].astype(np.int64),
-            "time": start.to_numpy()[cand],
-            "drug": p["drug"].astype("string").to_numpy()[cand],
+            "hadm_id": a["hadm_id"].to_numpy()[keep].astype(np.int64),
+            "time": time.to_numpy()[keep],
+            "drug": a["text"].astype("string").to_numpy()[keep],
         }
     )
-    counts["antibiotic_rows_kept"] = len(out)
+    kind = src.to_numpy(object)[keep]
+    is_adm = (kind == ABX_ADMINISTRATION).astype(bool)
+    is_timed = (kind == ABX_ORDER_TIME).astype(bool)
+    counts["antibiotic_rows_kept"] = int(keep.sum())
+    dated = ev[~is_adm & ~is_timed].reset_index(drop=True)
+    out = with_administrations(dated, ev[is_adm].reset_index(drop=True), counts)
+    if is_timed.any():  # clock-timed orders stand as they are
+        out = pd.concat([out, ev[is_timed].assign(source=ABX_ORDER_TIME)], ignore_index=True)
     return out, counts
 
 
-def culture_events(microbiology: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+def culture_events(admission_events: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     """Cultures drawn: (events with hadm_id, time, date_only, specimen; drop counts).
 
-    `time` is the charttime, or 00:00 of the chartdate for a date-only culture (its
-    interval's start; `si_candidates` gives it its point time, 12:00)."""
-    _require(microbiology, ["hadm_id", "charttime", "chartdate", "spec_type_desc"], "microbiology")
-    m = microbiology
-    ct = _as_datetime(m["charttime"])
-    cd = _as_datetime(m["chartdate"]).dt.normalize()
-    date_only = ct.isna() & cd.notna()
-    time = ct.where(ct.notna(), cd)
+    `time` is the charted time, or 00:00 of the day of a date-only culture (its interval's
+    start; `si_candidates` gives it its point time, 12:00)."""
+    _require(admission_events, ADMISSION_COLUMNS, "admission_events")
+    m = admission_events[admission_events["concept"].astype("string").eq("culture").fillna(False)]
+    src = _time_sources(m, "culture", (CULTURE_CHARTED, CULTURE_DATE))
+    t = _as_datetime(m["time"])
+    date_only = (src.eq(CULTURE_DATE).fillna(False) & t.notna()).to_numpy(bool)
+    time = t.where(~date_only, t.dt.normalize())
     no_time = time.isna().to_numpy(bool)
     no_hadm = m["hadm_id"].isna().to_numpy(bool)
     counts = {
         "culture_rows": len(m),
         "culture_rows_no_time": int(no_time.sum()),
         "culture_rows_no_hadm": int((no_hadm & ~no_time).sum()),
-        "culture_rows_date_only": int((date_only & ~pd.Series(no_hadm, index=m.index)).sum()),
+        "culture_rows_date_only": int((date_only & ~no_hadm).sum()),
     }
     keep = ~no_time & ~no_hadm
     out = pd.DataFrame(
         {
             "hadm_id": m["hadm_id"].to_numpy()[keep].astype(np.int64),
             "time": time.to_numpy()[keep],
-            "date_only": date_only.to_numpy(bool)[keep],
-            "specimen": m["spec_type_desc"].astype("string").to_numpy()[keep],
+            "date_only": date_only[keep],
+            "specimen": m["text"].astype("string").to_numpy()[keep],
         }
     )
     counts["culture_rows_kept"] = len(out)
@@ -245,7 +313,9 @@ def _si_events(m: pd.DataFrame, abx_is_left: bool, order: str, date_only: bool) 
     )
 
 
-def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams) -> pd.DataFrame:
+def si_candidates(
+    abx: pd.DataFrame, cultures: pd.DataFrame, params: InfectionParams
+) -> pd.DataFrame:
     """Every SI event of every admission (one per qualifying culture or antibiotic).
 
     Columns: hadm_id, si_time, antibiotic, antibiotic_time, culture_time, culture_specimen,
@@ -302,22 +372,19 @@ def si_candidates(abx: pd.DataFrame, cultures: pd.DataFrame, params: LabelParams
 
 
 def suspected_infection(
-    prescriptions: pd.DataFrame,
-    microbiology: pd.DataFrame,
+    admission_events: pd.DataFrame,
     stays: pd.DataFrame,
-    params: LabelParams,
-    administrations: pd.DataFrame | None = None,
+    params: InfectionParams,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """First SI event of each ICU stay whose SI window overlaps the stay.
 
-    ``administrations`` (hadm_id, time, drug): antibiotic administrations with clock times
-    (MetaVision), which supersede the same day's order dates (`with_administrations`).
+    ``admission_events``: schema ``io.ADMISSION_EVENTS`` (concepts other than antibiotic and
+    culture are ignored); ``stays``: stay_id, hadm_id, intime, outtime.
     Returns (one row per stay WITH an SI, columns ``SI_COLUMNS``; attrition counts).
     """
     _require(stays, ["stay_id", "hadm_id", "intime", "outtime"], "stays")
-    abx, counts = antibiotic_events(prescriptions)
-    abx = with_administrations(abx, administrations, counts)
-    cul, ccounts = culture_events(microbiology)
+    abx, counts = antibiotic_events(admission_events)
+    cul, ccounts = culture_events(admission_events)
     counts.update(ccounts)
     cand = si_candidates(abx, cul, params)
     counts["si_events"] = len(cand)

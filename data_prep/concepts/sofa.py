@@ -6,6 +6,10 @@ PIPELINE.md section 1. Hour ``k`` is ``[k, k + 1)`` hours after ``intime``; SOFA
 a component without data in the window scores 0 (the other components are still scored:
 the reference code zeroed the whole SOFA of such hours, which is not reproduced).
 
+Inputs are one events frame (``io.EVENTS``: stay_id, time, concept, value, end_time, text)
+read by concept name only (``dictionary.yaml``); values are in the concept's unit, as the
+source's reader wrote them. No item ID or source table reaches this module.
+
 Implementation: one flat int8 array holds, per stay, ``L - 1`` padding hours, the optional
 pre-ICU hours (``pre_hours``) and the stay's hours. Each event is binned to
 ``floor(hours since intime)``; the per-hour maximum of every component is written by
@@ -14,62 +18,94 @@ fancy indexing, the trailing-window maximum is a sliding-window max over the fla
 differences. No Python loop over hours or stays.
 
 Component rules (choices documented here):
-* respiration: each arterial PaO2 (lab 50821; a draw typed venous, mixed or central venous
-  by lab 50800 at the same instant is dropped, an untyped one kept) is divided by the FiO2
-  (lab 50816 or charted 3420/190/223835/3422; a value > 1 is a percentage and divided by 100; valid fractions
-  0.21-1.0) charted nearest to the gas within ``fio2_lookback_hours`` (4 h) before and
-  ``fio2_lookahead_hours`` (30 min) after it (the highest FiO2 wins among simultaneous
-  ones; equal distances prefer the earlier one). Without any FiO2 the gas is scored with FiO2
-  = 0.21 (room air): true FiO2 is never below 0.21, so this P/F is an upper bound and the
-  score a lower bound of the true one - never worse than ignoring the gas. Points <400:1,
-  <300:2, <200:3 and <100:4 only when ventilated (any ``VENT_ITEMIDS`` chart row within
-  ``VENT_HOLD_HOURS`` before the gas); without ventilation the score is capped at 2.
-* coagulation: platelets 51265 <150/<100/<50/<20 -> 1/2/3/4.
-* liver: bilirubin 50885 >=1.2/>=2/>=6/>=12.
-* cardiovascular: MAP (``MAP_ITEMIDS``) <70 -> 1; vasopressor infusions (rate > 0
-  mcg/kg/min) count in every hour their ``[starttime, endtime)`` touches: dopamine <=5 or
-  any dobutamine -> 2; dopamine >5, epinephrine <=0.1 or norepinephrine <=0.1 -> 3;
-  dopamine >15, epinephrine >0.1 or norepinephrine >0.1 -> 4.
-* CNS: GCS total (198) or the sum of eye/verbal/motor charted at the same instant; a verbal
-  score charted as intubated ("No Response-ETT", "1.0 ET/Trach") makes GCS 15 at that
-  instant (mimic-code convention: sedated/intubated patients are not scored as comatose).
-  13-14:1, 10-12:2, 6-9:3, <6:4.
-* renal: creatinine 50912 >=1.2/>=2/>=3.5/>=5; urine output (GU irrigant out minus in)
-  summed over the window (scaled
-  to mL/24 h when ``L`` != 24) <500 -> 3, <200 -> 4, scored only from hour ``L - 1`` on
-  (the stay observed for a full window) and only when at least one urine row is in the
-  window (no rows = no data, not anuria).
+* respiration: each arterial PaO2 (concept ``po2``; a draw typed venous, mixed or central
+  venous by a ``blood_gas_specimen`` event at the same instant is dropped, an untyped one
+  kept) is divided by the FiO2 (``fio2`` or ``fio2_bloodgas``; a value > 1 is a percentage
+  and divided by 100; valid fractions 0.21-1.0) charted nearest to the gas within
+  ``fio2_lookback_hours`` (4 h) before and ``fio2_lookahead_hours`` (30 min) after it (the
+  highest FiO2 wins among simultaneous ones; equal distances prefer the earlier one).
+  Without any FiO2 the gas is scored with FiO2 = 0.21 (room air): true FiO2 is never below
+  0.21, so this P/F is an upper bound and the score a lower bound of the true one - never
+  worse than ignoring the gas. Points <400:1, <300:2, <200:3 and <100:4 only when
+  ventilated (any event of the concepts marking ``ventilation`` within its ``hold_hours``
+  before the gas); without ventilation the score is capped at 2.
+* coagulation: ``platelets`` <150/<100/<50/<20 -> 1/2/3/4.
+* liver: ``bilirubin`` >=1.2/>=2/>=6/>=12.
+* cardiovascular: ``mbp`` <70 -> 1; vasopressor infusions (events of kind vasopressor,
+  value = rate > 0 mcg/kg/min) count in every hour their ``[time, end_time)`` touches:
+  dopamine <=5 or any dobutamine -> 2; dopamine >5, epinephrine <=0.1 or norepinephrine
+  <=0.1 -> 3; dopamine >15, epinephrine >0.1 or norepinephrine >0.1 -> 4.
+* CNS: ``gcs_total`` or the sum of ``gcs_eye``/``gcs_verbal``/``gcs_motor`` charted at the
+  same instant; a verbal whose text is one of the dictionary's ``intubated_text`` ("No
+  Response-ETT", "1.0 ET/Trach") makes GCS 15 at that instant (mimic-code convention:
+  sedated/intubated patients are not scored as comatose). 13-14:1, 10-12:2, 6-9:3, <6:4.
+* renal: ``creatinine`` >=1.2/>=2/>=3.5/>=5; ``urine_output`` (negative volumes are
+  irrigant instilled, subtracted) summed over the window (scaled to mL/24 h when ``L`` !=
+  24) <500 -> 3, <200 -> 4, scored only from hour ``L - 1`` on (the stay observed for a full
+  window) and only when at least one urine row is in the window (no rows = no data, not
+  anuria).
 
-Implausible values (NaN, outside the ranges of ``variables.py``) are dropped and counted.
-Structural problems (unknown stay, missing time, endtime < starttime, unknown drug) raise
-unless ``on_bad_rows == "skip-and-count"``.
+Implausible values (NaN, outside the concept's range in the dictionary) are dropped and
+counted. Structural problems (unknown stay, missing time, end_time < time, a concept not in
+the dictionary) raise unless ``on_bad_rows == "skip-and-count"``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from data_prep.concepts import variables as V
+from data_prep.concepts.dictionary import concepts
 from data_prep.ids import locate
-
-if TYPE_CHECKING:
-    from data_prep.sepsis3 import LabelParams
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class SofaParams:
+    """The SOFA options of YAML section `labels` (built by `LabelParams.sofa`)."""
+
+    sofa_lookback_hours: float = 24.0
+    fio2_lookback_hours: float = 4.0
+    fio2_lookahead_hours: float = 0.5  # FiO2 charted up to this long after the gas counts
+    on_bad_rows: str = "error"  # "error" | "skip-and-count"
+
+
+_D = concepts()
 COMPONENTS = ("resp", "coag", "liver", "cardio", "cns", "renal")
 SOFA_COLUMNS = ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS]
 DEFAULT_FIO2 = 0.21
 US_PER_HOUR = 3_600_000_000
-INTUBATED_TEXT = frozenset(t.strip().lower() for t in V.GCS_INTUBATED_TEXT)
+TABLE = "events"  # the name of the input in messages and count keys
+INTUBATED_TEXT = frozenset(t.strip().lower() for t in _D["gcs_verbal"].extra["intubated_text"])
 _RANGE = {
-    n: (V.VARIABLES_BY_NAME[n].low, V.VARIABLES_BY_NAME[n].high)
-    for n in ("platelets", "bilirubin", "creatinine", "po2", "mbp", "fio2")
+    n: (_D[n].low, _D[n].high)
+    for n in ("platelets", "bilirubin", "creatinine", "po2", "mbp", "fio2", "fio2_bloodgas")
 }
+ARTERIAL_CODE: int = _D["blood_gas_specimen"].extra["arterial_code"]
+VENTILATION: tuple[str, ...] = _D.marked_by("ventilation")
+VENT_HOLD_HOURS: float = _D["ventilation"].extra["hold_hours"]
+GCS: tuple[str, ...] = ("gcs_total", "gcs_eye", "gcs_verbal", "gcs_motor")  # kind codes 0..3
+VASOPRESSORS: tuple[str, ...] = tuple(c.name for c in _D.of_kind("vasopressor"))
+# every concept hourly_sofa reads (the labels stage reads only these from events/)
+SOFA_CONCEPTS: tuple[str, ...] = (
+    "po2",
+    "blood_gas_specimen",
+    "fio2_bloodgas",
+    "fio2",
+    *VENTILATION,
+    "platelets",
+    "bilirubin",
+    "creatinine",
+    "mbp",
+    *GCS,
+    *VASOPRESSORS,
+    "urine_output",
+)
+KNOWN_CONCEPTS = frozenset(_D.concepts)
 
 
 # --------------------------------------------------------------------------------------
@@ -153,7 +189,7 @@ def _bad(
     table: str,
     column: str,
     what: str,
-    params: LabelParams,
+    params: SofaParams,
     counts: dict[str, int],
     key: str,
 ) -> np.ndarray:
@@ -255,41 +291,68 @@ def _window_max(arr: np.ndarray, lookback: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
+def _of(ev: pd.DataFrame, names: str | tuple[str, ...]) -> pd.DataFrame:
+    """The events of one concept or of several (row order kept: dedups keep the last row)."""
+    names = (names,) if isinstance(names, str) else names
+    return ev[ev["concept"].isin(names).to_numpy(bool)]
+
+
+def sofa_rows(events: pd.DataFrame) -> pd.DataFrame:
+    """The events SOFA reads (`SOFA_CONCEPTS`), plus those whose concept is not in the
+    dictionary at all (reported by `_point_events`); row order kept. The concept column
+    becomes categorical (selections by concept are then code comparisons)."""
+    c = events["concept"]
+    if not isinstance(c.dtype, pd.CategoricalDtype):
+        c = c.astype("category")
+    keep = (c.isin(SOFA_CONCEPTS) | ~c.isin(KNOWN_CONCEPTS)).to_numpy(bool)
+    return events[keep].assign(concept=c[keep])
+
+
 def _point_events(
-    df: pd.DataFrame, table: str, grid: _Grid, params: LabelParams, counts: dict[str, int]
+    df: pd.DataFrame, grid: _Grid, params: SofaParams, counts: dict[str, int]
 ) -> pd.DataFrame:
-    """Validate stay_id/time of a point-event table; adds columns idx, t_us."""
+    """Validate stay_id/time/concept of the events; adds columns idx, t_us."""
     keep = _bad(
         df["stay_id"].isna().to_numpy(),
         df,
-        table,
+        TABLE,
         "stay_id",
         "missing stay_id",
         params,
         counts,
-        f"{table}_rows_no_stay",
+        f"{TABLE}_rows_no_stay",
     )
     keep &= _bad(
         df["time"].isna().to_numpy() & keep,
         df,
-        table,
+        TABLE,
         "time",
         "missing time",
         params,
         counts,
-        f"{table}_rows_no_time",
+        f"{TABLE}_rows_no_time",
+    )
+    keep &= _bad(
+        ~df["concept"].isin(KNOWN_CONCEPTS).to_numpy(bool) & keep,
+        df,
+        TABLE,
+        "concept",
+        "not a concept of the dictionary (data_prep/concepts/dictionary.yaml)",
+        params,
+        counts,
+        f"{TABLE}_rows_unknown_concept",
     )
     df = df[keep]
     idx, found = grid.locate(df["stay_id"].to_numpy(np.int64))
     keep = _bad(
         ~found,
         df,
-        table,
+        TABLE,
         "stay_id",
         "stay_id not in stays",
         params,
         counts,
-        f"{table}_rows_unknown_stay",
+        f"{TABLE}_rows_unknown_stay",
     )
     df = df[keep].assign(idx=idx[keep])
     return df.assign(t_us=_us(df["time"]))
@@ -298,7 +361,6 @@ def _point_events(
 def _in_range(
     df: pd.DataFrame,
     name: str,
-    table: str,
     counts: dict[str, int],
     low: float | None = None,
     high: float | None = None,
@@ -306,36 +368,37 @@ def _in_range(
     lo, hi = _RANGE.get(name, (low, high))
     lo = lo if low is None else low
     hi = hi if high is None else high
-    v = df["valuenum"].to_numpy(float)
+    v = df["value"].to_numpy(float)
     ok = np.isfinite(v) & (v >= lo) & (v <= hi)
-    _count(counts, f"{table}_{name}_implausible", (~ok).sum())
+    _count(counts, f"{name}_implausible", (~ok).sum())
     return df[ok]
 
 
-def _respiration_events(
-    chart: pd.DataFrame, lab: pd.DataFrame, params: LabelParams, counts: dict[str, int]
-) -> pd.DataFrame:
-    gas = lab[lab["itemid"] == V.LAB_PO2]
-    gas = _in_range(gas, "po2", "lab", counts, low=1e-9)
-    gas = _arterial_only(gas, lab, counts)
-    fio2 = pd.concat(
-        [
-            lab.loc[lab["itemid"] == V.LAB_FIO2, ["stay_id", "t_us", "valuenum"]],
-            chart.loc[chart["itemid"].isin(V.CHART_FIO2), ["stay_id", "t_us", "valuenum"]],
-        ]
-    )
-    fio2 = fio2.assign(fio2=fio2_fraction(fio2["valuenum"].to_numpy(float)))
-    ok = np.isfinite(fio2["fio2"]) & fio2["fio2"].between(*_RANGE["fio2"])
-    _count(counts, "fio2_implausible", (~ok).sum())
-    # one FiO2 per stay and instant: the highest of simultaneous ones
-    fio2 = (
-        fio2[ok]
+def _fio2(ev: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    """Valid FiO2 fractions (blood-gas and charted), one per stay and instant: the highest."""
+    parts = []
+    for name in ("fio2_bloodgas", "fio2"):
+        f = _of(ev, name)[["stay_id", "t_us", "value"]]
+        f = f.assign(fio2=fio2_fraction(f["value"].to_numpy(float)))
+        ok = np.isfinite(f["fio2"]) & f["fio2"].between(*_RANGE[name])
+        _count(counts, "fio2_implausible", (~ok).sum())
+        parts.append(f[ok])
+    return (
+        pd.concat(parts)
         .sort_values(["stay_id", "t_us", "fio2"])
         .drop_duplicates(["stay_id", "t_us"], keep="last")
         .sort_values("t_us")
     )
-    vent = chart.loc[chart["itemid"].isin(V.VENT_ITEMIDS), ["stay_id", "t_us"]].drop_duplicates()
-    g = gas[["stay_id", "idx", "t_us", "valuenum"]].sort_values("t_us")
+
+
+def _respiration_events(
+    ev: pd.DataFrame, params: SofaParams, counts: dict[str, int]
+) -> pd.DataFrame:
+    gas = _in_range(_of(ev, "po2"), "po2", counts, low=1e-9)
+    gas = _arterial_only(gas, _of(ev, "blood_gas_specimen"), counts)
+    fio2 = _fio2(ev, counts)
+    vent = _of(ev, VENTILATION)[["stay_id", "t_us"]].drop_duplicates()
+    g = gas[["stay_id", "idx", "t_us", "value"]].sort_values("t_us")
     if g.empty:
         return pd.DataFrame({"idx": [], "t_us": [], "score": [], "value": []})
     g = _nearest_fio2(g, fio2[["stay_id", "t_us", "fio2"]], params)
@@ -350,9 +413,9 @@ def _respiration_events(
         by="stay_id",
         direction="backward",
         # [t, t + 8 h): merge_asof's tolerance is inclusive, times are integer us
-        tolerance=int(V.VENT_HOLD_HOURS * US_PER_HOUR) - 1,
+        tolerance=int(VENT_HOLD_HOURS * US_PER_HOUR) - 1,
     )
-    pf = g["valuenum"].to_numpy(float) / g["fio2"].to_numpy(float)
+    pf = g["value"].to_numpy(float) / g["fio2"].to_numpy(float)
     return pd.DataFrame(
         {
             "idx": g["idx"].to_numpy(),
@@ -363,21 +426,22 @@ def _respiration_events(
     )
 
 
-def _arterial_only(gas: pd.DataFrame, lab: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+def _arterial_only(gas: pd.DataFrame, spec: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
     """Drop pO2 values whose draw is typed venous, mixed or central venous (issue 14, defect 4).
 
-    The specimen type (lab 50800) is charted at the same instant as the gas's other values.
-    A pO2 without a specimen row, or with another text, is kept and counted: most gases in
-    ICU records are arterial, and dropping untyped ones would lose them.
+    The specimen type (``blood_gas_specimen``, coded with the dictionary's ``codes``) is
+    charted at the same instant as the gas's other values. A pO2 without a specimen event,
+    or with another text (code 0), is kept and counted: most gases in ICU records are
+    arterial, and dropping untyped ones would lose them.
     """
-    spec = lab.loc[lab["itemid"] == V.LAB_SPECIMEN_TYPE, ["stay_id", "t_us", "valuenum"]]
+    spec = spec[["stay_id", "t_us", "value"]]
     if spec.empty:
         _count(counts, "pao2_specimen_unknown_kept", len(gas))
         return gas
     # several rows at one instant: arterial if any says so (the gas was drawn arterially)
-    spec = spec.assign(art=spec["valuenum"] == V.SPECIMEN_ARTERIAL, typed=spec["valuenum"] > 0)
+    spec = spec.assign(art=spec["value"] == ARTERIAL_CODE, typed=spec["value"] > 0)
     spec = spec.groupby(["stay_id", "t_us"], as_index=False)[["art", "typed"]].max()
-    g = gas.merge(spec, on=["stay_id", "t_us"], how="left")
+    g = gas[["stay_id", "t_us"]].merge(spec, on=["stay_id", "t_us"], how="left")
     art = g["art"].fillna(False).to_numpy(bool)
     typed = g["typed"].fillna(False).to_numpy(bool)
     _count(counts, "pao2_non_arterial_dropped", (typed & ~art).sum())
@@ -385,7 +449,7 @@ def _arterial_only(gas: pd.DataFrame, lab: pd.DataFrame, counts: dict[str, int])
     return gas[art | ~typed]
 
 
-def _nearest_fio2(gas: pd.DataFrame, fio2: pd.DataFrame, params: LabelParams) -> pd.DataFrame:
+def _nearest_fio2(gas: pd.DataFrame, fio2: pd.DataFrame, params: SofaParams) -> pd.DataFrame:
     """Each gas with the FiO2 charted nearest to it in [draw - lookback, draw + lookahead].
 
     FiO2 is often charted a few minutes after the blood is drawn; a gas with only such a
@@ -411,99 +475,87 @@ def _nearest_fio2(gas: pd.DataFrame, fio2: pd.DataFrame, params: LabelParams) ->
     return out
 
 
-def _gcs_events(chart: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+def _gcs_events(ev: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
     # kind codes: 0 total, 1 eye, 2 verbal, 3 motor (numeric lookups, not string maps)
-    item_kind = {V.GCS_TOTAL: 0}
-    item_kind.update({i: 1 for i in V.GCS_EYE})
-    item_kind.update({i: 2 for i in V.GCS_VERBAL})
-    item_kind.update({i: 3 for i in V.GCS_MOTOR})
-    items = np.fromiter(item_kind, np.int64)
-    codes = np.fromiter(item_kind.values(), np.int8)
-    order = np.argsort(items)
-    items, codes = items[order], codes[order]
-    c = chart[chart["itemid"].isin(items)][
-        ["stay_id", "idx", "t_us", "itemid", "valuenum", "value"]
-    ]
-    kind = codes[np.searchsorted(items, c["itemid"].to_numpy(np.int64))]
+    c = _of(ev, GCS)[["stay_id", "idx", "t_us", "concept", "value", "text"]]
+    kind = pd.Categorical(c["concept"].astype(object), categories=list(GCS)).codes.astype(np.int8)
     verbal = kind == 2
     intub = np.zeros(len(c), bool)
     if verbal.any():
-        text = c["value"][verbal].astype("string").str.strip().str.lower()
+        text = c["text"][verbal].astype("string").str.strip().str.lower()
         intub[verbal] = text.isin(INTUBATED_TEXT).fillna(False).to_numpy(bool)
     intub_keys = c.loc[intub, ["stay_id", "idx", "t_us"]].drop_duplicates()
     c, kind = c[~intub], kind[~intub]
-    hi = np.array([15, 4, 5, 6], float)[kind]
-    lo = np.where(kind == 0, 3, 1)
-    v = c["valuenum"].to_numpy(float)
+    hi = np.array([_D[n].high for n in GCS], float)[kind]
+    lo = np.array([_D[n].low for n in GCS], float)[kind]
+    v = c["value"].to_numpy(float)
     ok = np.isfinite(v) & (v >= lo) & (v <= hi)
     _count(counts, "gcs_implausible", (~ok).sum())
     c = c[ok].assign(kind=kind[ok])
-    totals = c.loc[c["kind"] == 0, ["stay_id", "idx", "t_us", "valuenum"]]
+    totals = c.loc[c["kind"] == 0, ["stay_id", "idx", "t_us", "value"]]
     comp = c[c["kind"] != 0].drop_duplicates(["stay_id", "t_us", "kind"], keep="last")
-    wide = comp.pivot(index=["stay_id", "idx", "t_us"], columns="kind", values="valuenum")
+    wide = comp.pivot(index=["stay_id", "idx", "t_us"], columns="kind", values="value")
     wide = wide.reindex(columns=[1, 2, 3])  # eye, verbal, motor
     complete = wide.notna().all(axis=1)
     _count(counts, "gcs_incomplete_component_sets", (~complete).sum())
-    sums = wide[complete].sum(axis=1).rename("valuenum").reset_index()
-    ev = pd.concat([totals, sums], ignore_index=True)
+    sums = wide[complete].sum(axis=1).rename("value").reset_index()
+    gcs = pd.concat([totals, sums], ignore_index=True)
     # an intubated verbal overrides every GCS value charted at the same instant
     key = ["stay_id", "t_us"]
-    ev = ev.merge(intub_keys[key].assign(_i=True), on=key, how="left")
-    ev = ev[ev["_i"].isna()].drop(columns="_i")
-    ev = pd.concat([ev, intub_keys.assign(valuenum=15.0)], ignore_index=True)
+    gcs = gcs.merge(intub_keys[key].assign(_i=True), on=key, how="left")
+    gcs = gcs[gcs["_i"].isna()].drop(columns="_i")
+    gcs = pd.concat([gcs, intub_keys.assign(value=15.0)], ignore_index=True)
     return pd.DataFrame(
         {
-            "idx": ev["idx"].to_numpy(),
-            "t_us": ev["t_us"].to_numpy(),
-            "score": score_cns(ev["valuenum"].to_numpy(float)),
-            "value": ev["valuenum"].to_numpy(float),
+            "idx": gcs["idx"].to_numpy(),
+            "t_us": gcs["t_us"].to_numpy(),
+            "score": score_cns(gcs["value"].to_numpy(float)),
+            "value": gcs["value"].to_numpy(float),
         }
     )
 
 
 def component_events(
-    chart: pd.DataFrame, lab: pd.DataFrame, params: LabelParams, counts: dict[str, int]
+    ev: pd.DataFrame, params: SofaParams, counts: dict[str, int]
 ) -> dict[str, list[tuple[str, pd.DataFrame]]]:
     """Per component, (input name, events with idx, t_us, score, value) of every point input:
     P/F ratio, platelets, bilirubin, creatinine, MAP, GCS (vasopressors and urine are
-    intervals and sums, handled by their own functions)."""
+    intervals and sums, handled by their own functions). ``ev``: validated events
+    (`_point_events`)."""
     events: dict[str, list[tuple[str, pd.DataFrame]]] = {c: [] for c in COMPONENTS}
-    events["resp"].append(("PaO2/FiO2", _respiration_events(chart, lab, params, counts)))
-    for name, item, fn, comp in (
-        ("platelets", V.LAB_PLATELETS, score_coagulation, "coag"),
-        ("bilirubin", V.LAB_BILIRUBIN, score_liver, "liver"),
-        ("creatinine", V.LAB_CREATININE, score_creatinine, "renal"),
+    events["resp"].append(("PaO2/FiO2", _respiration_events(ev, params, counts)))
+    for name, fn, comp in (
+        ("platelets", score_coagulation, "coag"),
+        ("bilirubin", score_liver, "liver"),
+        ("creatinine", score_creatinine, "renal"),
     ):
-        x = _in_range(lab[lab["itemid"] == item], name, "lab", counts)
+        x = _in_range(_of(ev, name), name, counts)
         events[comp].append((name, _scored(x, fn)))
-    mbp = _in_range(chart[chart["itemid"].isin(V.MAP_ITEMIDS)], "mbp", "chart", counts, low=1e-9)
+    mbp = _in_range(_of(ev, "mbp"), "mbp", counts, low=1e-9)
     events["cardio"].append(("MAP", _scored(mbp, score_map)))
-    events["cns"].append(("GCS", _gcs_events(chart, counts)))
+    events["cns"].append(("GCS", _gcs_events(ev, counts)))
     return events
 
 
 def _scored(x: pd.DataFrame, fn) -> pd.DataFrame:
-    v = x["valuenum"].to_numpy(float)
+    v = x["value"].to_numpy(float)
     return pd.DataFrame({"idx": x["idx"], "t_us": x["t_us"], "score": fn(v), "value": v})
 
 
 def hourly_sofa(
     stays: pd.DataFrame,
-    chart: pd.DataFrame,
-    lab: pd.DataFrame,
-    vasopressors: pd.DataFrame,
-    urine: pd.DataFrame,
-    params: LabelParams,
+    events: pd.DataFrame,
+    params: SofaParams,
     pre_hours: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Hourly SOFA and its components for every hour of every stay.
 
     ``stays`` needs stay_id, intime, outtime (stays without both times are left out and
-    counted). The other tables follow CONTRACTS.md (`prepared/extracted/`). With
-    ``pre_hours > 0`` the hours ``-pre_hours .. -1`` before ICU admission are scored too
-    (from whatever data exists then, e.g. pre-ICU labs), which the onset baseline uses.
-    Returns (frame with ``SOFA_COLUMNS`` plus ``observed``, True when some SOFA input lies
-    in the hour's window; hour int32 and scores int8; counts).
+    counted). ``events``: schema ``io.EVENTS`` (CONTRACTS.md, `extracted/events/`); only the
+    `SOFA_CONCEPTS` are read. With ``pre_hours > 0`` the hours ``-pre_hours .. -1`` before
+    ICU admission are scored too (from whatever data exists then, e.g. pre-ICU labs), which
+    the onset baseline uses. Returns (frame with ``SOFA_COLUMNS`` plus ``observed``, True
+    when some SOFA input lies in the hour's window; hour int32 and scores int8; counts).
     """
     counts: dict[str, int] = {}
     lookback = int(params.sofa_lookback_hours)
@@ -511,42 +563,34 @@ def hourly_sofa(
     has_times = st["intime"].notna() & st["outtime"].notna()
     _count(counts, "stays_without_times", (~has_times).sum())
     grid = _Grid(st[has_times], lookback, pre_hours)
+    events = sofa_rows(events)
     if not has_times.all():  # their events are left out with them (and counted), not an error
         timeless = st.loc[~has_times, "stay_id"].to_numpy()
-        for name, frame in (
-            ("chart", chart),
-            ("lab", lab),
-            ("urine", urine),
-            ("vasopressors", vasopressors),
-        ):
-            drop = frame["stay_id"].isin(timeless)
-            _count(counts, f"{name}_rows_of_stays_without_times", drop.sum())
-        chart, lab, urine, vasopressors = (
-            f[~f["stay_id"].isin(timeless)] for f in (chart, lab, urine, vasopressors)
-        )
+        drop = events["stay_id"].isin(timeless).to_numpy(bool)
+        _count(counts, f"{TABLE}_rows_of_stays_without_times", drop.sum())
+        events = events[~drop]
     _count(counts, "stays_without_hours", (grid.n_hours == 0).sum())
 
-    chart = _point_events(chart, "chart", grid, params, counts)
-    lab = _point_events(lab, "lab", grid, params, counts)
-    urine = _point_events(urine, "urine", grid, params, counts)
+    ev = _point_events(events, grid, params, counts)
+    urine = _of(ev, "urine_output")
 
-    events = component_events(chart, lab, params, counts)
+    events_by_comp = component_events(ev, params, counts)
     grids: dict[str, np.ndarray] = {}
     seen = np.zeros(grid.size, np.int8)  # 1 where any SOFA input (any score) was recorded
     for comp in COMPONENTS:
         arr = np.zeros(grid.size, np.int8)
-        for _, ev in events[comp]:
-            if ev.empty:
+        for _, e in events_by_comp[comp]:
+            if e.empty:
                 continue
-            idx = ev["idx"].to_numpy(np.int64)
-            b = np.floor(grid.hours(idx, ev["t_us"].to_numpy(np.int64))).astype(np.int64)
+            idx = e["idx"].to_numpy(np.int64)
+            b = np.floor(grid.hours(idx, e["t_us"].to_numpy(np.int64))).astype(np.int64)
             cells, inside = grid.cells(idx, b)
             _count(counts, f"{comp}_events_outside_grid", (~inside).sum())
-            _put_max(arr, cells[inside], ev["score"].to_numpy(np.int8)[inside])
+            _put_max(arr, cells[inside], e["score"].to_numpy(np.int8)[inside])
             seen[cells[inside]] = 1
         grids[comp] = arr
 
-    _vasopressor_cells(vasopressors, grid, grids["cardio"], params, counts, seen)
+    _vasopressor_cells(ev, grid, grids["cardio"], params, counts, seen)
     if len(urine):
         u_idx = urine["idx"].to_numpy(np.int64)
         u_b = np.floor(grid.hours(u_idx, urine["t_us"].to_numpy(np.int64))).astype(np.int64)
@@ -567,47 +611,38 @@ def hourly_sofa(
 
 
 def vasopressor_rows(
-    vaso: pd.DataFrame, grid: _Grid, params: LabelParams, counts: dict[str, int]
+    ev: pd.DataFrame, grid: _Grid, params: SofaParams, counts: dict[str, int]
 ) -> pd.DataFrame:
-    """Valid infusions with their score and the hour bins b0..b1 their [start, end) touches
-    (clipped to the grid): idx, b0, b1, score, drug, rate."""
+    """Valid infusions (events of kind vasopressor, validated by `_point_events`) with their
+    score and the hour bins b0..b1 their [time, end_time) touches (clipped to the grid):
+    idx, b0, b1, score, drug (the concept), rate (the value)."""
     cols = {"idx": [], "b0": [], "b1": [], "score": [], "drug": [], "rate": []}
-    if vaso.empty:
+    v = _of(ev, VASOPRESSORS)
+    if v.empty:
         return pd.DataFrame(cols)
-    v = vaso.assign(time=vaso["starttime"])
-    v = _point_events(v, "vasopressors", grid, params, counts)
-    drug = v["drug"].astype("string").str.strip().str.lower()
-    keep = _bad(
-        ~drug.isin(list(V.VASOPRESSORS)).fillna(False).to_numpy(),
-        v,
-        "vasopressors",
-        "drug",
-        f"expected one of {sorted(V.VASOPRESSORS)}",
-        params,
-        counts,
-        "vasopressors_rows_unknown_drug",
-    )
+    drug = v["concept"].astype(object).to_numpy(object)
+    keep = np.ones(len(v), bool)
     s_us = v["t_us"].to_numpy()
-    e_us = _us(v["endtime"])
-    no_end = v["endtime"].isna().to_numpy()
+    e_us = _us(v["end_time"])
+    no_end = v["end_time"].isna().to_numpy()
     _count(counts, "vasopressors_rows_no_endtime_as_point", (no_end & keep).sum())
     e_us = np.where(no_end, s_us, e_us)
     keep &= _bad(
         (e_us < s_us) & keep,
         v,
-        "vasopressors",
-        "endtime",
-        "endtime before starttime",
+        TABLE,
+        "end_time",
+        "end_time before time (a vasopressor interval)",
         params,
         counts,
         "vasopressors_rows_end_before_start",
     )
-    rate = v["rate"].to_numpy(float)
+    rate = v["value"].to_numpy(float)
     ok_rate = np.isfinite(rate) & (rate > 0)
     _count(counts, "vasopressors_rows_no_positive_rate", (keep & ~ok_rate).sum())
     keep &= ok_rate
     idx = v["idx"].to_numpy(np.int64)[keep]
-    score = score_vasopressor(drug.to_numpy(object)[keep], rate[keep])
+    score = score_vasopressor(drug[keep], rate[keep])
     hs = grid.hours(idx, s_us[keep])
     he = grid.hours(idx, e_us[keep])
     b0 = np.floor(hs).astype(np.int64)
@@ -622,22 +657,22 @@ def vasopressor_rows(
             "b0": np.maximum(b0, lo)[inside],
             "b1": np.minimum(b1, hi)[inside],
             "score": score[inside],
-            "drug": drug.to_numpy(object)[keep][inside],
+            "drug": drug[keep][inside],
             "rate": rate[keep][inside],
         }
     )
 
 
 def _vasopressor_cells(
-    vaso: pd.DataFrame,
+    ev: pd.DataFrame,
     grid: _Grid,
     cardio: np.ndarray,
-    params: LabelParams,
+    params: SofaParams,
     counts: dict[str, int],
     seen: np.ndarray | None = None,
 ) -> None:
     """Mark the cardiovascular score of every hour an infusion interval touches."""
-    rows = vasopressor_rows(vaso, grid, params, counts)
+    rows = vasopressor_rows(ev, grid, params, counts)
     if rows.empty:
         return
     idx = rows["idx"].to_numpy(np.int64)
@@ -669,8 +704,9 @@ def _urine_scores(
     if urine.empty:
         return res
     val = urine["value"].to_numpy(float)
-    # negative volumes are GU irrigant instilled (the reader negates 227488), subtracted from
-    # the irrigant-and-urine volume out; a window whose net is <= 0 produced no urine
+    # negative volumes are irrigant instilled (the reader negates them: the dictionary's
+    # `negate`), subtracted from the irrigant-and-urine volume out; a window whose net is
+    # <= 0 produced no urine
     ok = np.isfinite(val)
     _count(counts, "urine_rows_implausible", (~ok).sum())
     idx = urine["idx"].to_numpy(np.int64)[ok]

@@ -11,15 +11,10 @@ small whatever the database size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
 from data_prep.concepts import sofa as S
-
-if TYPE_CHECKING:
-    from data_prep.sepsis3 import LabelParams
 
 UNITS = {
     "PaO2/FiO2": "mmHg",
@@ -33,15 +28,14 @@ UNITS = {
 
 def sofa_inputs(
     stays: pd.DataFrame,
-    chart: pd.DataFrame,
-    lab: pd.DataFrame,
-    vasopressors: pd.DataFrame,
-    urine: pd.DataFrame,
-    params: LabelParams,
+    events: pd.DataFrame,
+    params: S.SofaParams,
     cells: pd.DataFrame,
+    pre_hours: int = 0,
 ) -> pd.Series:
     """For each row of `cells` (stay_id, hour, components: comma-separated names), the inputs
-    behind those components' scores at that hour, as one text (index = cells' index)."""
+    behind those components' scores at that hour, as one text (index = cells' index).
+    ``events`` (``io.EVENTS``) and ``pre_hours`` as given to `hourly_sofa`."""
     out = pd.Series("", index=cells.index, dtype="string")
     if cells.empty:
         return out
@@ -49,17 +43,13 @@ def sofa_inputs(
     st = stays.loc[stays["stay_id"].isin(ids), ["stay_id", "intime", "outtime"]]
     st = st[st["intime"].notna() & st["outtime"].notna()]
     lookback = int(params.sofa_lookback_hours)
-    grid = S._Grid(st, lookback, params.pre_hours)
+    grid = S._Grid(st, lookback, pre_hours)
     counts: dict[str, int] = {}  # already reported by hourly_sofa
-
-    def sub(df: pd.DataFrame, table: str) -> pd.DataFrame:
-        return S._point_events(df[df["stay_id"].isin(st["stay_id"])], table, grid, params, counts)
-
-    ch, lb, ur = sub(chart, "chart"), sub(lab, "lab"), sub(urine, "urine")
-    events = S.component_events(ch, lb, params, counts)
-    vaso = S.vasopressor_rows(
-        vasopressors[vasopressors["stay_id"].isin(st["stay_id"])], grid, params, counts
-    )
+    ev = S.sofa_rows(events[events["stay_id"].isin(st["stay_id"]).to_numpy(bool)])
+    ev = S._point_events(ev, grid, params, counts)
+    events_by_comp = S.component_events(ev, params, counts)
+    vaso = S.vasopressor_rows(ev, grid, params, counts)
+    ur = S._of(ev, "urine_output")
     pos, found = grid.locate(cells["stay_id"].to_numpy(np.int64))
     for row, (i, ok) in enumerate(zip(pos, found, strict=True)):
         if not ok:
@@ -71,7 +61,7 @@ def sofa_inputs(
         for comp in str(cells["components"].iloc[row] or "").split(","):
             if comp not in S.COMPONENTS:
                 continue
-            best = _worst_point_input(events[comp], i, lo_us, hi_us)
+            best = _worst_point_input(events_by_comp[comp], i, lo_us, hi_us)
             if comp == "cardio":
                 best = max(best, _worst_infusion(vaso, i, hour, lookback), key=lambda b: b[0])
             if comp == "renal":

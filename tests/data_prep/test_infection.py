@@ -1,7 +1,8 @@
-"""Unit tests of data_prep.concepts.infection: antibiotic filtering (antibiotics.txt matching,
-drug types, routes, excluded names), culture times (charttime vs date-only chartdate), the
-SI pairing windows at and just outside each edge, si_time "earlier" vs "culture", the first
-qualifying pair among several, and the per-stay choice of SI (PIPELINE.md section 1).
+"""Unit tests of data_prep.concepts.infection: the antibiotic conventions a reader applies
+(`antibiotic_filter`: antibiotics.txt matching, routes, excluded names), antibiotic and
+culture events (order date vs administration, charted vs date-only), the SI pairing windows
+at and just outside each edge, si_time "earlier" vs "culture", the first qualifying pair
+among several, and the per-stay choice of SI (PIPELINE.md section 1).
 
 Times are hours after T0 (2100-01-01 00:00). The golden timelines in test_sepsis3.py check
 the same rules end to end at whole-hour/day offsets; these tests call the functions directly
@@ -15,54 +16,80 @@ import pandas as pd
 import pytest
 
 from data_prep.concepts import infection as I
-from data_prep.sepsis3 import LabelParams
+from data_prep.concepts.dictionary import concepts
+from data_prep.concepts.infection import InfectionParams
 
 T0 = pd.Timestamp("2100-01-01")
 MIN = 1 / 60  # one minute, in hours
-CULTURE = LabelParams(si_time="culture")
+CULTURE = InfectionParams(si_time="culture")
+# the MIMIC-III PRESCRIPTIONS conventions of the dictionary (the reader applies them)
+RULES = concepts()["antibiotic"].mappings("mimic3")[0].extra
 
 
 def _t(h):
     return None if h is None else T0 + pd.Timedelta(hours=h)
 
 
-def make_pres(rows) -> pd.DataFrame:
-    """rows: (hours or None, drug[, route][, drug_type][, hadm_id])."""
-    rows = [tuple(r) + (None,) * max(5 - len(r), 0) for r in rows]
+def _admission_events(rows) -> pd.DataFrame:
+    """rows: (time, concept, text, time_source, hadm_id) -> io.ADMISSION_EVENTS frame."""
     return pd.DataFrame(
         {
-            "subject_id": np.ones(len(rows), np.int64),
-            "hadm_id": pd.array([1 if r[4] is None else r[4] for r in rows], dtype="Int64"),
-            "startdate": pd.Series([_t(r[0]) for r in rows], dtype="datetime64[us]"),
-            "enddate": pd.Series([_t(r[0]) for r in rows], dtype="datetime64[us]"),
-            "drug": pd.array([r[1] for r in rows], dtype="string"),
-            "drug_type": pd.array(["MAIN" if r[3] is None else r[3] for r in rows], dtype="string"),
-            "route": pd.array(["IV" if r[2] is None else r[2] for r in rows], dtype="string"),
+            "patient_id": np.ones(len(rows), np.int64),
+            "hadm_id": pd.array([r[4] for r in rows], dtype="Int64"),
+            "time": pd.Series([r[0] for r in rows], dtype="datetime64[us]"),
+            "concept": pd.array([r[1] for r in rows], dtype="string"),
+            "text": pd.array([r[2] for r in rows], dtype="string"),
+            "time_source": pd.array([r[3] for r in rows], dtype="string"),
         }
     )
 
 
-def make_micro(rows) -> pd.DataFrame:
-    """rows: (charttime hours or None, chartdate day offset or None, specimen[, hadm_id]).
-    A timed culture's chartdate is its day (as in MIMIC-III)."""
+def abx_rows(rows) -> list[tuple]:
+    """rows: (hours or None, drug[, time_source][, hadm_id]); default an order date, hadm 1."""
     rows = [tuple(r) + (None,) * max(4 - len(r), 0) for r in rows]
-    chartdate = [
-        (
-            _t(r[0]).normalize()
-            if r[0] is not None
-            else (T0 + pd.Timedelta(days=r[1]) if r[1] is not None else None)
-        )
+    return [
+        (_t(r[0]), "antibiotic", r[1], r[2] or I.ABX_ORDER_DATE, 1 if r[3] is None else r[3])
         for r in rows
     ]
-    return pd.DataFrame(
-        {
-            "subject_id": np.ones(len(rows), np.int64),
-            "hadm_id": pd.array([1 if r[3] is None else r[3] for r in rows], dtype="Int64"),
-            "charttime": pd.Series([_t(r[0]) for r in rows], dtype="datetime64[us]"),
-            "chartdate": pd.Series(chartdate, dtype="datetime64[us]"),
-            "spec_type_desc": pd.array([r[2] for r in rows], dtype="string"),
-        }
+
+
+def culture_rows(rows) -> list[tuple]:
+    """rows: (charttime hours or None, day offset or None, specimen[, hadm_id]): charted when
+    a time is given, else date only (time = 00:00 of the day), else no time."""
+    out = []
+    for r in rows:
+        r = tuple(r) + (None,) * max(4 - len(r), 0)
+        if r[0] is not None:
+            t, src = _t(r[0]), I.CULTURE_CHARTED
+        elif r[1] is not None:
+            t, src = T0 + pd.Timedelta(days=r[1]), I.CULTURE_DATE
+        else:
+            t, src = None, None
+        out.append((t, "culture", r[2], src, 1 if r[3] is None else r[3]))
+    return out
+
+
+def make_events(abx=(), cultures=()) -> pd.DataFrame:
+    return _admission_events(abx_rows(abx) + culture_rows(cultures))
+
+
+def reader_antibiotics(rows) -> list[tuple]:
+    """Prescription rows (hours, drug[, route]) as a MIMIC-III reader keeps them: only the
+    systemic antibiotics (`antibiotic_filter` with the dictionary's rules)."""
+    rows = [tuple(r) + (None,) * max(3 - len(r), 0) for r in rows]
+    keep, _ = I.antibiotic_filter(
+        pd.Series([r[1] for r in rows], dtype="string"),
+        pd.Series(["IV" if r[2] is None else r[2] for r in rows], dtype="string"),
+        RULES,
     )
+    return [r[:2] for r, k in zip(rows, keep, strict=True) if k]
+
+
+def keeps(drug, route="IV") -> tuple[bool, dict]:
+    keep, counts = I.antibiotic_filter(
+        pd.Series([drug], dtype="string"), pd.Series([route], dtype="string"), RULES
+    )
+    return bool(keep[0]), counts
 
 
 def make_stays(rows=((1, 1, -100.0, 400.0),)) -> pd.DataFrame:
@@ -77,19 +104,18 @@ def make_stays(rows=((1, 1, -100.0, 400.0),)) -> pd.DataFrame:
     )
 
 
-def si(pres, micro, params=None, stays=None):
-    """suspected_infection on hand-written rows -> (frame, counts)."""
+def si(abx, micro, params=None, stays=None):
+    """suspected_infection on hand-written antibiotic and culture rows -> (frame, counts)."""
     return I.suspected_infection(
-        make_pres(pres),
-        make_micro(micro),
+        make_events(abx, micro),
         make_stays() if stays is None else make_stays(stays),
-        params or LabelParams(),
+        params or InfectionParams(),
     )
 
 
-def si_hour(pres, micro, params=None):
+def si_hour(abx, micro, params=None):
     """SI time of stay 1 in hours after T0, or None."""
-    out, _ = si(pres, micro, params)
+    out, _ = si(abx, micro, params)
     if out.empty:
         return None
     assert len(out) == 1
@@ -97,7 +123,7 @@ def si_hour(pres, micro, params=None):
 
 
 # ---------------------------------------------------------------------------------------
-# antibiotics: name list, case, drug type, route, excluded names
+# antibiotics: the reader's conventions (antibiotic_filter): name list, case, route, names
 # ---------------------------------------------------------------------------------------
 
 
@@ -124,7 +150,9 @@ def test_antibiotic_names_are_lower_case_without_comments():
     ],
 )
 def test_antibiotic_matching_is_a_case_insensitive_substring(drug):
-    ev, counts = I.antibiotic_events(make_pres([(5.0, drug)]))
+    kept, counts = keeps(drug)
+    assert kept and counts["kept"] == 1
+    ev, counts = I.antibiotic_events(make_events([(5.0, drug)]))
     assert ev["drug"].tolist() == [drug]  # the original name is reported
     assert counts["antibiotic_rows_kept"] == 1
 
@@ -143,19 +171,27 @@ def test_antibiotic_matching_is_a_case_insensitive_substring(drug):
     ],
 )
 def test_non_antibiotic_drugs_are_ignored(drug):
-    ev, counts = I.antibiotic_events(make_pres([(5.0, drug)]))
-    assert ev.empty
-    assert counts["prescriptions_not_antibiotic"] == 1
-
-
+    kept, counts = keeps(drug)
+    assert not kept
+    assert counts["not_antibiotic"] == 1
 @pytest.mark.parametrize(
     "drug_type,kept",
     [("MAIN", True), ("ADDITIVE", True), ("main", True), (" Additive ", True), ("BASE", False)],
 )
-def test_only_main_and_additive_drug_types(drug_type, kept):
-    ev, counts = I.antibiotic_events(make_pres([(5.0, "Cefazolin", "IV", drug_type)]))
-    assert len(ev) == int(kept)
-    assert counts["prescriptions_not_main_or_additive"] == int(not kept)
+def test_only_main_and_additive_drug_types(drug_type, kept, tmp_path):
+    """PRESCRIPTIONS drug types are the MIMIC-III reader's convention (the dictionary's
+    `antibiotic.sources.mimic3[0].drug_types`): only MAIN / ADDITIVE rows are antibiotics."""
+    from test_mimic3 import _copy
+
+    from data_prep.sources.mimic3 import ReaderParams, extract
+
+    raw = _copy(tmp_path)
+    with open(raw / "PRESCRIPTIONS.csv", "a") as fh:
+        fh.write(f"901,1,101,300001,2150-01-02,2150-01-03,{drug_type},Cefazolin,Cefazolin,IV\n")
+    extract(raw, tmp_path / "out", ReaderParams(), progress=False)
+    ae = pd.read_parquet(tmp_path / "out" / "admission_events.parquet")
+    got = ae[(ae["concept"] == "antibiotic") & (ae["text"] == "Cefazolin")]
+    assert len(got) == int(kept)
 
 
 @pytest.mark.parametrize(
@@ -177,15 +213,14 @@ def test_only_main_and_additive_drug_types(drug_type, kept):
     ],
 )
 def test_topical_eye_and_ear_routes_are_dropped(route):
-    ev, counts = I.antibiotic_events(make_pres([(5.0, "Gentamicin", route)]))
-    assert ev.empty
-    assert counts["antibiotic_rows_dropped_route"] == 1
+    kept, counts = keeps("Gentamicin", route)
+    assert not kept
+    assert counts["dropped_route"] == 1
 
 
 @pytest.mark.parametrize("route", ["IV", "PO", "IV DRIP", "NG", "IM", "PO/NG", "IVPB", None])
 def test_systemic_routes_are_kept(route):
-    ev, _ = I.antibiotic_events(make_pres([(5.0, "Gentamicin", route)]))
-    assert len(ev) == 1
+    assert keeps("Gentamicin", route)[0]
 
 
 @pytest.mark.parametrize(
@@ -198,29 +233,66 @@ def test_systemic_routes_are_kept(route):
     ],
 )
 def test_excluded_name_forms_are_dropped(drug):
-    ev, counts = I.antibiotic_events(make_pres([(5.0, drug, "IV")]))
-    assert ev.empty
-    assert counts["antibiotic_rows_dropped_name"] == 1
+    kept, counts = keeps(drug, "IV")
+    assert not kept
+    assert counts["dropped_name"] == 1
 
 
-def test_antibiotic_time_is_startdate_keeping_a_finer_time():
-    ev, _ = I.antibiotic_events(make_pres([(24.0, "Vancomycin"), (30.5, "Cefepime")]))
+def test_antibiotic_filter_rules_are_the_dictionary_s():
+    assert RULES["exclude_routes"] == ["OU", "OS", "OD", "AU", "AS", "AD", "TP"]
+    assert RULES["exclude_route_substrings"] == ["ear", "eye"]
+    assert RULES["exclude_name_substrings"] == ["cream", "desensitization", "ophth oint", "gel"]
+    assert RULES["drug_types"] == ["MAIN", "ADDITIVE"]  # the reader's (not antibiotic_filter's)
+    keep, counts = I.antibiotic_filter(
+        pd.Series(["Vancomycin", "Heparin", "Gentamicin", "Clindamycin Gel"]),
+        pd.Series(["IV", "IV", "OU", "TP"]),
+        {},
+    )
+    assert keep.tolist() == [True, False, True, True]  # no rules: names only
+    assert counts == {
+        "rows": 4,
+        "not_antibiotic": 1,
+        "dropped_route": 0,
+        "dropped_name": 0,
+        "kept": 3,
+    }
+
+
+def test_antibiotic_time_is_the_event_time_keeping_a_finer_time():
+    ev, _ = I.antibiotic_events(make_events([(24.0, "Vancomycin"), (30.5, "Cefepime")]))
     assert ev["time"].tolist() == [T0 + pd.Timedelta(days=1), T0 + pd.Timedelta(hours=30.5)]
     assert ev["hadm_id"].dtype == np.int64
+    assert ev["source"].tolist() == [I.ABX_ORDER_DATE] * 2
 
 
-def test_antibiotic_rows_without_hadm_or_startdate_are_dropped_and_counted():
-    ev, counts = I.antibiotic_events(make_pres([(None, "Vancomycin"), (5.0, "Vancomycin")]))
-    p = make_pres([(5.0, "Vancomycin")])
-    p["hadm_id"] = pd.array([None], dtype="Int64")
-    ev2, counts2 = I.antibiotic_events(p)
-    assert len(ev) == 1 and counts["antibiotic_rows_no_startdate"] == 1
+def test_antibiotic_rows_without_hadm_or_time_are_dropped_and_counted():
+    ev, counts = I.antibiotic_events(make_events([(None, "Vancomycin"), (5.0, "Vancomycin")]))
+    e = make_events([(5.0, "Vancomycin")])
+    e["hadm_id"] = pd.array([None], dtype="Int64")
+    ev2, counts2 = I.antibiotic_events(e)
+    assert len(ev) == 1 and counts["antibiotic_rows_no_time"] == 1
     assert ev2.empty and counts2["antibiotic_rows_no_hadm"] == 1
 
 
-def test_missing_prescription_column_is_named():
-    with pytest.raises(ValueError, match=r"prescriptions: missing column.*'route'"):
-        I.antibiotic_events(make_pres([(5.0, "Vancomycin")]).drop(columns="route"))
+def test_missing_admission_events_column_is_named():
+    with pytest.raises(ValueError, match=r"admission_events: missing column.*'time_source'"):
+        I.antibiotic_events(make_events([(5.0, "Vancomycin")]).drop(columns="time_source"))
+
+
+@pytest.mark.parametrize("concept,source", [("antibiotic", "charted"), ("culture", "order date")])
+def test_unknown_time_source_is_named(concept, source):
+    e = _admission_events([(_t(5.0), concept, "X", source, 1)])
+    with pytest.raises(ValueError, match=rf"admission_events: column 'time_source'.*{source!r}"):
+        I.suspected_infection(e, make_stays(), InfectionParams())
+
+
+def test_other_concepts_are_ignored():
+    e = make_events([(20.0, "Vancomycin")], [(10.0, None, "BLOOD")])
+    dx = _admission_events([(None, "sepsis_diagnosis", "99591", None, 1)])
+    out, _ = I.suspected_infection(
+        pd.concat([dx, e], ignore_index=True), make_stays(), InfectionParams()
+    )
+    assert out["si_time"].tolist() == [_t(10.0)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,9 +300,9 @@ def test_missing_prescription_column_is_named():
 # ---------------------------------------------------------------------------------------
 
 
-def test_culture_time_is_charttime_else_chartdate_at_midnight():
-    m = make_micro([(30.5, None, "BLOOD CULTURE"), (None, 2, "SPUTUM"), (None, None, "URINE")])
-    m.loc[1, "chartdate"] = T0 + pd.Timedelta(days=2, hours=13)  # a stray time is dropped
+def test_culture_time_is_charted_else_the_day_at_midnight():
+    m = make_events([], [(30.5, None, "BLOOD CULTURE"), (None, 2, "SPUTUM"), (None, None, "URINE")])
+    m.loc[1, "time"] = T0 + pd.Timedelta(days=2, hours=13)  # a stray time of a date: dropped
     ev, counts = I.culture_events(m)
     assert ev["time"].tolist() == [_t(30.5), T0 + pd.Timedelta(days=2)]
     assert ev["date_only"].tolist() == [False, True]
@@ -240,12 +312,12 @@ def test_culture_time_is_charttime_else_chartdate_at_midnight():
 
 
 def test_culture_without_hadm_is_dropped_and_missing_column_named():
-    m = make_micro([(30.5, None, "BLOOD CULTURE")])
+    m = make_events([], [(30.5, None, "BLOOD CULTURE")])
     m["hadm_id"] = pd.array([None], dtype="Int64")
     ev, counts = I.culture_events(m)
     assert ev.empty and counts["culture_rows_no_hadm"] == 1
-    with pytest.raises(ValueError, match=r"microbiology: missing column.*'chartdate'"):
-        I.culture_events(m.drop(columns="chartdate"))
+    with pytest.raises(ValueError, match=r"admission_events: missing column.*'text'"):
+        I.culture_events(m.drop(columns="text"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -332,7 +404,7 @@ def test_equal_times_pair_and_report_culture_first():
 
 
 def test_window_lengths_are_parameters():
-    p = LabelParams(culture_then_abx_hours=10.0, abx_then_culture_hours=2.0)
+    p = InfectionParams(culture_then_abx_hours=10.0, abx_then_culture_hours=2.0)
     assert si_hour([(21.0, "Vancomycin")], [(10.0, None, "BLOOD")], p) is None
     assert si_hour([(20.0, "Vancomycin")], [(10.0, None, "BLOOD")], p) == 10.0
     assert si_hour([(10.0, "Vancomycin")], [(12.0 + MIN, None, "BLOOD")], p) is None
@@ -407,19 +479,19 @@ def test_non_antibiotics_and_topical_routes_do_not_form_pairs():
         (14.0, "Erythromycin Ophth Oint", "IV"),
         (60.0, "Vancomycin"),
     ]
-    out, _ = si(pres, [(10.0, None, "BLOOD CULTURE")])
+    out, _ = si(reader_antibiotics(pres), [(10.0, None, "BLOOD CULTURE")])
     r = out.iloc[0]
     assert r["si_time"] == _t(10.0)
     assert (r["antibiotic"], r["antibiotic_time"]) == ("Vancomycin", _t(60.0))
-    assert si_hour(pres[:4], [(10.0, None, "BLOOD CULTURE")]) is None
+    assert si_hour(reader_antibiotics(pres[:4]), [(10.0, None, "BLOOD CULTURE")]) is None
 
 
 def test_duplicate_culture_rows_make_one_event_with_the_first_specimen():
     micro = [(10.0, None, "URINE"), (10.0, None, "BLOOD CULTURE"), (10.0, None, "URINE")]
     cand = I.si_candidates(
-        I.antibiotic_events(make_pres([(20.0, "Vancomycin"), (20.0, "Ampicillin")]))[0],
-        I.culture_events(make_micro(micro))[0],
-        LabelParams(),
+        I.antibiotic_events(make_events([(20.0, "Vancomycin"), (20.0, "Ampicillin")]))[0],
+        I.culture_events(make_events([], micro))[0],
+        InfectionParams(),
     )
     assert len(cand) == 1
     assert cand["culture_specimen"].iloc[0] == "BLOOD CULTURE"
@@ -428,7 +500,7 @@ def test_duplicate_culture_rows_make_one_event_with_the_first_specimen():
 
 def test_pairs_stay_within_one_admission():
     out, counts = si(
-        [(20.0, "Vancomycin", "IV", "MAIN", 2)],
+        [(20.0, "Vancomycin", I.ABX_ORDER_DATE, 2)],
         [(10.0, None, "BLOOD", 1)],
         stays=[(1, 1, 0.0, 100.0), (2, 2, 0.0, 100.0)],
     )

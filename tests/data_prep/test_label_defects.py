@@ -8,29 +8,29 @@ import pytest
 from test_mimic3 import _copy
 from test_sofa import GAS_T, ONE_HOUR, at, run
 
-from data_prep.concepts import variables as V
+from data_prep.concepts.dictionary import concepts
 
-VENT = V.VENT_ITEMIDS[0]
-
+VENT = "ventilation"
+SPECIMEN_CODES = concepts()["blood_gas_specimen"].extra["codes"]
 
 @pytest.mark.parametrize(
     "code,expected",
     [
         (None, 3),  # no specimen row: the gas is kept (most ICU gases are arterial)
-        (V.SPECIMEN_CODES["ART"], 3),
-        (V.SPECIMEN_CODES["VEN"], 0),  # venous pO2 61 is not a PaO2 (stay 292910)
-        (V.SPECIMEN_CODES["MIX"], 0),
-        (V.SPECIMEN_CODES["CENTRAL VENOUS"], 0),
+        (SPECIMEN_CODES["ART"], 3),
+        (SPECIMEN_CODES["VEN"], 0),  # venous pO2 61 is not a PaO2 (stay 292910)
+        (SPECIMEN_CODES["MIX"], 0),
+        (SPECIMEN_CODES["CENTRAL VENOUS"], 0),
         (0, 3),  # an unrecognised specimen text: kept and counted
     ],
 )
 def test_pao2_is_scored_only_from_arterial_or_untyped_draws(code, expected):
     # pO2 61 on FiO2 0.5, ventilated: P/F 122 -> 3
-    lab = [(GAS_T, V.LAB_PO2, 61.0), (GAS_T - 1, V.LAB_FIO2, 50.0)]
+    ev = [(GAS_T, "po2", 61.0), (GAS_T - 1, "fio2_bloodgas", 50.0)]
     if code is not None:
-        lab.append((GAS_T, V.LAB_SPECIMEN_TYPE, float(code)))
-    chart = [(GAS_T - 1, VENT, None, "Servo")]
-    df, counts = run(los=12, chart=chart, lab=lab, params=ONE_HOUR)
+        ev.append((GAS_T, "blood_gas_specimen", float(code)))
+    ev.append((GAS_T - 1, VENT, None, "Servo"))
+    df, counts = run(los=12, ev=ev, params=ONE_HOUR)
     assert at(df, int(GAS_T), "sofa_resp") == expected
     if expected == 0:
         assert counts["pao2_non_arterial_dropped"] == 1
@@ -39,12 +39,13 @@ def test_pao2_is_scored_only_from_arterial_or_untyped_draws(code, expected):
 
 
 def test_specimen_of_another_draw_does_not_type_the_gas():
-    lab = [
-        (GAS_T, V.LAB_PO2, 61.0),
-        (GAS_T - 1, V.LAB_FIO2, 50.0),
-        (GAS_T - 0.5, V.LAB_SPECIMEN_TYPE, float(V.SPECIMEN_CODES["VEN"])),
+    ev = [
+        (GAS_T, "po2", 61.0),
+        (GAS_T - 1, "fio2_bloodgas", 50.0),
+        (GAS_T - 0.5, "blood_gas_specimen", float(SPECIMEN_CODES["VEN"])),
+        (GAS_T - 1, VENT, None, "Servo"),
     ]
-    df, counts = run(los=12, chart=[(GAS_T - 1, VENT, None, "Servo")], lab=lab, params=ONE_HOUR)
+    df, counts = run(los=12, ev=ev, params=ONE_HOUR)
     assert at(df, int(GAS_T), "sofa_resp") == 3
     assert counts["pao2_specimen_unknown_kept"] == 1
 
@@ -70,8 +71,6 @@ def test_reader_codes_specimen_text_into_value(tmp_path):
 
 
 # ---- defect 2: antibiotic administration times beat order dates ------------------------
-
-
 def test_metavision_antibiotic_administrations_are_extracted(tmp_path):
     from data_prep.sources.mimic3 import ReaderParams, extract
 
@@ -103,22 +102,18 @@ def test_administration_time_pairs_where_the_order_date_did_not():
     00:00, 33.6 h before the urine culture. Here: order dated day 0, first administration at
     33 h (MetaVision), culture at 44.6 h: from the order date 44.6 h (no pair), from the
     administration 11.6 h (an antibiotic-first pair, SI at the administration)."""
-    from test_infection import T0, make_micro, make_pres, make_stays
+    from test_infection import T0, make_events, make_stays
 
     from data_prep.concepts import infection as I
 
-    pres = make_pres([(0.0, "Vancomycin")])
-    micro = make_micro([(44.6, None, "URINE")])
+    order = [(0.0, "Vancomycin")]
+    micro = [(44.6, None, "URINE")]
     stays = make_stays([(1, 1, -10.0, 200.0)])
-    from data_prep.sepsis3 import LabelParams
-
-    params = LabelParams()
-    out, _ = I.suspected_infection(pres, micro, stays, params)
+    params = I.InfectionParams()
+    out, _ = I.suspected_infection(make_events(order, micro), stays, params)
     assert out.empty  # order date alone: 44.6 h before the culture, no pair
-    admin = pd.DataFrame(
-        {"hadm_id": [1], "time": [T0 + pd.Timedelta(hours=33.0)], "drug": ["Vancomycin"]}
-    )
-    out, counts = I.suspected_infection(pres, micro, stays, params, administrations=admin)
+    admin = [(33.0, "Vancomycin", I.ABX_ADMINISTRATION)]
+    out, counts = I.suspected_infection(make_events(order + admin, micro), stays, params)
     r = out.iloc[0]
     assert r["si_time"] == T0 + pd.Timedelta(hours=33.0)
     assert r["antibiotic_time_source"] == I.ABX_ADMINISTRATION
@@ -126,21 +121,15 @@ def test_administration_time_pairs_where_the_order_date_did_not():
 
 
 def test_order_on_an_administration_day_is_superseded():
-    from test_infection import T0, make_micro, make_pres, make_stays
+    from test_infection import T0, make_events, make_stays
 
     from data_prep.concepts import infection as I
-    from data_prep.sepsis3 import LabelParams
 
     # order dated day 1 (00:00 = 24 h) and given at 30 h; culture at 47 h: from the order
     # date it would be an abx-first pair at 24 h, from the administration one at 30 h
-    pres = make_pres([(24.0, "Cefepime")])
-    micro = make_micro([(47.0, None, "BLOOD CULTURE")])
-    admin = pd.DataFrame(
-        {"hadm_id": [1], "time": [T0 + pd.Timedelta(hours=30.0)], "drug": ["Cefepime"]}
-    )
-    out, counts = I.suspected_infection(
-        pres, micro, make_stays(), LabelParams(), administrations=admin
-    )
+    abx = [(24.0, "Cefepime"), (30.0, "Cefepime", I.ABX_ADMINISTRATION)]
+    micro = [(47.0, None, "BLOOD CULTURE")]
+    out, counts = I.suspected_infection(make_events(abx, micro), make_stays(), I.InfectionParams())
     assert out["si_time"].iloc[0] == T0 + pd.Timedelta(hours=30.0)
     assert counts["antibiotic_orders_superseded_by_administration"] == 1
 
@@ -179,8 +168,6 @@ def test_urine_is_gu_irrigant_out_minus_in():
     assert at(df, 23, "sofa_renal") == 3
     df, _ = run(los=30, urine=[(5.0, 900.0)])
     assert at(df, 23, "sofa_renal") == 0
-
-
 def test_reader_negates_gu_irrigant_in_and_keeps_irrigant_out(tmp_path):
     from data_prep.sources.mimic3 import ReaderParams, extract
 

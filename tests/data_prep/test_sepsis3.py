@@ -8,106 +8,103 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
-from data_prep.concepts.infection import suspected_infection
+from data_prep import io
+from data_prep.concepts.dictionary import concepts
+from data_prep.concepts.infection import antibiotic_filter, suspected_infection
+from data_prep.concepts.sofa import SOFA_CONCEPTS
 from data_prep.sepsis3 import LABEL_COLUMNS, ONSET_COLUMNS, LabelParams, derive_labels, label_stays
-
-NEEDS_CONSUMERS = pytest.mark.skip(reason="needs the events consumers (wt-concepts)")
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = pd.Timestamp("2100-01-01")
 CASES = yaml.safe_load((GOLDEN / "timelines.yaml").read_text())
+D = concepts()
 
 
-def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict[str, pd.DataFrame]:
-    """MIMIC-format extracted tables (CONTRACTS.md schemas) from a golden case.
+def _item_events(rows, table: str, stay_id: int, ts) -> pd.DataFrame:
+    """MIMIC-III item rows (t, itemid, valuenum[, text]) as events, as the reader writes them:
+    the item's concept, the value in the concept's unit."""
+    items = D.items("mimic3", table)
+    conv = [items[r[1]] for r in rows]
+    return pd.DataFrame(
+        {
+            "stay_id": np.full(len(rows), stay_id, np.int64),
+            "time": ts([r[0] for r in rows]),
+            "concept": pd.array([c[0] for c in conv], dtype="string"),
+            "value": np.array([r[2] * c[1] + c[2] for r, c in zip(rows, conv, strict=True)], float),
+            "end_time": pd.Series([pd.NaT] * len(rows), dtype="datetime64[us]"),
+            "text": pd.array([r[3] if len(r) > 3 else None for r in rows], dtype="string"),
+        }
+    )
+
+
+def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict:
+    """The extracted artefacts (stays, admission_events, events parts) of a golden case,
+    converted from its MIMIC-format rows as the MIMIC-III reader does (item -> concept,
+    PRESCRIPTIONS rows through `antibiotic_filter` with the dictionary's rules).
 
     Event hours `t` are after intime = T0 + `intime_clock` hours (default 0: midnight);
     prescription and culture `day` offsets are calendar days from T0's date."""
     intime = T0 + pd.Timedelta(hours=case.get("intime_clock", 0))
 
     def _ts(h):
-        return intime + pd.to_timedelta(np.asarray(h, float), unit="h")
+        return pd.Series(
+            intime + pd.to_timedelta(np.asarray(h, float), unit="h"), dtype="datetime64[us]"
+        )
 
     stays = pd.DataFrame(
         {
             "stay_id": [stay_id],
             "patient_id": [stay_id],
             "hadm_id": [hadm_id],
-            "intime": [intime],
-            "outtime": [intime + pd.Timedelta(hours=case["los_hours"])],
+            "intime": pd.Series([intime], dtype="datetime64[us]"),
+            "outtime": pd.Series(
+                [intime + pd.Timedelta(hours=case["los_hours"])], dtype="datetime64[us]"
+            ),
         }
     )
     p = case.get("prescriptions", [])
-    pres = pd.DataFrame(
-        {
-            "subject_id": stay_id,
-            "hadm_id": hadm_id,
-            "startdate": [T0 + pd.Timedelta(days=r[0]) for r in p],
-            "enddate": [T0 + pd.Timedelta(days=r[0] + 1) for r in p],
-            "drug": [r[1] for r in p],
-            "drug_type": "MAIN",
-            "route": [r[2] for r in p],
-        }
+    keep, abx_counts = antibiotic_filter(
+        pd.Series([r[1] for r in p], dtype="string"),
+        pd.Series([r[2] for r in p], dtype="string"),
+        D["antibiotic"].mappings("mimic3")[0].extra,
     )
-    c = case.get("cultures", [])
-    micro = pd.DataFrame(
+    adm = [
+        (T0 + pd.Timedelta(days=r[0]), "antibiotic", r[1], "order date")
+        for r, k in zip(p, keep, strict=True)
+        if k
+    ]
+    adm += [
+        (intime + pd.Timedelta(hours=r[0]), "antibiotic", r[1], "administration")
+        for r in case.get("administrations", [])
+    ]
+    for r in case.get("cultures", []):
+        if r[0] is not None:
+            adm.append((intime + pd.Timedelta(hours=r[0]), "culture", r[2], "charted"))
+        else:
+            adm.append((T0 + pd.Timedelta(days=r[1]), "culture", r[2], "date only"))
+    admission_events = pd.DataFrame(
         {
-            "subject_id": stay_id,
-            "hadm_id": hadm_id,
-            "charttime": pd.Series(
-                [intime + pd.Timedelta(hours=r[0]) if r[0] is not None else pd.NaT for r in c],
-                dtype="datetime64[us]",
-            ),
-            "chartdate": pd.Series(
-                [
-                    (intime + pd.Timedelta(hours=r[0])).normalize()
-                    if r[0] is not None
-                    else T0 + pd.Timedelta(days=r[1])
-                    for r in c
-                ],
-                dtype="datetime64[us]",
-            ),
-            "spec_type_desc": [r[2] for r in c],
-        }
-    )
-    ch = case.get("chart", [])
-    chart = pd.DataFrame(
-        {
-            "stay_id": np.full(len(ch), stay_id, np.int64),
-            "time": _ts([r[0] for r in ch]),
-            "itemid": np.array([r[1] for r in ch], np.int32),
-            "valuenum": np.array([r[2] for r in ch], float),
-            "value": pd.array([r[3] if len(r) > 3 else None for r in ch], dtype="string"),
-        }
-    )
-    lb = case.get("lab", [])
-    lab = pd.DataFrame(
-        {
-            "stay_id": np.full(len(lb), stay_id, np.int64),
-            "time": _ts([r[0] for r in lb]),
-            "itemid": np.array([r[1] for r in lb], np.int32),
-            "valuenum": np.array([r[2] for r in lb], float),
+            "patient_id": np.full(len(adm), stay_id, np.int64),
+            "hadm_id": pd.array([hadm_id] * len(adm), dtype="Int64"),
+            "time": pd.Series([a[0] for a in adm], dtype="datetime64[us]"),
+            "concept": pd.array([a[1] for a in adm], dtype="string"),
+            "text": pd.array([a[2] for a in adm], dtype="string"),
+            "time_source": pd.array([a[3] for a in adm], dtype="string"),
         }
     )
     v = case.get("vaso", [])
     vaso = pd.DataFrame(
         {
             "stay_id": np.full(len(v), stay_id, np.int64),
-            "starttime": _ts([r[0] for r in v]),
-            "endtime": _ts([r[1] for r in v]),
-            "drug": [r[2] for r in v],
-            "rate": np.array([r[3] for r in v], float),
-        }
-    )
-    ad = case.get("administrations", [])
-    administrations = pd.DataFrame(
-        {
-            "hadm_id": np.full(len(ad), hadm_id, np.int64),
-            "time": _ts([r[0] for r in ad]),
-            "drug": [r[1] for r in ad],
+            "time": _ts([r[0] for r in v]),
+            "concept": pd.array([r[2] for r in v], dtype="string"),
+            "value": np.array([r[3] for r in v], float),
+            "end_time": _ts([r[1] for r in v]),
+            "text": pd.array([None] * len(v), dtype="string"),
         }
     )
     u = case.get("urine", [])
@@ -115,32 +112,33 @@ def build_tables(case: dict, stay_id: int = 1, hadm_id: int = 1) -> dict[str, pd
         {
             "stay_id": np.full(len(u), stay_id, np.int64),
             "time": _ts([r[0] for r in u]),
+            "concept": pd.array(["urine_output"] * len(u), dtype="string"),
             "value": np.array([r[1] for r in u], float),
+            "end_time": pd.Series([pd.NaT] * len(u), dtype="datetime64[us]"),
+            "text": pd.array([None] * len(u), dtype="string"),
         }
     )
     return {
         "stays": stays,
-        "prescriptions": pres,
-        "microbiology": micro,
-        "chart": chart,
-        "lab": lab,
-        "vasopressors": vaso,
-        "urine": urine,
-        "administrations": administrations,
+        "admission_events": admission_events,
+        "abx_counts": abx_counts,
+        # events/ parts, one per source table (read in name order)
+        "events/chartevents": _item_events(case.get("chart", []), "chartevents", stay_id, _ts),
+        "events/inputevents": vaso,
+        "events/labevents": _item_events(case.get("lab", []), "labevents", stay_id, _ts),
+        "events/outputevents": urine,
     }
+
+
+def events_of(t: dict) -> pd.DataFrame:
+    return pd.concat([t[k] for k in sorted(t) if k.startswith("events/")], ignore_index=True)
 
 
 def run_case(case: dict):
     params = LabelParams(**case.get("params", {}))
     t = build_tables(case)
-    si, _ = suspected_infection(
-        t["prescriptions"],
-        t["microbiology"],
-        t["stays"],
-        params,
-        administrations=t["administrations"],
-    )
-    return label_stays(t["stays"], si, t["chart"], t["lab"], t["vasopressors"], t["urine"], params)
+    si, _ = suspected_infection(t["admission_events"], t["stays"], params.infection)
+    return label_stays(t["stays"], si, events_of(t), params)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -212,14 +210,31 @@ def test_si_window_flags_match_window_edges():
     assert (inside.min(), inside.max()) == (12, 84)
 
 
+def _combined(frames: list[dict]) -> dict:
+    return {
+        k: pd.concat([f[k] for f in frames], ignore_index=True)
+        for k in frames[0]
+        if k != "abx_counts"
+    }
+
+
 def _write_extracted(tmp: Path, tables: dict[str, pd.DataFrame]) -> None:
+    (tmp / "events").mkdir(exist_ok=True)
+    cols = ["stay_id", "patient_id", "hadm_id", "intime", "outtime"]
+    io.write_parquet(
+        tables["stays"], tmp / "stays.parquet", pa.schema([io.STAYS.field(c) for c in cols])
+    )
+    io.write_parquet(
+        tables["admission_events"], tmp / "admission_events.parquet", io.ADMISSION_EVENTS
+    )
     for name, df in tables.items():
-        df.to_parquet(tmp / f"{name}.parquet", index=False)
+        if name.startswith("events/"):
+            io.write_parquet(df, tmp / f"{name}.parquet", io.EVENTS)
 
 
 def test_derive_labels_from_parquet_matches_schema(tmp_path):
     frames = [build_tables(c, stay_id=i + 1, hadm_id=i + 1) for i, c in enumerate(CASES[:6])]
-    tables = {k: pd.concat([f[k] for f in frames], ignore_index=True) for k in frames[0]}
+    tables = _combined(frames)
     _write_extracted(tmp_path, tables)
     labels, onsets, att = derive_labels(tmp_path, LabelParams(), progress=False)
     assert list(labels.columns) == LABEL_COLUMNS
@@ -231,7 +246,12 @@ def test_derive_labels_from_parquet_matches_schema(tmp_path):
     assert got == expected
     assert att["stays_total"] == 6
     assert att["stays_with_onset"] == sum(e is not None for e in expected)
-    assert att["antibiotic_rows_dropped_route"] >= 2
+    # the route exclusions are the reader's (antibiotic_filter), counted in its report
+    assert sum(f["abx_counts"]["dropped_route"] for f in frames) >= 2
+    assert att["antibiotic_rows"] == len(
+        tables["admission_events"].query("concept == 'antibiotic'")
+    )
+    assert att["culture_rows"] == len(tables["admission_events"].query("concept == 'culture'"))
     assert len(labels) == sum(c["los_hours"] for c in CASES[:6])
 
 
@@ -242,13 +262,13 @@ def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
     import data_prep.sepsis3 as S3
 
     frames = [build_tables(c, stay_id=i + 1, hadm_id=i + 1) for i, c in enumerate(CASES)]
-    tables = {k: pd.concat([f[k] for f in frames], ignore_index=True) for k in frames[0]}
+    tables = _combined(frames)
     tables = {k: v.iloc[::-1].reset_index(drop=True) for k, v in tables.items()}
-    chart = tables["chart"]
-    assert chart["itemid"].isin(S3._sofa_chart_items()).sum() >= 3
-    stray = chart[chart["itemid"].isin(S3._sofa_chart_items())].iloc[:3].copy()
+    chart = tables["events/chartevents"]
+    assert chart["concept"].isin(SOFA_CONCEPTS).sum() >= 3
+    stray = chart[chart["concept"].isin(SOFA_CONCEPTS)].iloc[:3].copy()
     stray["stay_id"] = 999  # not an ICU stay of stays.parquet
-    tables["chart"] = pd.concat([tables["chart"], stray], ignore_index=True)
+    tables["events/chartevents"] = pd.concat([chart, stray], ignore_index=True)
     _write_extracted(tmp_path, tables)
     params = LabelParams(on_bad_rows="skip-and-count")
     one = derive_labels(tmp_path, params, progress=False)
@@ -261,7 +281,7 @@ def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
         lambda self, name, *a: spilled.append(name) or real_spill(self, name, *a),
     )
     many = derive_labels(tmp_path, params, progress=False)
-    assert spilled == ["chart", "lab", "vasopressors", "urine"]  # the multi-chunk path ran
+    assert spilled == ["events"]  # the multi-chunk path ran (all parts of events/)
     key = ["stay_id", "hour"]
     pd.testing.assert_frame_equal(
         one[0].sort_values(key).reset_index(drop=True),
@@ -272,12 +292,38 @@ def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
         many[1].sort_values("stay_id").reset_index(drop=True),
     )
     assert one[2] == many[2]
-    assert many[2]["chart_rows_unknown_stay"] == 3
+    assert many[2]["events_rows_unknown_stay"] == 3
     assert many[1]["onset_hour"].notna().sum() > 0
     assert not list(tmp_path.glob(".labels-chunks-*"))
     with pytest.raises(ValueError, match="stay_id not in stays"):
         derive_labels(tmp_path, LabelParams(on_bad_rows="error"), progress=False)
     assert not list(tmp_path.glob(".labels-chunks-*"))
+
+
+@pytest.mark.parametrize("missing", ["stays.parquet", "admission_events.parquet", "events"])
+def test_missing_extracted_artefact_is_named(tmp_path, missing):
+    import shutil
+
+    _write_extracted(tmp_path, _combined([build_tables(CASES[0])]))
+    target = tmp_path / missing
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(FileNotFoundError, match=str(target).replace(".", r"\.")):
+        derive_labels(tmp_path, LabelParams(), progress=False)
+
+
+def test_events_part_with_a_wrong_column_is_named(tmp_path):
+    _write_extracted(tmp_path, _combined([build_tables(CASES[0])]))
+    bad = tmp_path / "events" / "labevents.parquet"
+    pd.read_parquet(bad).astype({"value": "string"}).to_parquet(bad)
+    with pytest.raises(io.SchemaError, match=r"labevents\.parquet: column 'value' has type"):
+        derive_labels(tmp_path, LabelParams(), progress=False)
+
+
+def test_sub_params_are_built_from_the_flat_keys():
+    p = LabelParams(si_time="culture", fio2_lookahead_hours=0.25, on_bad_rows="skip-and-count")
+    assert p.infection.si_time == "culture" and p.infection.si_window_before_hours == 48.0
+    assert (p.sofa.fio2_lookahead_hours, p.sofa.on_bad_rows) == (0.25, "skip-and-count")
+    assert p.sofa.sofa_lookback_hours == p.sofa_lookback_hours
 
 
 @pytest.mark.parametrize(
@@ -316,7 +362,6 @@ def _reader():
     return mimic3
 
 
-@NEEDS_CONSUMERS
 @pytest.mark.realdata
 def test_demo_hourly_sofa_matches_raw_rows(tmp_path):
     if not DEMO.exists():
@@ -358,7 +403,6 @@ def test_demo_hourly_sofa_matches_raw_rows(tmp_path):
     print("demo:", {k: att[k] for k in att if k.startswith(("stays", "onsets"))})
 
 
-@NEEDS_CONSUMERS
 def test_synthetic_onsets_match_design(tmp_path):
     try:
         from data_prep.sources import synthetic
@@ -386,7 +430,7 @@ def test_scored_pre_icu_hours_never_reach_before_the_data(pre, lookback):
     """Issue 14, defect 3: 72 pre-ICU hours were scored while labs were kept for 24 h.
     The reader now keeps exactly what the scored hours' SOFA windows reach."""
     from sepsis.config import load_config
-    from sepsis.pipeline import _reader_params
+    from sepsis.pipeline import _reader_options
 
     params = LabelParams(pre_icu_hours=pre, sofa_lookback_hours=lookback)
     reach = int(np.ceil(params.si_window_before_hours + params.si_window_after_hours))
@@ -395,4 +439,4 @@ def test_scored_pre_icu_hours_never_reach_before_the_data(pre, lookback):
     cfg = load_config(
         None, [f"labels.pre_icu_hours={pre}", f"labels.sofa_lookback_hours={lookback}"]
     )
-    assert _reader_params(cfg).lab_lookback_hours == params.data_lookback_hours
+    assert _reader_options(cfg).lookback_hours == params.data_lookback_hours

@@ -1,8 +1,8 @@
 """Unit tests of data_prep.concepts.sofa: every component's thresholds at and around each
-boundary (pure scoring functions and through `hourly_sofa` from raw ITEMID rows), FiO2 units
-and lookback, ventilation, the intubated-verbal GCS rule, 24-h urine sums, the trailing
-worst-value window, and the "missing component scores 0, others still count" rule (the
-reference code zeroed the whole SOFA instead: PIPELINE.md section 1).
+boundary (pure scoring functions and through `hourly_sofa` from events named by concept),
+FiO2 units and lookback, ventilation, the intubated-verbal GCS rule, 24-h urine sums, the
+trailing worst-value window, and the "missing component scores 0, others still count" rule
+(the reference code zeroed the whole SOFA instead: PIPELINE.md section 1).
 
 Worked expectations are written out by hand; the golden timelines in test_sepsis3.py cover
 the onset logic on top of these components and are not repeated here.
@@ -15,18 +15,16 @@ import pandas as pd
 import pytest
 
 from data_prep.concepts import sofa as S
-from data_prep.concepts import variables as V
-from data_prep.sepsis3 import LabelParams
+from data_prep.concepts.dictionary import concepts
+from data_prep.concepts.sofa import SofaParams
 
 T0 = pd.Timestamp("2100-01-01")
-CARVUE_MAP = 456
-EYE, VERBAL, MOTOR = 220739, 223900, 223901
-CV_EYE, CV_VERBAL, CV_MOTOR = 184, 723, 454
-VENT = 720  # ventilator type (CareVue), one of VENT_ITEMIDS
+VENT = "ventilation"  # a ventilator setting charted (presence only)
+EYE, VERBAL, MOTOR = "gcs_eye", "gcs_verbal", "gcs_motor"
 
 
 # ---------------------------------------------------------------------------------------
-# table builders (CONTRACTS.md `prepared/extracted/` schemas); times are hours after T0
+# events builders (io.EVENTS columns); times are hours after T0
 # ---------------------------------------------------------------------------------------
 
 
@@ -44,72 +42,37 @@ def make_stays(los: float | list[float] = 48.0, ids: list[int] | None = None) ->
     )
 
 
-def make_chart(rows) -> pd.DataFrame:
-    """rows: (t, itemid, valuenum[, value text][, stay_id])."""
-    rows = [tuple(r) + (None,) * max(4 - len(r), 0) for r in rows]
+def make_events(ev=(), vaso=(), urine=()) -> pd.DataFrame:
+    """Events in row order: ev rows (t, concept, value[, text][, stay_id]), then vasopressor
+    rows (start, end or None, concept, rate[, stay_id]), then urine rows (t, mL[, stay_id])."""
+    rows = []
+    for r in ev:
+        r = tuple(r) + (None,) * max(4 - len(r), 0)
+        rows.append((r[4] if len(r) > 4 else 1, r[0], r[1], r[2], None, r[3]))
+    for r in vaso:
+        rows.append((r[4] if len(r) > 4 else 1, r[0], r[2], r[3], r[1], None))
+    for r in urine:
+        rows.append((r[2] if len(r) > 2 else 1, r[0], "urine_output", r[1], None, None))
     return pd.DataFrame(
         {
-            "stay_id": np.array([r[4] if len(r) > 4 else 1 for r in rows], np.int64),
-            "time": _ts([r[0] for r in rows]),
-            "itemid": np.array([r[1] for r in rows], np.int32),
-            "valuenum": np.array([np.nan if r[2] is None else r[2] for r in rows], float),
-            "value": pd.array([r[3] for r in rows], dtype="string"),
-        }
-    )
-
-
-def make_lab(rows) -> pd.DataFrame:
-    """rows: (t, itemid, valuenum[, stay_id])."""
-    return pd.DataFrame(
-        {
-            "stay_id": np.array([r[3] if len(r) > 3 else 1 for r in rows], np.int64),
-            "time": _ts([r[0] for r in rows]),
-            "itemid": np.array([r[1] for r in rows], np.int32),
-            "valuenum": np.array([r[2] for r in rows], float),
-        }
-    )
-
-
-def make_vaso(rows) -> pd.DataFrame:
-    """rows: (start, end or None, drug, rate[, stay_id])."""
-    return pd.DataFrame(
-        {
-            "stay_id": np.array([r[4] if len(r) > 4 else 1 for r in rows], np.int64),
-            "starttime": _ts([r[0] for r in rows]),
-            "endtime": pd.Series(
-                [pd.NaT if r[1] is None else T0 + pd.Timedelta(hours=r[1]) for r in rows],
+            "stay_id": np.array([r[0] for r in rows], np.int64),
+            "time": _ts([r[1] for r in rows]),
+            "concept": pd.array([r[2] for r in rows], dtype="string"),
+            "value": np.array([np.nan if r[3] is None else r[3] for r in rows], float),
+            "end_time": pd.Series(
+                [pd.NaT if r[4] is None else T0 + pd.Timedelta(hours=r[4]) for r in rows],
                 dtype="datetime64[us]",
             ),
-            "drug": pd.array([r[2] for r in rows], dtype="string"),
-            "rate": np.array([r[3] for r in rows], float),
+            "text": pd.array([r[5] for r in rows], dtype="string"),
         }
     )
 
 
-def make_urine(rows) -> pd.DataFrame:
-    """rows: (t, mL[, stay_id])."""
-    return pd.DataFrame(
-        {
-            "stay_id": np.array([r[2] if len(r) > 2 else 1 for r in rows], np.int64),
-            "time": _ts([r[0] for r in rows]),
-            "value": np.array([r[1] for r in rows], float),
-        }
-    )
-
-
-def run(los=48.0, chart=(), lab=(), vaso=(), urine=(), params=None, stays=None, pre_hours=0):
-    """hourly_sofa on hand-written rows; returns (frame, counts)."""
-    params = params or LabelParams()
+def run(los=48.0, ev=(), vaso=(), urine=(), params=None, stays=None, pre_hours=0):
+    """hourly_sofa on hand-written events; returns (frame, counts)."""
+    params = params or SofaParams()
     stays = make_stays(los) if stays is None else stays
-    return S.hourly_sofa(
-        stays,
-        make_chart(chart),
-        make_lab(lab),
-        make_vaso(vaso),
-        make_urine(urine),
-        params,
-        pre_hours=pre_hours,
-    )
+    return S.hourly_sofa(stays, make_events(ev, vaso, urine), params, pre_hours=pre_hours)
 
 
 def series(df: pd.DataFrame, col: str, stay: int = 1) -> list[int]:
@@ -124,7 +87,7 @@ def at(df: pd.DataFrame, hour: int, col: str, stay: int = 1) -> int:
     return int(d[col].iloc[0])
 
 
-ONE_HOUR = LabelParams(sofa_lookback_hours=1)  # window = that hour only: isolates binning
+ONE_HOUR = SofaParams(sofa_lookback_hours=1)  # window = that hour only: isolates binning
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,45 +195,44 @@ def test_golden_threshold_table_agrees_with_scoring_functions():
 
 
 @pytest.mark.parametrize(
-    "itemid,col,value,expected",
+    "concept,col,value,expected",
     [
-        (V.LAB_PLATELETS, "sofa_coag", 150, 0),
-        (V.LAB_PLATELETS, "sofa_coag", 149, 1),
-        (V.LAB_PLATELETS, "sofa_coag", 100, 1),
-        (V.LAB_PLATELETS, "sofa_coag", 99, 2),
-        (V.LAB_PLATELETS, "sofa_coag", 50, 2),
-        (V.LAB_PLATELETS, "sofa_coag", 49, 3),
-        (V.LAB_PLATELETS, "sofa_coag", 20, 3),
-        (V.LAB_PLATELETS, "sofa_coag", 19, 4),
-        (V.LAB_BILIRUBIN, "sofa_liver", 1.1, 0),
-        (V.LAB_BILIRUBIN, "sofa_liver", 1.2, 1),
-        (V.LAB_BILIRUBIN, "sofa_liver", 1.9, 1),
-        (V.LAB_BILIRUBIN, "sofa_liver", 2.0, 2),
-        (V.LAB_BILIRUBIN, "sofa_liver", 5.9, 2),
-        (V.LAB_BILIRUBIN, "sofa_liver", 6.0, 3),
-        (V.LAB_BILIRUBIN, "sofa_liver", 11.9, 3),
-        (V.LAB_BILIRUBIN, "sofa_liver", 12.0, 4),
-        (V.LAB_CREATININE, "sofa_renal", 1.1, 0),
-        (V.LAB_CREATININE, "sofa_renal", 1.2, 1),
-        (V.LAB_CREATININE, "sofa_renal", 1.9, 1),
-        (V.LAB_CREATININE, "sofa_renal", 2.0, 2),
-        (V.LAB_CREATININE, "sofa_renal", 3.4, 2),
-        (V.LAB_CREATININE, "sofa_renal", 3.5, 3),
-        (V.LAB_CREATININE, "sofa_renal", 4.9, 3),
-        (V.LAB_CREATININE, "sofa_renal", 5.0, 4),
+        ("platelets", "sofa_coag", 150, 0),
+        ("platelets", "sofa_coag", 149, 1),
+        ("platelets", "sofa_coag", 100, 1),
+        ("platelets", "sofa_coag", 99, 2),
+        ("platelets", "sofa_coag", 50, 2),
+        ("platelets", "sofa_coag", 49, 3),
+        ("platelets", "sofa_coag", 20, 3),
+        ("platelets", "sofa_coag", 19, 4),
+        ("bilirubin", "sofa_liver", 1.1, 0),
+        ("bilirubin", "sofa_liver", 1.2, 1),
+        ("bilirubin", "sofa_liver", 1.9, 1),
+        ("bilirubin", "sofa_liver", 2.0, 2),
+        ("bilirubin", "sofa_liver", 5.9, 2),
+        ("bilirubin", "sofa_liver", 6.0, 3),
+        ("bilirubin", "sofa_liver", 11.9, 3),
+        ("bilirubin", "sofa_liver", 12.0, 4),
+        ("creatinine", "sofa_renal", 1.1, 0),
+        ("creatinine", "sofa_renal", 1.2, 1),
+        ("creatinine", "sofa_renal", 1.9, 1),
+        ("creatinine", "sofa_renal", 2.0, 2),
+        ("creatinine", "sofa_renal", 3.4, 2),
+        ("creatinine", "sofa_renal", 3.5, 3),
+        ("creatinine", "sofa_renal", 4.9, 3),
+        ("creatinine", "sofa_renal", 5.0, 4),
     ],
 )
-def test_lab_components_from_rows(itemid, col, value, expected):
-    df, _ = run(los=4, lab=[(1.5, itemid, value)])
+def test_lab_components_from_rows(concept, col, value, expected):
+    df, _ = run(los=4, ev=[(1.5, concept, value)])
     assert at(df, 1, col) == expected
     assert at(df, 0, col) == 0  # the lab is not seen before the hour it falls in
     assert at(df, 1, "sofa") == expected  # the only component with data
 
 
-@pytest.mark.parametrize("itemid", V.MAP_ITEMIDS)
 @pytest.mark.parametrize("value,expected", [(70.0, 0), (69.9, 1), (40.0, 1)])
-def test_map_below_70_from_every_map_item(itemid, value, expected):
-    df, _ = run(los=3, chart=[(0.5, itemid, value)])
+def test_map_below_70(value, expected):
+    df, _ = run(los=3, ev=[(0.5, "mbp", value)])
     assert at(df, 0, "sofa_cardio") == expected
 
 
@@ -292,8 +254,8 @@ def _vaso_cardio(drug, rate):
         ("epinephrine", 0.11, 4),
         ("norepinephrine", 0.1, 3),
         ("norepinephrine", 0.11, 4),
-        ("Norepinephrine ", 0.2, 4),
-        ("DOPAMINE", 3.0, 2),  # names are matched case/space-blind
+        ("norepinephrine", 0.2, 4),
+        ("dopamine", 3.0, 2),
         ("norepinephrine", 0.0, 0),  # a zero rate is not an infusion
     ],
 )
@@ -302,13 +264,11 @@ def test_vasopressor_doses_from_rows(drug, rate, expected):
 
 
 def test_cardio_is_the_worst_of_map_and_vasopressors_not_their_sum():
-    df, _ = run(
-        los=3, chart=[(0.5, 220052, 60.0)], vaso=[(0.5, 1.0, "dopamine", 3.0)], params=ONE_HOUR
-    )
+    df, _ = run(los=3, ev=[(0.5, "mbp", 60.0)], vaso=[(0.5, 1.0, "dopamine", 3.0)], params=ONE_HOUR)
     assert at(df, 0, "sofa_cardio") == 2
     df, _ = run(
         los=3,
-        chart=[(0.5, 220052, 60.0)],
+        ev=[(0.5, "mbp", 60.0)],
         vaso=[(0.5, 1.0, "dopamine", 3.0), (0.7, 1.0, "norepinephrine", 0.05)],
         params=ONE_HOUR,
     )
@@ -335,20 +295,28 @@ def test_vasopressor_started_before_icu_counts_from_hour_0():
     assert series(df, "sofa_cardio") == [3, 3, 0, 0]
 
 
-def test_vasopressor_unknown_drug_raises_or_is_skipped_and_counted():
-    with pytest.raises(ValueError, match=r"vasopressors: column 'drug'.*norepinephrine"):
-        run(los=3, vaso=[(0.5, 1.0, "vasopressin", 2.4)])
+@pytest.mark.parametrize("concept", ["vasopressin", "Norepinephrine ", "DOPAMINE"])
+def test_concept_not_in_the_dictionary_raises_or_is_skipped_and_counted(concept):
+    # concept names are the dictionary's, exactly: the reader maps its drug names onto them
+    # (the old vasopressors.parquet `drug` was matched case/space-blind)
+    with pytest.raises(ValueError, match=r"events: column 'concept'.*not a concept of the dict"):
+        run(los=3, vaso=[(0.5, 1.0, concept, 2.4)])
     df, counts = run(
         los=3,
-        vaso=[(0.5, 1.0, "vasopressin", 2.4)],
-        params=LabelParams(on_bad_rows="skip-and-count"),
+        vaso=[(0.5, 1.0, concept, 2.4)],
+        params=SofaParams(on_bad_rows="skip-and-count"),
     )
-    assert counts["vasopressors_rows_unknown_drug"] == 1
+    assert counts["events_rows_unknown_concept"] == 1
     assert series(df, "sofa_cardio") == [0, 0, 0]
 
 
+def test_vasopressor_concepts_are_the_dictionary_vasopressors():
+    assert S.VASOPRESSORS == tuple(c.name for c in concepts().of_kind("vasopressor"))
+    assert set(S.VASOPRESSORS) == {"norepinephrine", "epinephrine", "dopamine", "dobutamine"}
+
+
 def test_vasopressor_end_before_start_raises():
-    with pytest.raises(ValueError, match=r"vasopressors: column 'endtime'.*before starttime"):
+    with pytest.raises(ValueError, match=r"events: column 'end_time'.*end_time before time"):
         run(los=3, vaso=[(1.5, 0.5, "dopamine", 3.0)])
 
 
@@ -361,13 +329,10 @@ GAS_T = 10.0
 
 def _resp(pao2, fio2_rows=(), vent_t=None, params=None, los=12):
     """Respiration score at the hour of a gas drawn at GAS_T (hour 10)."""
-    chart = [(t, item, v) for (t, item, v) in fio2_rows if item != V.LAB_FIO2]
-    lab = [(GAS_T, V.LAB_PO2, pao2)] + [
-        (t, item, v) for (t, item, v) in fio2_rows if item == V.LAB_FIO2
-    ]
+    ev = [(GAS_T, "po2", pao2)] + list(fio2_rows)
     if vent_t is not None:
-        chart.append((vent_t, VENT, None, "Servo"))  # ventilator type: text, no number
-    df, counts = run(los=los, chart=chart, lab=lab, params=params or ONE_HOUR)
+        ev.append((vent_t, VENT, None, "Servo"))  # ventilator type: text, no number
+    df, counts = run(los=los, ev=ev, params=params or ONE_HOUR)
     return at(df, int(GAS_T), "sofa_resp"), counts
 
 
@@ -393,26 +358,17 @@ def _resp(pao2, fio2_rows=(), vent_t=None, params=None, los=12):
     ],
 )
 def test_respiration_pf_thresholds_with_and_without_ventilation(pao2, vent, expected):
-    got, _ = _resp(pao2, [(GAS_T - 1, 223835, 50.0)], vent_t=GAS_T - 1 if vent else None)
+    got, _ = _resp(pao2, [(GAS_T - 1, "fio2", 50.0)], vent_t=GAS_T - 1 if vent else None)
     assert got == expected
 
 
 @pytest.mark.parametrize(
-    "item,value",
-    [
-        (223835, 50.0),
-        (223835, 0.5),
-        (190, 0.5),
-        (190, 50.0),
-        (3420, 50.0),
-        (3422, 0.5),
-        (V.LAB_FIO2, 50.0),
-        (V.LAB_FIO2, 0.5),
-    ],
+    "concept,value",
+    [("fio2", 50.0), ("fio2", 0.5), ("fio2_bloodgas", 50.0), ("fio2_bloodgas", 0.5)],
 )
-def test_fio2_as_percent_or_fraction_gives_the_same_score(item, value):
+def test_fio2_as_percent_or_fraction_gives_the_same_score(concept, value):
     # PaO2 140 / 0.5 = 280 -> 2; the room-air default would give 667 -> 0
-    got, counts = _resp(140.0, [(GAS_T - 0.5, item, value)])
+    got, counts = _resp(140.0, [(GAS_T - 0.5, concept, value)])
     assert got == 2
     assert counts.get("pao2_without_fio2_assumed_room_air", 0) == 0
 
@@ -430,39 +386,39 @@ def test_fio2_as_percent_or_fraction_gives_the_same_score(item, value):
 )
 def test_fio2_window_is_4_hours_before_to_30_minutes_after_the_gas(fio2_t, expected):
     # PaO2 250: FiO2 1.0 -> P/F 250 -> 2; room air 0.21 -> 1190 -> 0
-    got, _ = _resp(250.0, [(fio2_t, 223835, 100.0)])
+    got, _ = _resp(250.0, [(fio2_t, "fio2", 100.0)])
     assert got == expected
 
 
 def test_fio2_lookback_is_a_parameter():
-    rows = [(GAS_T - 2.0, 223835, 100.0)]
+    rows = [(GAS_T - 2.0, "fio2", 100.0)]
     assert _resp(250.0, rows)[0] == 2
     assert (
-        _resp(250.0, rows, params=LabelParams(sofa_lookback_hours=1, fio2_lookback_hours=1.5))[0]
+        _resp(250.0, rows, params=SofaParams(sofa_lookback_hours=1, fio2_lookback_hours=1.5))[0]
         == 0
     )
 
 
 def test_most_recent_fio2_is_used_and_highest_wins_among_simultaneous():
     # most recent 0.5 (not the older 1.0): P/F 360 -> 1 (1.0 would give 180 -> 2)
-    assert _resp(180.0, [(GAS_T - 3, 223835, 100.0), (GAS_T - 1, 190, 0.5)])[0] == 1
+    assert _resp(180.0, [(GAS_T - 3, "fio2", 100.0), (GAS_T - 1, "fio2", 0.5)])[0] == 1
     # simultaneous 0.5 and 1.0: the highest (1.0) -> P/F 250 -> 2 (0.5 would give 500 -> 0)
-    assert _resp(250.0, [(GAS_T - 1, 223835, 50.0), (GAS_T - 1, 190, 1.0)])[0] == 2
+    assert _resp(250.0, [(GAS_T - 1, "fio2", 50.0), (GAS_T - 1, "fio2_bloodgas", 1.0)])[0] == 2
 
 
 def test_nearest_fio2_wins_and_equal_distance_prefers_the_earlier():
     # 0.5 charted 3 h before, 1.0 charted 5 min after: the nearer (after) one is used
     # -> P/F 180 -> 2 (before: 360 -> 1; the old rule took only FiO2 charted before)
-    assert _resp(180.0, [(GAS_T - 3, 223835, 50.0), (GAS_T + 5 / 60, 223835, 100.0)])[0] == 2
+    assert _resp(180.0, [(GAS_T - 3, "fio2", 50.0), (GAS_T + 5 / 60, "fio2", 100.0)])[0] == 2
     # 0.5 at -15 min and 1.0 at +15 min: equal distance, the earlier (0.5) -> 360 -> 1
-    assert _resp(180.0, [(GAS_T - 0.25, 223835, 50.0), (GAS_T + 0.25, 223835, 100.0)])[0] == 1
+    assert _resp(180.0, [(GAS_T - 0.25, "fio2", 50.0), (GAS_T + 0.25, "fio2", 100.0)])[0] == 1
     # a FiO2 charted after the gas is used only within the stay's own rows
-    assert _resp(250.0, [(GAS_T + 0.2, V.LAB_FIO2, 100.0)])[0] == 2
+    assert _resp(250.0, [(GAS_T + 0.2, "fio2_bloodgas", 100.0)])[0] == 2
 
 
 def test_implausible_fio2_is_ignored_and_room_air_assumed():
     # 15 % (< 21 %) is impossible: dropped, so the gas is scored on room air
-    got, counts = _resp(80.0, [(GAS_T - 1, 223835, 15.0)])
+    got, counts = _resp(80.0, [(GAS_T - 1, "fio2", 15.0)])
     assert counts["fio2_implausible"] == 1
     assert got == 1  # 80 / 0.21 = 381 -> 1
 
@@ -485,22 +441,33 @@ def test_gas_without_fio2_is_scored_on_room_air_as_a_lower_bound():
 )
 def test_ventilation_hold_window(vent_t, expected):
     # PaO2 45 / FiO2 1.0 = 45
-    got, _ = _resp(45.0, [(GAS_T - 1, 223835, 100.0)], vent_t=vent_t, los=14)
+    got, _ = _resp(45.0, [(GAS_T - 1, "fio2", 100.0)], vent_t=vent_t, los=14)
     assert got == expected
 
 
 def test_ventilation_hold_is_half_open_at_exactly_8h():
-    got, _ = _resp(45.0, [(GAS_T - 1, 223835, 100.0)], vent_t=GAS_T - 8.0, los=14)
+    got, _ = _resp(45.0, [(GAS_T - 1, "fio2", 100.0)], vent_t=GAS_T - 8.0, los=14)
     assert got == 2  # [t, t + 8 h) excludes t + 8 h: not ventilated -> capped at 2
+
+
+@pytest.mark.parametrize("marker", concepts().marked_by("ventilation"))
+def test_every_concept_marking_ventilation_counts(marker):
+    # the ventilation marker and its `also` concepts (tidal volumes, PEEP, peak pressure)
+    assert marker in S.VENTILATION
+    ev = [(GAS_T, "po2", 45.0), (GAS_T - 1, "fio2", 100.0), (GAS_T - 1, marker, 5.0)]
+    df, _ = run(los=12, ev=ev, params=ONE_HOUR)
+    assert at(df, int(GAS_T), "sofa_resp") == 4  # 45 / 1.0, ventilated
 
 
 def test_fio2_and_ventilation_of_another_stay_are_not_used():
     stays = make_stays([12, 12])
-    chart = [(GAS_T - 1, 223835, 100.0, None, 2), (GAS_T - 1, VENT, 1.0, "Servo", 2)]
-    lab = [(GAS_T, V.LAB_PO2, 45.0, 1), (GAS_T, V.LAB_PO2, 45.0, 2)]
-    df, _ = S.hourly_sofa(
-        stays, make_chart(chart), make_lab(lab), make_vaso([]), make_urine([]), ONE_HOUR
-    )
+    ev = [
+        (GAS_T - 1, "fio2", 100.0, None, 2),
+        (GAS_T - 1, VENT, 1.0, "Servo", 2),
+        (GAS_T, "po2", 45.0, None, 1),
+        (GAS_T, "po2", 45.0, None, 2),
+    ]
+    df, _ = S.hourly_sofa(stays, make_events(ev), ONE_HOUR)
     assert at(df, 10, "sofa_resp", stay=2) == 4  # 45 / 1.0 ventilated
     assert at(df, 10, "sofa_resp", stay=1) == 2  # 45 / 0.21 = 214, not ventilated -> capped
 
@@ -511,7 +478,7 @@ def test_fio2_and_ventilation_of_another_stay_are_not_used():
 
 
 def _cns(rows, hour=1, los=3):
-    df, counts = run(los=los, chart=rows, params=ONE_HOUR)
+    df, counts = run(los=los, ev=rows, params=ONE_HOUR)
     return at(df, hour, "sofa_cns"), counts
 
 
@@ -519,16 +486,28 @@ def _cns(rows, hour=1, los=3):
     "gcs,expected", [(15, 0), (14, 1), (13, 1), (12, 2), (10, 2), (9, 3), (6, 3), (5, 4), (3, 4)]
 )
 def test_gcs_total_thresholds(gcs, expected):
-    assert _cns([(1.5, V.GCS_TOTAL, float(gcs))])[0] == expected
+    assert _cns([(1.5, "gcs_total", float(gcs))])[0] == expected
 
 
-@pytest.mark.parametrize("items", [(EYE, VERBAL, MOTOR), (CV_EYE, CV_VERBAL, CV_MOTOR)])
 @pytest.mark.parametrize(
     "e,v,m,expected", [(4, 5, 6, 0), (4, 4, 6, 1), (3, 4, 5, 2), (2, 2, 5, 3), (1, 1, 3, 4)]
 )
-def test_gcs_components_charted_together_are_summed(items, e, v, m, expected):
-    rows = [(1.5, items[0], float(e)), (1.5, items[1], float(v)), (1.5, items[2], float(m))]
+def test_gcs_components_charted_together_are_summed(e, v, m, expected):
+    rows = [(1.5, EYE, float(e)), (1.5, VERBAL, float(v)), (1.5, MOTOR, float(m))]
     assert _cns(rows)[0] == expected
+
+
+def test_gcs_component_charted_twice_at_one_instant_keeps_the_last_row():
+    # row order is kept through the concept selection: the later eye (1) wins over the
+    # earlier (4), whatever other concepts lie between them
+    rows = [
+        (1.5, EYE, 4.0),
+        (1.5, "heart_rate", 80.0),
+        (1.5, VERBAL, 5.0),
+        (1.5, EYE, 1.0),
+        (1.5, MOTOR, 6.0),
+    ]
+    assert _cns(rows)[0] == 2  # 1 + 5 + 6 = 12 (4 + 5 + 6 = 15 would score 0)
 
 
 def test_gcs_components_at_different_instants_are_not_summed():
@@ -542,7 +521,7 @@ def test_gcs_components_at_different_instants_are_not_summed():
     [
         (VERBAL, "No Response-ETT"),
         (VERBAL, "  no response-ett "),
-        (CV_VERBAL, "1.0 ET/Trach"),
+        (VERBAL, "1.0 ET/Trach"),
     ],
 )
 def test_intubated_verbal_makes_gcs_15(verbal_item, text):
@@ -552,10 +531,10 @@ def test_intubated_verbal_makes_gcs_15(verbal_item, text):
 
 
 def test_intubated_verbal_overrides_a_total_charted_at_the_same_instant_only():
-    same = [(1.5, V.GCS_TOTAL, 3.0), (1.5, CV_VERBAL, 1.0, "1.0 ET/Trach")]
+    same = [(1.5, "gcs_total", 3.0), (1.5, VERBAL, 1.0, "1.0 ET/Trach")]
     assert _cns(same)[0] == 0
     # a low total at another instant of the same hour still counts (worst in the window)
-    other = [(1.2, V.GCS_TOTAL, 5.0), (1.5, CV_VERBAL, 1.0, "1.0 ET/Trach")]
+    other = [(1.2, "gcs_total", 5.0), (1.5, VERBAL, 1.0, "1.0 ET/Trach")]
     assert _cns(other)[0] == 4
 
 
@@ -565,7 +544,7 @@ def test_non_intubated_no_verbal_response_is_scored():
 
 
 def test_implausible_gcs_values_are_dropped_and_counted():
-    got, counts = _cns([(1.5, V.GCS_TOTAL, 2.0), (1.6, V.GCS_TOTAL, 16.0)])
+    got, counts = _cns([(1.5, "gcs_total", 2.0), (1.6, "gcs_total", 16.0)])
     assert got == 0 and counts["gcs_implausible"] == 2
 
 
@@ -600,7 +579,7 @@ def test_stay_shorter_than_24h_never_scores_urine():
 
 
 def test_urine_with_a_shorter_lookback_is_scaled_to_24h():
-    p = LabelParams(sofa_lookback_hours=12)
+    p = SofaParams(sofa_lookback_hours=12)
     # 12-h window: 100 mL -> 200 mL / 24 h -> 3; 99 mL -> 198 -> 4; scored from hour 11
     df, _ = run(los=13, urine=[(1.0, 100.0)], params=p)
     assert at(df, 10, "sofa_renal") == 0 and at(df, 11, "sofa_renal") == 3
@@ -609,7 +588,7 @@ def test_urine_with_a_shorter_lookback_is_scaled_to_24h():
 
 
 def test_renal_is_the_worst_of_creatinine_and_urine():
-    df, _ = run(los=30, lab=[(5.0, V.LAB_CREATININE, 1.5)], urine=[(3.0, 150.0)])
+    df, _ = run(los=30, ev=[(5.0, "creatinine", 1.5)], urine=[(3.0, 150.0)])
     assert at(df, 22, "sofa_renal") == 1  # creatinine only (urine window not full)
     assert at(df, 23, "sofa_renal") == 4  # 150 mL / 24 h beats creatinine 1.5
 
@@ -633,10 +612,10 @@ def test_worst_value_within_the_24h_window():
     # platelets 140 (1) at 2.5 h, 30 (3) at 10.0 h, 120 (1) at 20.0 h; stay of 48 h
     df, _ = run(
         los=48,
-        lab=[
-            (2.5, V.LAB_PLATELETS, 140.0),
-            (10.0, V.LAB_PLATELETS, 30.0),
-            (20.0, V.LAB_PLATELETS, 120.0),
+        ev=[
+            (2.5, "platelets", 140.0),
+            (10.0, "platelets", 30.0),
+            (20.0, "platelets", 120.0),
         ],
     )
     exp = [0] * 2 + [1] * 8 + [3] * 24 + [1] * 10 + [0] * 4
@@ -646,23 +625,21 @@ def test_worst_value_within_the_24h_window():
 
 
 def test_event_on_an_hour_boundary_belongs_to_the_hour_it_starts():
-    df, _ = run(los=40, lab=[(10.0, V.LAB_BILIRUBIN, 6.0)])
+    df, _ = run(los=40, ev=[(10.0, "bilirubin", 6.0)])
     liver = series(df, "sofa_liver")
     assert (liver[9], liver[10], liver[33], liver[34]) == (0, 3, 3, 0)
-    df, _ = run(los=40, lab=[(10.0 - 1 / 3600, V.LAB_BILIRUBIN, 6.0)])  # 09:59:59
+    df, _ = run(los=40, ev=[(10.0 - 1 / 3600, "bilirubin", 6.0)])  # 09:59:59
     liver = series(df, "sofa_liver")
     assert (liver[8], liver[9], liver[32], liver[33]) == (0, 3, 3, 0)
 
 
 def test_lookback_length_is_a_parameter():
-    df, _ = run(
-        los=20, lab=[(10.5, V.LAB_PLATELETS, 40.0)], params=LabelParams(sofa_lookback_hours=6)
-    )
+    df, _ = run(los=20, ev=[(10.5, "platelets", 40.0)], params=SofaParams(sofa_lookback_hours=6))
     assert series(df, "sofa_coag") == [0] * 10 + [3] * 6 + [0] * 4
 
 
 def test_pre_icu_lab_counts_in_early_hours_and_pre_hours_are_scored():
-    df, _ = run(los=30, lab=[(-3.5, V.LAB_PLATELETS, 40.0)], pre_hours=5)
+    df, _ = run(los=30, ev=[(-3.5, "platelets", 40.0)], pre_hours=5)
     assert df["hour"].min() == -5 and len(df) == 35
     coag = df.set_index("hour")["sofa_coag"]
     assert coag[-5] == 0 and coag[-4] == 3 and coag[0] == 3 and coag[19] == 3
@@ -671,8 +648,8 @@ def test_pre_icu_lab_counts_in_early_hours_and_pre_hours_are_scored():
 
 def test_windows_do_not_leak_between_stays():
     stays = make_stays([5, 30], ids=[7, 3])  # unsorted ids
-    lab = make_lab([(4.5, V.LAB_PLATELETS, 10.0, 7)])
-    df, _ = S.hourly_sofa(stays, make_chart([]), lab, make_vaso([]), make_urine([]), LabelParams())
+    ev = make_events([(4.5, "platelets", 10.0, None, 7)])
+    df, _ = S.hourly_sofa(stays, ev, SofaParams())
     assert series(df, "sofa_coag", stay=7) == [0] * 4 + [4]
     assert series(df, "sofa_coag", stay=3) == [0] * 30
     assert list(df.columns) == S.SOFA_COLUMNS + ["observed"]
@@ -687,7 +664,7 @@ def test_windows_do_not_leak_between_stays():
 def test_missing_components_score_zero_and_do_not_zero_the_total():
     # only labs: no vasopressor, no arterial gas, no urine, no vitals in any window.
     # The reference SQL zeroed such hours entirely; here coag + liver are still summed.
-    df, _ = run(los=10, lab=[(2.5, V.LAB_PLATELETS, 40.0), (3.5, V.LAB_BILIRUBIN, 2.5)])
+    df, _ = run(los=10, ev=[(2.5, "platelets", 40.0), (3.5, "bilirubin", 2.5)])
     row = df[df["hour"] == 5].iloc[0]
     assert [int(row[f"sofa_{c}"]) for c in S.COMPONENTS] == [0, 3, 2, 0, 0, 0]
     assert int(row["sofa"]) == 5
@@ -702,18 +679,18 @@ def test_stay_without_any_data_has_all_zero_hours():
 
 def test_total_is_the_sum_of_all_six_components():
     chart = [
-        (5.2, 220052, 65.0),  # cardio 1
-        (5.3, V.GCS_TOTAL, 11.0),  # cns 2
-        (4.9, 223835, 50.0),
+        (5.2, "mbp", 65.0),  # cardio 1
+        (5.3, "gcs_total", 11.0),  # cns 2
+        (4.9, "fio2", 50.0),
         (4.0, VENT, 1.0, "Servo"),
     ]
     lab = [
-        (5.5, V.LAB_PO2, 80.0),  # 80 / 0.5 = 160 ventilated -> resp 3
-        (5.1, V.LAB_PLATELETS, 90.0),  # coag 2
-        (5.1, V.LAB_BILIRUBIN, 1.5),  # liver 1
-        (5.1, V.LAB_CREATININE, 3.6),
+        (5.5, "po2", 80.0),  # 80 / 0.5 = 160 ventilated -> resp 3
+        (5.1, "platelets", 90.0),  # coag 2
+        (5.1, "bilirubin", 1.5),  # liver 1
+        (5.1, "creatinine", 3.6),
     ]  # renal 3
-    df, _ = run(los=8, chart=chart, lab=lab)
+    df, _ = run(los=8, ev=chart + lab)
     row = df[df["hour"] == 5].iloc[0]
     assert [int(row[f"sofa_{c}"]) for c in S.COMPONENTS] == [3, 2, 1, 1, 2, 3]
     assert int(row["sofa"]) == 12
@@ -725,24 +702,30 @@ def test_total_is_the_sum_of_all_six_components():
 # ---------------------------------------------------------------------------------------
 
 
-def test_lab_row_of_unknown_stay_raises_naming_table_and_column():
-    with pytest.raises(ValueError, match=r"lab: column 'stay_id'.*not in stays"):
-        run(los=3, lab=[(1.0, V.LAB_PLATELETS, 40.0, 99)])
+def test_event_of_unknown_stay_raises_naming_table_and_column():
+    with pytest.raises(ValueError, match=r"events: column 'stay_id'.*not in stays"):
+        run(los=3, ev=[(1.0, "platelets", 40.0, None, 99)])
     df, counts = run(
         los=3,
-        lab=[(1.0, V.LAB_PLATELETS, 40.0, 99)],
-        params=LabelParams(on_bad_rows="skip-and-count"),
+        ev=[(1.0, "platelets", 40.0, None, 99)],
+        params=SofaParams(on_bad_rows="skip-and-count"),
     )
-    assert counts["lab_rows_unknown_stay"] == 1 and series(df, "sofa") == [0, 0, 0]
+    assert counts["events_rows_unknown_stay"] == 1 and series(df, "sofa") == [0, 0, 0]
+
+
+def test_concepts_sofa_does_not_read_are_ignored():
+    # learner variables and weight: other consumers' events, not SOFA inputs (not checked)
+    ev = [(1.0, "heart_rate", 80.0, None, 99), (1.0, "weight", 70.0), (1.0, "platelets", 40.0)]
+    df, counts = run(los=3, ev=ev)
+    assert series(df, "sofa_coag") == [0, 3, 3]
+    assert not any(k.startswith("events_rows") for k in counts)
 
 
 def test_stay_without_outtime_is_left_out_not_an_error():
     stays = make_stays([10, 10])
     stays.loc[1, "outtime"] = pd.NaT
-    lab = make_lab([(1.0, V.LAB_PLATELETS, 40.0, 1), (1.0, V.LAB_PLATELETS, 40.0, 2)])
-    df, counts = S.hourly_sofa(
-        stays, make_chart([]), lab, make_vaso([]), make_urine([]), LabelParams()
-    )
+    ev = make_events([(1.0, "platelets", 40.0, None, 1), (1.0, "platelets", 40.0, None, 2)])
+    df, counts = S.hourly_sofa(stays, ev, SofaParams())
     assert counts["stays_without_times"] == 1
     assert set(df["stay_id"]) == {1}
     assert at(df, 1, "sofa_coag") == 3
@@ -751,13 +734,13 @@ def test_stay_without_outtime_is_left_out_not_an_error():
 def test_implausible_lab_values_are_dropped_and_counted():
     df, counts = run(
         los=3,
-        lab=[
-            (1.0, V.LAB_PLATELETS, np.nan),
-            (1.0, V.LAB_PLATELETS, -5.0),
-            (1.0, V.LAB_PLATELETS, 5000.0),
+        ev=[
+            (1.0, "platelets", np.nan),
+            (1.0, "platelets", -5.0),
+            (1.0, "platelets", 5000.0),
         ],
     )
-    assert counts["lab_platelets_implausible"] == 3
+    assert counts["platelets_implausible"] == 3
     assert series(df, "sofa_coag") == [0, 0, 0]
 
 

@@ -17,7 +17,6 @@ from data_prep.sepsis3 import LabelParams, derive_labels
 from data_prep.sources import mimic3, synthetic
 from data_prep.sources.synthetic import COLUMNS, KINDS, SyntheticParams, generate
 
-NEEDS_CONSUMERS = pytest.mark.skip(reason="needs the events consumers (wt-concepts)")
 SHARED = Path(
     os.environ.get(
         "SEPSIS_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -139,7 +138,6 @@ def test_extraction_keeps_every_event_row(extracted):
     assert stays["weight_kg"].notna().all()
 
 
-@NEEDS_CONSUMERS
 def test_physiology_inside_plausible_ranges(db, extracted):
     stays = pd.read_parquet(extracted / "stays.parquet")
     assert stays["age"].between(18, 91.4).all() and stays["weight_kg"].notna().all()
@@ -183,7 +181,6 @@ def test_physiology_inside_plausible_ranges(db, extracted):
     assert len(gas_stays & vent) > 0.6 * len(gas_stays)
 
 
-@NEEDS_CONSUMERS
 def test_designed_onsets_are_derived(db, extracted):
     _, onsets, _ = derive_labels(extracted, LabelParams(), progress=False)
     gt = pd.read_parquet(db / "ground_truth.parquet")
@@ -317,7 +314,6 @@ def test_interrupted_generation_leaves_nothing_that_looks_whole(tmp_path, monkey
     assert not (tmp_path / "fresh").exists()
 
 
-@NEEDS_CONSUMERS
 def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch, tmp_path):
     """The per-chunk spill path (several chunks) reproduces the one-chunk labels exactly."""
     import data_prep.sepsis3 as S3

@@ -6,12 +6,7 @@ from pathlib import Path
 
 import pytest
 
-NEEDS_CONSUMERS = pytest.mark.skip(reason="needs the events consumers (wt-concepts)")
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@NEEDS_CONSUMERS
 @pytest.mark.slow
 def test_killed_runs_rerun_to_the_same_data(tmp_path):
     out = tmp_path / "fault_injection.md"

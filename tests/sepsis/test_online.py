@@ -16,8 +16,6 @@ from sepsis.evaluation.online_metrics import choose_threshold, online_metrics
 from sepsis.evaluation.utility import best_predictions, challenge_labels, utility_score
 from sepsis.online import OnlineParams, _evaluate
 
-NEEDS_CONSUMERS = pytest.mark.skip(reason="needs the events consumers (wt-concepts)")
-
 VARS = ("heart_rate", "resp_rate", "temperature")
 
 
@@ -237,9 +235,6 @@ def small_run(tmp_path_factory):
     pipeline.train(cfg, progress=False)
     assert main(["report", "--online", "--no-progress", "--config", str(path)]) == 0
     return tmp, path, cfg
-
-
-@NEEDS_CONSUMERS
 def test_every_hour_of_every_eligible_stay_is_scored(small_run):
     _, _, cfg = small_run
     ev = cfg.output_dir / "evaluation-online"
@@ -268,9 +263,6 @@ def test_every_hour_of_every_eligible_stay_is_scored(small_run):
     report = (cfg.output_dir / "reports" / "report.md").read_text()
     assert "Online evaluation" in report and "PhysioNet 2019 utility score" in report
     assert "outside the matched cohort" in report and "No h0 model" not in report
-
-
-@NEEDS_CONSUMERS
 def test_export_round_trips_and_matches_the_in_process_utility(small_run):
     from sepsis.cli import main
 

@@ -22,8 +22,6 @@ from sepsis.config import load_config
 from sepsis.manifest import Stage, UnsafeOverwriteError, hash_file
 from sepsis.runlock import RunLockedError, output_lock, run_lock
 
-NEEDS_CONSUMERS = pytest.mark.skip(reason="needs the events consumers (wt-concepts)")
-
 SMALL = {
     "synthetic": {"n_patients": 150, "seed": 5, "signal_strength": 2.5},
     "cohort": {
@@ -135,9 +133,6 @@ def test_legacy_manifest_without_file_record_is_not_trusted(tmp_path):
     del man["files"]
     m.write_text(json.dumps(man))
     assert not stage.is_current()
-
-
-@NEEDS_CONSUMERS
 def test_deleted_observations_reprepare(small_run):
     tmp, cfg = small_run
     prepared = cfg.output_dir / "prepared"
@@ -150,9 +145,6 @@ def test_deleted_observations_reprepare(small_run):
         assert pd.read_parquet(obs).equals(pd.read_parquet(io.BytesIO(saved)))
     finally:
         pipeline.train(cfg, progress=False)  # the re-prepared cohort retrains the units
-
-
-@NEEDS_CONSUMERS
 def test_evaluate_refuses_incomplete_training_unless_partial(small_run, tmp_path):
     tmp, cfg = small_run
     unit = pipeline.Unit("logreg", "per_horizon", 0, 0).folder(cfg.output_dir / "models")
@@ -172,9 +164,6 @@ def test_evaluate_refuses_incomplete_training_unless_partial(small_run, tmp_path
     ev = pipeline.evaluate(cfg, progress=False)
     assert pd.read_csv(ev / "missing_units.csv").empty
     assert "INCOMPLETE" not in (pipeline.report(cfg) / "report.md").read_text()
-
-
-@NEEDS_CONSUMERS
 def test_evaluate_refuses_units_trained_with_another_config(small_run):
     tmp, cfg = small_run
     cfg2 = load_config(_config(tmp), ["logreg.C=0.25"])  # logreg not retrained for C=0.25
@@ -194,9 +183,6 @@ _HOLD = textwrap.dedent(
         time.sleep(60)
     """
 )
-
-
-@NEEDS_CONSUMERS
 def test_second_process_on_the_same_run_folder_is_refused(small_run):
     tmp, cfg = small_run
     holder = subprocess.Popen(
@@ -215,9 +201,6 @@ def test_second_process_on_the_same_run_folder_is_refused(small_run):
         holder.wait()
     # the kernel released the killed holder's lock: the next run proceeds
     pipeline.prepare(cfg, progress=False)
-
-
-@NEEDS_CONSUMERS
 def test_two_concurrent_cli_prepares_one_wins_cleanly(tmp_path):
     path = _config(tmp_path, synthetic={"n_patients": 60, "seed": 2})
     cmd = [sys.executable, "-m", "sepsis.cli", "prepare", "--config", str(path), "--no-progress"]
@@ -242,9 +225,6 @@ def test_lock_is_reentrant_in_one_process(tmp_path):
             pass
         with run_lock(lock, "x"):
             pass
-
-
-@NEEDS_CONSUMERS
 def test_stale_temporary_folders_are_removed(small_run):
     tmp, cfg = small_run
     stale = cfg.output_dir / ".tmp-prepared-deadbeef"
@@ -258,9 +238,6 @@ def test_stale_temporary_folders_are_removed(small_run):
 
 
 # ---- 9. input fingerprints --------------------------------------------------------------
-
-
-@NEEDS_CONSUMERS
 def test_unrelated_files_in_the_data_folder_do_not_trigger_reextraction(small_run):
     tmp, cfg = small_run
     extracted = cfg.output_dir / "extracted" / "manifest.json"
