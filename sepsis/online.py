@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data_prep import sources
 from sepsis.evaluation.utility import UtilityParams
 
 log = logging.getLogger(__name__)
@@ -108,17 +109,19 @@ def online_hours(
     cohort_params,
     min_hour: int,
     dt_late: float = UtilityParams.dt_late,
+    source_columns: tuple[str, ...] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """(hours, exclusion counts): one row per scored hour (stay_id, patient_id, hour, label,
-    onset), stays and hours as in the module docstring."""
-    from data_prep.cohort import PHYSIONET_SOURCE
+    onset), stays and hours as in the module docstring. `source_columns`: the stay columns
+    the source declares (the dbsource filter applies only when it declares dbsource, as in
+    the cohort; None: it applies)."""
 
     s = stays.set_index("stay_id")
     counts: dict[str, int] = {"stays": int(len(s))}
     keep = s["age"] >= cohort_params.min_age
     counts["age"] = int((~keep).sum())
-    if cohort_params.dbsource != "all":
-        other = (s["source"] != PHYSIONET_SOURCE) & (s["dbsource"] != cohort_params.dbsource)
+    if cohort_params.dbsource != "all" and (source_columns is None or "dbsource" in source_columns):
+        other = s["dbsource"] != cohort_params.dbsource
         counts["dbsource"] = int((keep & other).sum())
         keep &= ~other
     no_obs = ~s.index.isin(obs_stays)
@@ -319,6 +322,7 @@ def _run(cfg, op, seeds, units, baselines, progress, counts) -> dict[str, pd.Dat
         cfg.cohort,
         op.min_hour,
         dt_late=np.inf if op.score_after_onset else UtilityParams.dt_late,
+        source_columns=sources.get(cfg.source).attributes,
     )
     counts["exclusions"] = excl
     sp = online_splits(hours, ds.cohort, ds.splits, cfg.cohort.split_fractions)
