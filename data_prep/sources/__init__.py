@@ -69,6 +69,7 @@ _BUILTIN = {
     "synthetic": "data_prep.sources.synthetic_source:SOURCE",
     "mimic3": "data_prep.sources.mimic3_source:SOURCE",
     "physionet2019": "data_prep.sources.physionet2019:SOURCE",
+    "meds": "data_prep.sources.meds:SOURCE",
 }
 _REGISTERED: dict[str, Source] = {}
 
