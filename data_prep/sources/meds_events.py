@@ -426,7 +426,7 @@ class Pass2:
         )
 
     def _inf_end(self, b: pa.RecordBatch, cls: np.ndarray) -> None:
-        ok = b.column("time").is_valid().to_numpy(zero_copy_only=False)
+        ok = self._null_time(b, cls, "infusions")
         self.buf_end.append(
             pd.DataFrame(
                 {

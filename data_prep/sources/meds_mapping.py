@@ -136,7 +136,7 @@ class Mapping:
     events: tuple[EventRule, ...]
     infusions: Infusions | None
     admission_rules: tuple[AdmissionRule, ...]
-    _cache: dict[str, Classified | None] = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def column(self, role: str) -> str | None:
         return self.columns.get(role)
@@ -145,9 +145,10 @@ class Mapping:
         """The role of `code` (None: not mapped). A code matched by two rules is an error."""
         if code in self._cache:
             return self._cache[code]
-        found: list[Classified] = []
-        for c in self._candidates(code):
-            found.append(c)
+        if not self._prefilter()(code):  # most codes of a dataset feed no rule
+            self._cache[code] = None
+            return None
+        found = list(self._candidates(code))
         if len(found) > 1:
             raise MappingError(
                 f"{self.path}: code {code!r} matches both {found[0].key} and {found[1].key}; "
@@ -156,6 +157,42 @@ class Mapping:
         out = found[0] if found else None
         self._cache[code] = out
         return out
+
+    def _matchers(self):
+        yield self.stays["admission"]
+        yield self.stays["discharge"]
+        yield from (self.patients.get(k) for k in ("birth", "death"))
+        yield (self.patients.get("gender") or (None,))[0]
+        yield from self.admissions.values()
+        yield from (r.match for r in self.events)
+        if self.infusions is not None:
+            yield from (m for d in self.infusions.drugs for m in (d.start, d.end))
+            yield self.infusions.weight
+        yield from (r.match for r in self.admission_rules)
+
+    def _prefilter(self):
+        """A quick test that is False for codes no rule can match: the exact codes, the
+        prefixes and one regex of every rule's regex (named groups dropped)."""
+        if "__prefilter__" in self._cache:
+            return self._cache["__prefilter__"]
+        ms = [m for m in self._matchers() if m is not None]
+        codes = frozenset().union(*(m.codes for m in ms))
+        prefixes = tuple(p for m in ms for p in m.prefixes)
+        regexes = [re.sub(r"\(\?P<\w+>", "(?:", m.regex.pattern) for m in ms if m.regex is not None]
+        try:
+            combined = re.compile("|".join(f"(?:{r})" for r in regexes)) if regexes else None
+        except re.error:  # e.g. a named backreference: no prefilter on regexes
+            combined = re.compile("")
+
+        def test(code: str) -> bool:
+            return (
+                code in codes
+                or (bool(prefixes) and code.startswith(prefixes))
+                or (combined is not None and combined.search(code) is not None)
+            )
+
+        self._cache["__prefilter__"] = test
+        return test
 
     def _candidates(self, code: str):
         for role, key, m in (
@@ -239,7 +276,7 @@ def _name_drop(r: AdmissionRule, text: str | None) -> str | None:
 def load(path: str | Path) -> Mapping:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise MappingError(f"{path}: not valid YAML ({err})") from None
     except OSError as err:
@@ -258,12 +295,13 @@ def shipped() -> tuple[Path, ...]:
 
 def for_dataset(dataset_name: str | None, where: str) -> Mapping:
     """The shipped mapping whose `dataset_names` holds `dataset_name` (MappingError if none)."""
-    found = [p for p in shipped() if dataset_name in load(p).dataset_names]
+    loaded = [load(p) for p in shipped()]
+    found = [m for m in loaded if dataset_name in m.dataset_names]
     if not found:
-        known = {p.name: load(p).dataset_names for p in shipped()}
+        known = {m.path.name: list(m.dataset_names) for m in loaded}
         raise MappingError(
             f"{where}: no MEDS mapping for dataset_name {dataset_name!r} (shipped mappings: "
             f"{known}); write one (docs/MEDS_MAPPING.md) and put it in the MEDS folder as "
             "meds_mapping.yaml"
         )
-    return load(found[0])
+    return found[0]
