@@ -586,3 +586,11 @@ def test_demo_official_has_no_cultures(tmp_path):
     assert any("no culture events" in w for w in report["warnings"])
     ad = dio.read_parquet(out / "admission_events.parquet", dio.ADMISSION_EVENTS)
     assert (ad.concept == "culture").sum() == 0 and (ad.concept == "antibiotic").sum() > 0
+
+
+def test_documented_skeleton_is_a_valid_mapping(tmp_path):
+    """The eICU-style skeleton of docs/MEDS_MAPPING.md passes the validator."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "MEDS_MAPPING.md").read_text()
+    block = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)[-1]
+    m = mm.load(_mapping(tmp_path, block))
+    assert m.name == "eicu_meds" and m.classify("VITALS//heartrate").concept == "heart_rate"
