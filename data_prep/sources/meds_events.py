@@ -95,7 +95,11 @@ class Pass2:
         self.counts: dict[str, int] = defaultdict(int)  # concept -> rows written
         self.dropped: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.pairing: dict[str, dict[str, int]] = defaultdict(dict)  # re-timed rows (pair_with)
-        self.adm_parts: list[pd.DataFrame] = []
+        from data_prep.sources.meds_resolve import admission_counts
+
+        self.adm_parts: list[pd.DataFrame] = []  # one shard's admission events
+        self.adm_sink = ParquetSink(self.out / "admission_events.parquet", dio.ADMISSION_EVENTS)
+        self.adm_counts = admission_counts()
         self.shard_subjects: dict[str, np.ndarray] = {}
         self.rows_read = 0
         self._ncls = -1
@@ -157,6 +161,9 @@ class Pass2:
         )
         self._resolve_pairs()
         self._resolve_infusions()
+        from data_prep.sources.meds_resolve import flush_admission_events
+
+        flush_admission_events(self)
 
     def _mark_chart(self, stay: pa.Array, cls: np.ndarray) -> None:
         role = self.role_of[cls]
@@ -477,13 +484,11 @@ class Pass2:
 
     # ----------------------------------------------------------------- the end
     def finish(self) -> dict:
-        from data_prep.sources.meds_resolve import write_admission_events
-
         outputs = {}
         for part, sink in self.sinks.items():
             outputs[f"events/{part}.parquet"] = sink.close()
-        outputs["admission_events.parquet"], adm_counts = write_admission_events(self)
-        return {"outputs": outputs, "admission": adm_counts}
+        outputs["admission_events.parquet"] = self.adm_sink.close()
+        return {"outputs": outputs, "admission": self.adm_counts}
 
     def subjects_in_several_shards(self) -> int:
         if len(self.shard_subjects) < 2:

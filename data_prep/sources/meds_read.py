@@ -173,8 +173,11 @@ def open_shard(data_dir: Path, path: Path, wanted: dict[str, str]) -> Shard:
     types = {n: schema.field(n).type for n in schema.names}
     for col, kind in (("subject_id", "int"), ("time", "time"), ("code", "string")):
         if col not in types:
+            hint = ""
+            if col == "subject_id" and "patient_id" in types:
+                hint = " (patient_id is MEDS < 0.3: rename it subject_id, MEDS 0.3 / 0.4 are read)"
             raise SchemaError(
-                f"{path}: missing column '{col}' ({MEDS_SCHEMA_TEXT}); file has {schema.names}"
+                f"{path}: missing column '{col}'{hint} ({MEDS_SCHEMA_TEXT}); file has {schema.names}"
             )
         if not _kind_ok(kind, types[col]):
             raise SchemaError(

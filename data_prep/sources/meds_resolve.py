@@ -198,45 +198,54 @@ def _fill_hadm(df: pd.DataFrame, adm: pd.DataFrame) -> int:
     return int(ok.sum())
 
 
-def write_admission_events(p) -> tuple[int, dict]:
-    cols = ["patient_id", "hadm_id", "t", "concept", "text", "time_source"]
-    df = (
-        pd.concat(p.adm_parts, ignore_index=True)
-        if p.adm_parts
-        else pd.DataFrame(
+def flush_admission_events(p) -> None:
+    """Write the admission events buffered for one shard (hadm_id filled) to their sink."""
+    if not p.adm_parts:
+        return
+    df = pd.concat(p.adm_parts, ignore_index=True)
+    p.adm_parts.clear()
+    c = p.adm_counts
+    c["hadm_id_filled_from_admission_time"] += _fill_hadm(df, p.admissions)
+    concept = df["concept"].to_numpy(object)
+    t = df["t"].to_numpy(np.int64).copy()
+    t[concept == "sepsis_diagnosis"] = np.iinfo(
+        np.int64
+    ).min  # the contract: diagnoses carry no time
+    hadm = df["hadm_id"].to_numpy(np.int64)
+    src = df["time_source"].to_numpy(object)
+    p.adm_sink.write(
+        pa.table(
             {
-                c: pd.Series(dtype=np.int64 if c in ("patient_id", "hadm_id", "t") else object)
-                for c in cols
-            }
+                "patient_id": pa.array(df["patient_id"].to_numpy(np.int64)),
+                "hadm_id": pa.array(hadm, pa.int64(), mask=hadm == NULL_ID),
+                "time": pa.array(t.astype("datetime64[us]"), TS),
+                "concept": pa.array(concept, pa.string(), from_pandas=True),
+                "text": pa.array(df["text"].to_numpy(object), pa.string(), from_pandas=True),
+                "time_source": pa.array(src, pa.string(), from_pandas=True),
+            },
+            schema=dio.ADMISSION_EVENTS,
         )
     )
-    counts = {"hadm_id_filled_from_admission_time": _fill_hadm(df, p.admissions)}
-    diag = (df["concept"] == "sepsis_diagnosis").to_numpy()
-    t = df["t"].to_numpy(np.int64).copy()
-    t[diag] = np.iinfo(np.int64).min  # the contract: diagnoses carry no time
-    out = pd.DataFrame(
-        {
-            "patient_id": df["patient_id"].to_numpy(np.int64),
-            "hadm_id": pd.Series(df["hadm_id"].to_numpy(np.int64), dtype="Int64").mask(
-                df["hadm_id"].to_numpy() == NULL_ID
-            ),
-            "time": pd.Series(t.astype("datetime64[us]")),
-            "concept": pd.array(df["concept"].to_numpy(), dtype="string"),
-            "text": pd.array(df["text"].to_numpy(), dtype="string"),
-            "time_source": pd.array(df["time_source"].to_numpy(), dtype="string"),
-        }
-    )
-    dio.write_parquet(out, p.out / "admission_events.parquet", dio.ADMISSION_EVENTS)
-    for c in ("antibiotic", "culture", "sepsis_diagnosis"):
-        sub = out[out["concept"] == c]
-        counts[c] = len(sub)
-        counts[f"{c}_without_hadm_id"] = int(sub["hadm_id"].isna().sum())
-        if c != "sepsis_diagnosis":
-            counts[f"{c}_time_source"] = {
-                str(k): int(v)
-                for k, v in sub["time_source"].fillna("<no time>").value_counts().items()
-            }
-    return len(out), counts
+    for name in ("antibiotic", "culture", "sepsis_diagnosis"):
+        sel = concept == name
+        c[name] += int(sel.sum())
+        c[f"{name}_without_hadm_id"] += int((sel & (hadm == NULL_ID)).sum())
+        if name != "sepsis_diagnosis":
+            ts = c.setdefault(f"{name}_time_source", {})
+            for k, v in (
+                pd.Series(src[sel], dtype=object).fillna("<no time>").value_counts().items()
+            ):
+                ts[str(k)] = ts.get(str(k), 0) + int(v)
 
 
-__all__ = ["resolve", "admission_rows", "write_admission_events", "_str"]
+def admission_counts() -> dict:
+    c: dict = {"hadm_id_filled_from_admission_time": 0}
+    for name in ("antibiotic", "culture", "sepsis_diagnosis"):
+        c[name] = 0
+        c[f"{name}_without_hadm_id"] = 0
+        if name != "sepsis_diagnosis":
+            c[f"{name}_time_source"] = {}
+    return c
+
+
+__all__ = ["resolve", "admission_rows", "flush_admission_events", "admission_counts", "_str"]

@@ -594,3 +594,21 @@ def test_documented_skeleton_is_a_valid_mapping(tmp_path):
     block = re.findall(r"```yaml\n(.*?)```", doc, flags=re.S)[-1]
     m = mm.load(_mapping(tmp_path, block))
     assert m.name == "eicu_meds" and m.classify("VITALS//heartrate").concept == "heart_rate"
+
+
+def test_pre_0_3_patient_id_named(tmp_path):
+    schema = pa.schema(
+        [
+            ("patient_id", pa.int64()),
+            ("time", pa.timestamp("us")),
+            ("code", pa.string()),
+            ("numeric_value", pa.float32()),
+        ]
+    )
+    root = write_meds(
+        tmp_path / "m", {"train/0": [{"patient_id": 1, "time": T0, "code": "X"}]}, schema=schema
+    )
+    with pytest.raises(
+        SchemaError, match=r"missing column 'subject_id' \(patient_id is MEDS < 0\.3"
+    ):
+        _extract(root, tmp_path)
