@@ -1,7 +1,7 @@
 """Tests of the MEDS source (data_prep.sources.meds) and its mapping files.
 
 Tiny MEDS datasets are written by the tests with pyarrow (the MIMIC-IV MEDS ETL's coding,
-read with the shipped mapping_iv mapping); the demo tests read the MIMIC-IV demo in MEDS
+read with the shipped mimic_iv_meds.yaml mapping); the demo tests read the MIMIC-IV demo in MEDS
 format from the shared data folder and skip when it is absent.
 """
 
