@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run": "prepare -> train -> report, printing where the report is",
         "export-predictions": "write online test predictions in the PhysioNet 2019 challenge format "
         "(one p<stay>.psv per stay) with matching label files, for the official scorer",
+        "export-labels": "write the prepared hourly Sepsis-3 labels as MEDS task labels "
+        "(<out>/sepsis3_hourly/) and the onsets as MEDS events (<out>/sepsis3_events/)",
     }
     for name, text in helps.items():
         p = sub.add_parser(
@@ -99,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "export-predictions":
             _add_export(p)
+        if name == "export-labels":
+            p.add_argument("--format", default="meds", choices=["meds"])
+            p.add_argument("--out", required=True, help="MEDS task root for the label folders")
     return parser
 
 
@@ -274,6 +279,13 @@ def _run(args: argparse.Namespace, places: dict[str, Path]) -> int:
         stage("evaluate")
         n = export_physionet2019(cfg, args.learner, args.seed, Path(args.out), args.training)
         print(f"{n} stays: {Path(args.out) / 'predictions'} and {Path(args.out) / 'labels'}")
+    elif args.command == "export-labels":
+        from sepsis.export_labels import export_meds
+
+        stage("evaluate")
+        n = export_meds(cfg.output_dir / "prepared", Path(args.out))
+        print(f"{n['labels']} hourly labels ({n['positive']} positive, {n['subjects']} subjects): "
+              f"{n['label_file']}" + (f"; {n['onsets']} onsets: {n['events_file']}" if "onsets" in n else ""))
     elif args.command == "run":
         stage("prepare")
         pipeline.prepare(cfg, force=args.force, progress=progress)

@@ -70,6 +70,7 @@ _BUILTIN = {
     "mimic3": "data_prep.sources.mimic3_source:SOURCE",
     "physionet2019": "data_prep.sources.physionet2019:SOURCE",
     "mimic4": "data_prep.sources.mimic4:SOURCE",
+    "meds": "data_prep.sources.meds:SOURCE",
 }
 _REGISTERED: dict[str, Source] = {}
 
