@@ -48,6 +48,7 @@ from data_prep.concepts.dictionary import concepts
 from data_prep.concepts.infection import InfectionParams, suspected_infection
 from data_prep.concepts.sofa import COMPONENTS, SOFA_CONCEPTS, SofaParams, hourly_sofa
 from data_prep.concepts.sofa_evidence import sofa_inputs
+from data_prep.errors import DataError
 from data_prep.ids import locate
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,11 @@ class LabelParams:
     baseline_pre_icu: str = "assume_zero"  # "assume_zero" (Singer 2016) | "observed_only"
     fio2_lookback_hours: float = 4.0
     fio2_lookahead_hours: float = 0.5  # FiO2 charted up to this long after the gas counts
+    # suspected infection: "paired" (antibiotics + cultures) | "antibiotics_only" (data without
+    # cultures; see data_prep.concepts.infection.InfectionParams); reports say which
+    suspected_infection: str = "paired"
+    abx_min_count: int = 2  # antibiotics_only: antibiotic events within the window below
+    abx_count_window_hours: float = 24.0
     on_bad_rows: str = "error"  # "error" | "skip-and-count"
 
     def validate(self) -> None:
@@ -109,6 +115,15 @@ class LabelParams:
             )
         if self.on_bad_rows not in ("error", "skip-and-count"):
             raise ValueError("labels.on_bad_rows: expected 'error' or 'skip-and-count'")
+        if self.suspected_infection not in ("paired", "antibiotics_only"):
+            raise ValueError(
+                "labels.suspected_infection: expected 'paired' or 'antibiotics_only', got "
+                f"{self.suspected_infection!r}"
+            )
+        if not (isinstance(self.abx_min_count, int) and 1 <= self.abx_min_count <= 20):
+            raise ValueError(
+                f"labels.abx_min_count: expected an integer 1..20, got {self.abx_min_count!r}"
+            )
         for key in (
             "culture_then_abx_hours",
             "abx_then_culture_hours",
@@ -116,6 +131,7 @@ class LabelParams:
             "si_window_after_hours",
             "fio2_lookback_hours",
             "fio2_lookahead_hours",
+            "abx_count_window_hours",
         ):
             v = getattr(self, key)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -149,6 +165,9 @@ class LabelParams:
             abx_then_culture_hours=self.abx_then_culture_hours,
             si_window_before_hours=self.si_window_before_hours,
             si_window_after_hours=self.si_window_after_hours,
+            rule=self.suspected_infection,
+            abx_min_count=self.abx_min_count,
+            abx_count_window_hours=self.abx_count_window_hours,
         )
 
     @property
@@ -521,7 +540,20 @@ def derive_labels(
         ["patient_id", "hadm_id", "time", "concept", "text", "time_source"],
         io.ADMISSION_EVENTS,
     )
+    concept_col = adm["concept"].astype("string")
+    n_cultures = int(concept_col.eq("culture").sum())
+    n_abx = int(concept_col.eq("antibiotic").sum())
+    if params.suspected_infection == "paired" and n_cultures == 0 and n_abx > 0:
+        raise DataError(
+            f"{d / ADMISSION_EVENTS_FILE}: no culture events ({n_abx} antibiotic events); "
+            "suspected infection (Seymour 2016) needs antibiotics AND cultures, and this "
+            "dataset has no cultures (the official MIMIC-IV MEDS release, for one, has no "
+            "microbiology). To label it with the antibiotic-only rule that peers use for such "
+            "data (an antibiotic with another within 24 h; ricu si_mode 'abx'), set "
+            "labels.suspected_infection=antibiotics_only; every report will say so"
+        )
     si, counts = suspected_infection(adm, stays, params.infection)
+    counts["suspected_infection_rule"] = params.suspected_infection
     del adm
     tables = {
         "events": (

@@ -113,6 +113,23 @@ def _inputs_fingerprint(cfg: RunConfig, src) -> str:
     return hash_files(files, cfg.data_dir)
 
 
+def _rules_fingerprint(cfg: RunConfig, src) -> str:
+    """Fingerprint of the rules an extraction follows: the concept dictionary and its data
+    files (data_prep/concepts/*.yaml, *.csv, *.txt) and the source's own rule files."""
+    import hashlib
+
+    from data_prep.concepts import dictionary
+    from sepsis.manifest import hash_file
+
+    folder = dictionary.DICTIONARY_FILE.parent
+    files = sorted(f for pat in ("*.yaml", "*.csv", "*.txt") for f in folder.glob(pat))
+    files += sorted(src.rules(cfg.data_dir)) if src.rules else []
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.parent.name}/{f.name}".encode() + b"\0" + hash_file(f).encode())
+    return h.hexdigest()[:16]
+
+
 @_locked
 def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     """Read the source's raw data into the extracted-events contract (`extracted/`)."""
@@ -127,7 +144,7 @@ def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
         "extract",
         out,
         {"source": cfg.source, "reader": _asdict(options)},
-        inputs={"tables": _inputs_fingerprint(cfg, src)},
+        inputs={"tables": _inputs_fingerprint(cfg, src), "rules": _rules_fingerprint(cfg, src)},
         force=force,
     )
     if stage.is_current():
@@ -177,7 +194,9 @@ def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
             )
             label_step = {"step": "sepsis-3 labels", "detail": label_counts}
         else:  # the source's own labels (PhysioNet 2019: the challenge's)
-            labels_hourly = dio.read_parquet(extracted / "labels" / "labels_hourly.parquet", dio.LABELS_HOURLY)
+            labels_hourly = dio.read_parquet(
+                extracted / "labels" / "labels_hourly.parquet", dio.LABELS_HOURLY
+            )
             onsets = dio.read_parquet(extracted / "labels" / "onsets.parquet", dio.ONSETS)
             label_step = {"step": "labels", "detail": src.labels}
         stays = pd.read_parquet(extracted / "stays.parquet")
@@ -192,7 +211,11 @@ def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
             params=cfg.cohort,
             out_dir=tmp,
             dropped_values=dropped,
-            source_attrition=[*reader_steps, label_step, {"step": "extraction", "detail": extraction}],
+            source_attrition=[
+                *reader_steps,
+                label_step,
+                {"step": "extraction", "detail": extraction},
+            ],
             source_columns=src.attributes,
         )
         counts.update(_prepare_counts(result))
@@ -679,6 +702,7 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
         "external": models_run is not None,
         "models_run": str(models_run) if models_run else None,
     }
+    ctx["labels_note"], ctx["labels_warning"] = labels_note(cfg)
     ctx["command"] = _stage_commands(cfg)
     # the report is written after this, so its own stage is not counted
     walls = stage_wall_seconds(cfg.output_dir, STAGE_FOLDERS[:-1])
@@ -703,6 +727,28 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
         if len(frame):
             ctx["missing_units"] = frame
     return ctx
+
+
+def labels_note(cfg: RunConfig) -> tuple[str, bool]:
+    """(whose labels a report shows, True when they are not the standard Sepsis-3 ones)."""
+    src = _source(cfg)
+    if src.labels is not None:
+        return f"Labels: {src.labels}.", False
+    if cfg.labels.suspected_infection == "antibiotics_only":
+        return (
+            "Labels: Sepsis-3 with suspected infection by the ANTIBIOTIC-ONLY rule "
+            f"(labels.suspected_infection=antibiotics_only: an antibiotic with at least "
+            f"{cfg.labels.abx_min_count} antibiotic events within "
+            f"{cfg.labels.abx_count_window_hours:g} h; ricu si_mode 'abx'), because this dataset "
+            "has no culture events. This is NOT the Seymour 2016 definition (antibiotics AND "
+            "cultures): onsets and every number below are not comparable with runs that use it.",
+            True,
+        )
+    return (
+        "Labels: Sepsis-3 derived by this pipeline (suspected infection = antibiotics and "
+        "cultures, Seymour 2016; SOFA rise >= 2 in the suspected-infection window).",
+        False,
+    )
 
 
 def _stage_commands(cfg: RunConfig) -> dict[str, str]:

@@ -16,12 +16,14 @@ from typing import Any
 
 import yaml
 
+from data_prep.errors import DataError
+
 DICTIONARY_FILE = Path(__file__).with_name("dictionary.yaml")
 KINDS = ("variable", "sofa_input", "marker", "vasopressor", "infection", "diagnosis")
 _MAPPING_KEYS = {"table", "ids", "convert", "negate", "column"}
 
 
-class DictionaryError(ValueError):
+class DictionaryError(DataError, ValueError):
     """The concept dictionary is malformed (names the file, concept and key)."""
 
 

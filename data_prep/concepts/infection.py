@@ -69,8 +69,17 @@ class InfectionParams:
     abx_then_culture_hours: float = 24.0
     si_window_before_hours: float = 48.0
     si_window_after_hours: float = 24.0
+    # "paired": antibiotics + cultures (Seymour 2016; the default). "antibiotics_only": for
+    # datasets without culture events (the official MIMIC-IV MEDS release; HiRID): an
+    # antibiotic followed by at least `abx_min_count - 1` more antibiotic events of the
+    # admission within `abx_count_window_hours` (ricu's si_mode "abx" with abx_min_count 2,
+    # abx_count_win 24 h, as Moor et al. 2021 use for data without reliable cultures).
+    rule: str = "paired"
+    abx_min_count: int = 2
+    abx_count_window_hours: float = 24.0
 
 
+SI_RULES = ("paired", "antibiotics_only")
 SI_COLUMNS = [
     "stay_id",
     "si_time",
@@ -371,6 +380,44 @@ def si_candidates(
     return out.reset_index(drop=True)
 
 
+def antibiotic_only_candidates(abx: pd.DataFrame, params: InfectionParams) -> pd.DataFrame:
+    """SI events without cultures (``rule="antibiotics_only"``): every antibiotic event with at
+    least ``abx_min_count`` antibiotic events of its admission (itself included, one per
+    instant) in ``[t, t + abx_count_window_hours]``; SI time = the antibiotic's time. Same
+    columns as `si_candidates` (the culture columns null, si_order "antibiotics_only")."""
+    if "source" not in abx.columns:
+        abx = abx.assign(source=ABX_ORDER_DATE)
+    a = abx.sort_values(["hadm_id", "time", "source", "drug"]).drop_duplicates(["hadm_id", "time"])
+    a = a.reset_index(drop=True)
+    # for each event, the last event of its admission at or before t + window (sorted search)
+    win = pd.Timedelta(hours=params.abx_count_window_hours)
+    left = pd.DataFrame(
+        {"hadm_id": a["hadm_id"].astype(np.int64), "t": a["time"] + win, "i": np.arange(len(a))}
+    ).sort_values("t")
+    right = pd.DataFrame(
+        {"hadm_id": a["hadm_id"].astype(np.int64), "t": a["time"], "j": np.arange(len(a))}
+    ).sort_values("t")
+    m = pd.merge_asof(left, right, on="t", by="hadm_id", direction="backward")
+    last = np.empty(len(a), np.int64)
+    last[m["i"].to_numpy()] = m["j"].to_numpy()
+    n_in_window = last - np.arange(len(a)) + 1
+    q = a[n_in_window >= params.abx_min_count]
+    nat = pd.Series(pd.NaT, index=q.index, dtype="datetime64[us]")
+    return pd.DataFrame(
+        {
+            "hadm_id": q["hadm_id"].astype(np.int64),
+            "si_time": q["time"].astype("datetime64[us]"),
+            "antibiotic": q["drug"],
+            "antibiotic_time": q["time"].astype("datetime64[us]"),
+            "antibiotic_time_source": q["source"],
+            "culture_time": nat,
+            "culture_time_source": pd.Series(pd.NA, index=q.index, dtype="string"),
+            "culture_specimen": pd.Series(pd.NA, index=q.index, dtype="string"),
+            "si_order": "antibiotics_only",
+        }
+    ).reset_index(drop=True)
+
+
 def suspected_infection(
     admission_events: pd.DataFrame,
     stays: pd.DataFrame,
@@ -386,7 +433,10 @@ def suspected_infection(
     abx, counts = antibiotic_events(admission_events)
     cul, ccounts = culture_events(admission_events)
     counts.update(ccounts)
-    cand = si_candidates(abx, cul, params)
+    if params.rule == "antibiotics_only":
+        cand = antibiotic_only_candidates(abx, params)
+    else:
+        cand = si_candidates(abx, cul, params)
     counts["si_events"] = len(cand)
     s = stays[["stay_id", "hadm_id", "intime", "outtime"]].copy()
     counts["stays_no_hadm"] = int(s["hadm_id"].isna().sum())

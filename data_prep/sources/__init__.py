@@ -49,6 +49,9 @@ class Source:
     * ``labels``: None when the Sepsis-3 labels are derived by the concept layer; else a
       sentence saying whose labels the source provides (it then also writes
       ``labels/labels_hourly.parquet`` and ``labels/onsets.parquet``).
+    * ``rules(data_dir) -> list[Path]``: the source's own rule files beyond the concept
+      dictionary and its data files (which every extraction depends on), e.g. MEDS mapping
+      files; the extract stage reruns when one changes.
     * ``generate(folder, params, progress)``: for a generated source (the synthetic one),
       writes the raw data first; ``generator_section`` names its YAML section.
     """
@@ -59,6 +62,7 @@ class Source:
     inputs: Callable[[Path], list[Path]]
     attributes: tuple[str, ...] = ()
     labels: str | None = None
+    rules: Callable[[Path], list[Path]] | None = None
     generate: Callable[[Path, Any, bool], Any] | None = None
     generator_section: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)

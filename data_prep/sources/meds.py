@@ -206,4 +206,5 @@ SOURCE = Source(
     extract=extract,
     inputs=inputs,
     attributes=(),
+    rules=lambda data_dir: sorted(Path(mm.__file__).with_name("meds_mappings").glob("*.yaml")),
 )

@@ -511,6 +511,10 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
             f"External evaluation of the models of {ctx.get('models_run', 'another run')}"
         )
     blocks.append(B("p", " | ".join(header)))
+    if ctx.get("labels_note"):
+        if ctx.get("labels_warning"):
+            blocks.append(B("h2", "WARNING: non-standard labels"))
+        blocks.append(B("p", ctx["labels_note"]))
     missing = ctx.get("missing_units")
     if isinstance(missing, pd.DataFrame) and len(missing):
         blocks.append(B("h2", "INCOMPLETE: training units missing from this report"))

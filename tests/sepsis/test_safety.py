@@ -133,6 +133,8 @@ def test_legacy_manifest_without_file_record_is_not_trusted(tmp_path):
     del man["files"]
     m.write_text(json.dumps(man))
     assert not stage.is_current()
+
+
 def test_deleted_observations_reprepare(small_run):
     tmp, cfg = small_run
     prepared = cfg.output_dir / "prepared"
@@ -145,6 +147,8 @@ def test_deleted_observations_reprepare(small_run):
         assert pd.read_parquet(obs).equals(pd.read_parquet(io.BytesIO(saved)))
     finally:
         pipeline.train(cfg, progress=False)  # the re-prepared cohort retrains the units
+
+
 def test_evaluate_refuses_incomplete_training_unless_partial(small_run, tmp_path):
     tmp, cfg = small_run
     unit = pipeline.Unit("logreg", "per_horizon", 0, 0).folder(cfg.output_dir / "models")
@@ -164,6 +168,8 @@ def test_evaluate_refuses_incomplete_training_unless_partial(small_run, tmp_path
     ev = pipeline.evaluate(cfg, progress=False)
     assert pd.read_csv(ev / "missing_units.csv").empty
     assert "INCOMPLETE" not in (pipeline.report(cfg) / "report.md").read_text()
+
+
 def test_evaluate_refuses_units_trained_with_another_config(small_run):
     tmp, cfg = small_run
     cfg2 = load_config(_config(tmp), ["logreg.C=0.25"])  # logreg not retrained for C=0.25
@@ -183,6 +189,8 @@ _HOLD = textwrap.dedent(
         time.sleep(60)
     """
 )
+
+
 def test_second_process_on_the_same_run_folder_is_refused(small_run):
     tmp, cfg = small_run
     holder = subprocess.Popen(
@@ -201,6 +209,8 @@ def test_second_process_on_the_same_run_folder_is_refused(small_run):
         holder.wait()
     # the kernel released the killed holder's lock: the next run proceeds
     pipeline.prepare(cfg, progress=False)
+
+
 def test_two_concurrent_cli_prepares_one_wins_cleanly(tmp_path):
     path = _config(tmp_path, synthetic={"n_patients": 60, "seed": 2})
     cmd = [sys.executable, "-m", "sepsis.cli", "prepare", "--config", str(path), "--no-progress"]
@@ -225,6 +235,8 @@ def test_lock_is_reentrant_in_one_process(tmp_path):
             pass
         with run_lock(lock, "x"):
             pass
+
+
 def test_stale_temporary_folders_are_removed(small_run):
     tmp, cfg = small_run
     stale = cfg.output_dir / ".tmp-prepared-deadbeef"
@@ -248,6 +260,23 @@ def test_unrelated_files_in_the_data_folder_do_not_trigger_reextraction(small_ru
         assert extracted.stat().st_mtime_ns == before
     finally:
         (cfg.data_dir / "README_mine.txt").unlink()
+
+
+def test_a_changed_rule_file_reextracts(small_run, monkeypatch):
+    """The extraction depends on the concept dictionary and its data files: editing one
+    (here: a copy of the dictionary with one more comment line) re-extracts."""
+    from data_prep.concepts import dictionary
+
+    tmp, cfg = small_run
+    before = pipeline._rules_fingerprint(cfg, pipeline._source(cfg))
+    folder = tmp / "concepts"
+    folder.mkdir()
+    for f in dictionary.DICTIONARY_FILE.parent.iterdir():
+        if f.suffix in (".yaml", ".csv", ".txt"):
+            (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "dictionary.yaml").write_text((folder / "dictionary.yaml").read_text() + "# edit\n")
+    monkeypatch.setattr(dictionary, "DICTIONARY_FILE", folder / "dictionary.yaml")
+    assert pipeline._rules_fingerprint(cfg, pipeline._source(cfg)) != before
 
 
 def test_large_file_edited_in_place_with_mtime_restored_changes_fingerprint(tmp_path, monkeypatch):
