@@ -1,4 +1,4 @@
-"""MGPTCNClassifier: learning, GP gradients, class weighting, determinism, resume, search."""
+"""MGPTCNClassifier: learning, GP gradients, class weighting, determinism, resume, options."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 import models.mgp_tcn.classifier as clf_mod
 from data_prep.views import random_irregular_view
-from models.mgp_tcn import MGPTCNClassifier, search_hyperparameters
+from models.mgp_tcn import MGPTCNClassifier
 
 SMALL = dict(n_mc_samples=3, levels=2, hidden=16, batch_size=32, progress=False)
 
@@ -123,43 +123,6 @@ def test_invalid_parameters_raise_naming_the_key(data):
         MGPTCNClassifier(sampler="cholesky").fit(X, y)
     with pytest.raises(ValueError, match="n_mc_samples"):
         MGPTCNClassifier(n_mc_samples=0).fit(X, y)
-
-
-def test_search_hyperparameters_picks_best_trial(data):
-    X, y, Xv, yv = data
-    space = {"hidden": [4, 16], "levels": [1, 2], "lr": [0.001, 0.005]}  # mixed int/float columns
-    best, trials = search_hyperparameters(
-        X.subset(np.arange(80)),
-        y[:80],
-        Xv,
-        yv,
-        n_trials=2,
-        seed=3,
-        space=space,
-        base_params=dict(epochs=1, n_mc_samples=2),
-        progress=False,
-    )
-    assert len(trials) == 2 and set(space) <= set(trials.columns)
-    top = trials.loc[trials["val_auprc"].idxmax()]
-    assert type(best["hidden"]) is int and type(best["levels"]) is int  # refit needs integers
-    MGPTCNClassifier(**{**best, "progress": False}).fit(X.subset(np.arange(40)), y[:40])
-    assert (
-        best["hidden"] == top["hidden"]
-        and best["levels"] == top["levels"]
-        and best["seed"] == top["seed"]
-    )
-    again, trials2 = search_hyperparameters(
-        X.subset(np.arange(80)),
-        y[:80],
-        Xv,
-        yv,
-        n_trials=2,
-        seed=3,
-        space=space,
-        base_params=dict(epochs=1, n_mc_samples=2),
-        progress=False,
-    )
-    assert again == best and trials2["val_auprc"].tolist() == trials["val_auprc"].tolist()
 
 
 def _scripted_val_scores(monkeypatch, scores):
