@@ -248,19 +248,26 @@ def _save_model_atomic(model: MGPTCNClassifier, dest: Path) -> None:
         os.replace(tmp, dest)
 
 
-def _open_study(path: Path | None, fingerprint: str, sampler, pruner):
-    """The study (new, or resumed from `path`), with stale RUNNING trials marked failed."""
+def _open_study(path: Path | None, fingerprint: str, make_sampler, pruner):
+    """The study (new, or resumed from `path`), with stale RUNNING trials marked failed.
+
+    `make_sampler(n)` gets the number of trials the study already holds: a resumed search
+    seeds its sampler anew with it, so it does not replay the draws of the first run.
+    """
     import optuna
     from optuna.trial import TrialState
 
     if path is None:
-        return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner), None
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(0), pruner=pruner)
+        return study, None
     path.parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{path.resolve()}"
+    n_before = 0
     if path.exists():
         try:
             old = optuna.load_study(study_name="mgp_tcn", storage=url)
             ok = old.user_attrs.get("fingerprint") == fingerprint
+            n_before = len(old.get_trials(deepcopy=False)) if ok else 0
         except Exception as err:  # a damaged or foreign file: never trusted, never fatal
             logger.warning("%s: unreadable study (%s); starting a new search", path, err)
             ok = False
@@ -273,7 +280,7 @@ def _open_study(path: Path | None, fingerprint: str, sampler, pruner):
         study_name="mgp_tcn",
         storage=storage,
         direction="maximize",
-        sampler=sampler,
+        sampler=make_sampler(n_before),
         pruner=pruner,
         load_if_exists=True,
     )
@@ -337,14 +344,18 @@ def search_hyperparameters(
     fingerprint = _fingerprint(X, y, X_val, y_val, fixed, settings, seed)
     storage_dir = Path(storage_dir) if storage_dir is not None else None
     study_path = storage_dir / STUDY_FILE if storage_dir is not None else None
-    sampler = optuna.samplers.TPESampler(
-        seed=settings.sampler_seed + seed, n_startup_trials=settings.startup_trials
-    )
+
+    def make_sampler(n_trials_before: int):
+        return optuna.samplers.TPESampler(
+            seed=(settings.sampler_seed + seed) * 100_003 + n_trials_before,
+            n_startup_trials=settings.startup_trials,
+        )
+
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study, storage = _open_study(
-            study_path, fingerprint, sampler, _make_pruner(settings, trial_epochs)
+            study_path, fingerprint, make_sampler, _make_pruner(settings, trial_epochs)
         )
         finished = (TrialState.COMPLETE, TrialState.PRUNED)
         done = len(study.get_trials(deepcopy=False, states=finished))

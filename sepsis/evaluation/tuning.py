@@ -103,10 +103,21 @@ def trials_table(trials: pd.DataFrame) -> pd.DataFrame:
     ]
     cols = [c for c in first if c in trials.columns]
     rest = [c for c in trials.columns if c not in cols and c != "retry_of"]
-    out = trials[cols + rest].copy()
-    if "seconds" in out:
-        out["seconds"] = out["seconds"].round(0)
-    return out.sort_values(UNIT_KEYS + ["trial"]).reset_index(drop=True)
+    out = trials[cols + rest].sort_values(UNIT_KEYS + ["trial"]).reset_index(drop=True)
+    if {"mc_samples_predict", "n_mc_samples"} <= set(out.columns):
+        # None = the trial's own training count
+        out["mc_samples_predict"] = out["mc_samples_predict"].fillna(out["n_mc_samples"])
+    text = out.astype(object)
+    for c in out.columns:
+        v = out[c]
+        if not pd.api.types.is_numeric_dtype(v) or c in ("val_auprc", "last_val_auprc"):
+            continue
+        whole = v.dropna()
+        if c == "seconds" or (len(whole) and (whole == whole.round()).all()):
+            text[c] = [("" if pd.isna(x) else str(int(round(x)))) for x in v]
+        else:  # lr, l2, dropout: 3 significant digits, not 3 decimals
+            text[c] = [("" if pd.isna(x) else f"{x:.3g}") for x in v]
+    return text
 
 
 def variable_table(va: pd.DataFrame, learner: str) -> pd.DataFrame:

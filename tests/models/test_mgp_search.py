@@ -57,6 +57,8 @@ def test_trial_budget_and_resume_without_redoing_trials(data, tmp_path, fits):
     more = _search(data, tmp_path, trials=3)  # the same study continues
     assert len(fits) == 3 and more.trials["trial"].tolist() == [0, 1, 2]
     assert more.trials.iloc[:2].equals(first.trials)
+    keys = list(resolve_space(SPACE))  # a resumed sampler draws anew, not a replay
+    assert more.trials.loc[2, keys].tolist() != more.trials.loc[0, keys].tolist()
     # the best trial's model is the result (every trial trains like the final fit) ...
     best = more.trials.loc[more.trials["val_auprc"].idxmax()]
     assert more.best_value == pytest.approx(best["val_auprc"])
