@@ -33,7 +33,47 @@ from sepsis.config_files import (
     safe_load,
 )
 
-LEARNERS = ("mgp_tcn", "dtw_knn", "logreg", "gbm", "sofa")
+LEARNERS = ("mgp_tcn", "dtw_knn", "logreg", "gbm", "sofa", "mgp_tcn_tuned", "dtw_knn_tuned")
+
+#: Learners beyond the paper: the class of a paper learner under a name of their own, so each
+#: has its own YAML section, model folders and rows in every table, and never replaces the
+#: paper's model. Their defaults (below) apply under the section's own keys; a variant does
+#: not inherit the paper learner's section.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mgp_tcn_tuned": (
+        "mgp_tcn",
+        {
+            "epochs": 40,
+            "patience": 8,
+            "smoothing": 3,
+            "lr_schedule": "plateau",
+            "lr_patience": 2,
+            "grad_clip": 1.0,
+            "mc_samples_predict": 30,
+        },
+    ),
+    "dtw_knn_tuned": (
+        "dtw_knn",
+        {
+            "per_variable": True,
+            "weights_grid": ["uniform", "distance"],
+            "k_grid": [1, 3, 5, 10, 20, 40],
+            "radius_grid": [None, 2, 6],
+            "combine": "logistic",
+        },
+    ),
+}
+
+#: keys that were removed, with what replaced them (refused with this message)
+REMOVED_KEYS = {
+    ("train", "mgp_search_trials"): (
+        "removed: the random search is replaced by the section `mgp_tcn_search` "
+        "(trials, budget_minutes, pruner, sampler_seed, learners, ...), e.g. "
+        "`mgp_tcn_search: {trials: 30, budget_minutes: 60}`; it tunes the learners in "
+        "mgp_tcn_search.learners (default [mgp_tcn_tuned]), so list mgp_tcn there to tune "
+        "the paper's model as before (README, 'Tuning the learners')"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +86,6 @@ class TrainParams:
     train_once: tuple[str, ...] = ("mgp_tcn", "dtw_knn", "logreg", "gbm")
     horizons: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
     split_seeds: tuple[int, ...] | None = None  # None: every seed of cohort.split_seeds
-    mgp_search_trials: int = 0  # >0: random search of MGP-TCN hyperparameters on validation
     shuffle_train_labels: bool = False  # leakage check only: permute training labels
     threads: int = 2
 
@@ -63,8 +102,6 @@ class TrainParams:
             )
         if not self.horizons or any(h < 0 for h in self.horizons):
             raise ValueError(f"train.horizons: expected non-negative hours, got {self.horizons}")
-        if self.mgp_search_trials < 0:
-            raise ValueError("train.mgp_search_trials: expected >= 0")
         if self.threads < 1:
             raise ValueError("train.threads: expected >= 1")
 
@@ -89,6 +126,7 @@ def _section_classes() -> dict[str, type]:
     from data_prep.cohort import CohortParams
     from data_prep.sepsis3 import LabelParams
     from data_prep.sources.synthetic import SyntheticParams
+    from models.mgp_tcn.search import SearchParams
     from sepsis.online import OnlineParams
 
     return {
@@ -96,6 +134,7 @@ def _section_classes() -> dict[str, type]:
         "labels": LabelParams,
         "cohort": CohortParams,
         "train": TrainParams,
+        "mgp_tcn_search": SearchParams,
         "evaluate": EvaluateParams,
         "online": OnlineParams,
     }
@@ -106,12 +145,13 @@ def _learner_classes() -> dict[str, type]:
     from models.dtw_knn import DTWKNNClassifier
     from models.mgp_tcn import MGPTCNClassifier
 
-    return {
+    paper = {
         "mgp_tcn": MGPTCNClassifier,
         "dtw_knn": DTWKNNClassifier,
         "logreg": LogisticRegressionBaseline,
         "gbm": GradientBoostingBaseline,
     }
+    return {**paper, **{name: paper[base] for name, (base, _) in VARIANTS.items()}}
 
 
 @dataclass(frozen=True)
@@ -281,11 +321,15 @@ def build_dataclass(cls: type, data: dict[str, Any] | None, where: str) -> Any:
     return obj
 
 
-def build_learner_params(cls: type, data: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """Check a learner section against the estimator's keyword parameters and their defaults."""
+def build_learner_params(
+    cls: type, data: dict[str, Any] | None, where: str, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Check a learner section against the estimator's keyword parameters and their defaults;
+    `defaults` (a variant's) apply under the section's keys."""
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    data = {**(defaults or {}), **data}
     sig = inspect.signature(cls.__init__)
     params = {k: p for k, p in sig.parameters.items() if k != "self"}
     out = {}
@@ -364,6 +408,10 @@ def load_config(
     def fail(msg: str) -> ConfigError:
         return ConfigError(f"{where_file}: {msg}")
 
+    for (section, key), why in REMOVED_KEYS.items():
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raise fail(f"{section}.{key}: {why}")
+
     sections = _section_classes()
     learners = _learner_classes()
     known = set(TOP_KEYS) | set(sections) | set(learners)
@@ -407,7 +455,8 @@ def load_config(
     learner_params: dict[str, dict[str, Any]] = {}
     for key, cls in learners.items():
         try:
-            learner_params[key] = build_learner_params(cls, raw.get(key), key)
+            defaults = VARIANTS[key][1] if key in VARIANTS else None
+            learner_params[key] = build_learner_params(cls, raw.get(key), key, defaults)
         except ConfigError as err:
             raise fail(str(err)) from None
     cfg = RunConfig(
@@ -427,6 +476,15 @@ def load_config(
 def _cross_check(cfg: RunConfig, fail) -> None:
     cohort = cfg.sections["cohort"]
     train = cfg.sections["train"]
+    from models.mgp_tcn import MGPTCNClassifier
+
+    classes = _learner_classes()
+    for name in cfg.sections["mgp_tcn_search"].learners:
+        if classes.get(name) is not MGPTCNClassifier:
+            mgp = [n for n, c in classes.items() if c is MGPTCNClassifier]
+            raise fail(
+                f"mgp_tcn_search.learners: '{name}' is not an MGP-TCN learner (expected {mgp})"
+            )
     bad = [h for h in train.horizons if h not in tuple(cohort.horizons)]
     if bad:
         raise fail(

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 REGIMES = ("per_horizon", "train_once")
 CHECKPOINT = "checkpoint"  # inside a training unit's folder while it is being fitted
+SEARCH = "search"  # a unit's hyperparameter study (kept in the finished folder too)
 
 
 __all__ = ["PipelineError", "generate", "prepare", "train", "evaluate", "report"]
@@ -368,14 +369,24 @@ def point_summary(preds: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
     return df.round(3)
 
 
+def _searched(cfg: RunConfig, unit: Unit) -> bool:
+    search = cfg.mgp_tcn_search
+    return search.enabled and unit.learner in search.learners
+
+
 def _unit_config(cfg: RunConfig, unit: Unit) -> dict[str, Any]:
-    return {
+    out = {
         "unit": dataclasses.asdict(unit),
         "learner_params": cfg.learners.get(unit.learner, {}),
         "horizons": list(cfg.train.horizons),
         "shuffle_train_labels": cfg.train.shuffle_train_labels,
-        "mgp_search_trials": cfg.train.mgp_search_trials if unit.learner == "mgp_tcn" else 0,
+        # the removed random search's key, kept at 0 so that units trained before the
+        # Optuna search existed keep their config hash (and are not retrained)
+        "mgp_search_trials": 0,
     }
+    if _searched(cfg, unit):
+        out["mgp_tcn_search"] = _asdict(cfg.mgp_tcn_search)
+    return out
 
 
 def _view(ds, learner_view: str, h: int, split: str | None, seed: int):
@@ -396,7 +407,8 @@ def _unit_stage(
         _unit_config(cfg, unit),
         inputs={"prepared": prepared_fp},
         force=force,
-        scratch=(CHECKPOINT,),  # an unfinished MGP-TCN fit's checkpoint, replaced on success
+        # an unfinished MGP-TCN fit's checkpoint (replaced on success) and a search's study
+        scratch=(CHECKPOINT, SEARCH),
     )
 
 
@@ -430,9 +442,10 @@ def _train_unit(
     # it (and the checkpoint with it), a crash leaves it for the next run to resume, --force
     # drops it; the classifier still refuses one written for other data or parameters
     ckpt = out / CHECKPOINT
-    if force and ckpt.exists():
-        log.info("train --force: removing the checkpoint %s", ckpt)
-        shutil.rmtree(ckpt)
+    for scratch in (ckpt, out / SEARCH):
+        if force and scratch.exists():
+            log.info("train --force: removing %s", scratch)
+            shutil.rmtree(scratch)
     horizons = [unit.horizon] if unit.regime == "per_horizon" else list(cfg.train.horizons)
     counts: dict[str, Any] = {}
     with stage.writing(counts) as tmp:
@@ -441,41 +454,28 @@ def _train_unit(
             rows = _sofa_scores(cfg, ds, unit, horizons)
         else:
             learner = make_learner(cfg, unit.learner, unit.seed, progress)
-            if unit.learner == "mgp_tcn":
+            if "checkpoint_dir" in learner.get_params():
                 user_dir = learner.get_params().get("checkpoint_dir")
                 if user_dir is not None:
                     log.info(
-                        "mgp_tcn.checkpoint_dir %s: the pipeline uses %s instead", user_dir, ckpt
+                        "%s.checkpoint_dir %s: the pipeline uses %s instead",
+                        unit.learner,
+                        user_dir,
+                        ckpt,
                     )
                 learner.set_params(checkpoint_dir=str(ckpt))
             X_tr, y_tr = _view(ds, learner.view, unit.horizon, "train", unit.seed)
             X_va, y_va = _view(ds, learner.view, unit.horizon, "val", unit.seed)
             if cfg.train.shuffle_train_labels:
                 y_tr = np.random.default_rng(unit.seed).permutation(y_tr)
-            if unit.learner == "mgp_tcn" and cfg.train.mgp_search_trials > 0:
-                from models.mgp_tcn import search_hyperparameters
-
-                # the config's mgp_tcn keys (epochs, batch size, ...) hold in every trial;
-                # the search draws the rest; scored on the validation split only
-                best, trials = search_hyperparameters(
-                    X_tr,
-                    y_tr,
-                    X_va,
-                    y_va,
-                    n_trials=cfg.train.mgp_search_trials,
-                    seed=unit.seed,
-                    # search trials are not checkpointed (they would share one file)
-                    base_params={
-                        k: v
-                        for k, v in cfg.learners.get("mgp_tcn", {}).items()
-                        if k != "checkpoint_dir"
-                    },
-                    progress=progress,
-                )
-                trials.to_csv(tmp / "search_trials.csv", index=False)
-                learner.set_params(**best)
             t_fit = time.time()
-            learner.fit(X_tr, y_tr, X_val=X_va, y_val=y_va)
+            fitted = False
+            if _searched(cfg, unit):
+                learner, fitted = _search_unit(
+                    cfg, unit, learner, out, tmp, counts, progress, (X_tr, y_tr, X_va, y_va)
+                )
+            if not fitted:
+                learner.fit(X_tr, y_tr, X_val=X_va, y_val=y_va)
             counts["fit_seconds"] = round(time.time() - t_fit, 2)
             counts["n_train"] = int(len(y_tr))
             counts["n_val"] = int(len(y_va))
@@ -490,6 +490,18 @@ def _train_unit(
                     unit.seed,
                 )
                 hist.to_parquet(tmp / "history.parquet", index=False)
+                hist.to_csv(tmp / "learning_curve.csv", index=False)
+            table = getattr(learner, "variable_table_", None)
+            if table:
+                vt = pd.DataFrame(table)
+                vt["prevalence"] = float(np.mean(y_va))
+                vt["learner"], vt["regime"], vt["horizon"], vt["seed"] = (
+                    unit.learner,
+                    unit.regime,
+                    unit.horizon,
+                    unit.seed,
+                )
+                vt.to_csv(tmp / "variable_auprc.csv", index=False)
             from sepsis.evaluation.metrics import auprc
 
             val_scores = learner.predict_proba(X_va)[:, 1]
@@ -503,6 +515,58 @@ def _train_unit(
         preds.to_parquet(tmp / "predictions.parquet", index=False)
         counts["n_test"] = int(preds["stay_id"].nunique())
     return out  # the finished folder replaced the one holding the checkpoint
+
+
+def _search_unit(cfg: RunConfig, unit: Unit, learner, out: Path, tmp: Path, counts, progress, data):
+    """Run (or resume) the unit's hyperparameter search; returns (learner, fitted).
+
+    The study lives in the unit's own folder (`out/search`), outside the temporary stage
+    folder, so a crash leaves it for the next run to resume; a copy goes into the finished
+    folder. The config's learner keys hold in every trial, the search draws the rest, on the
+    training and validation splits only.
+    """
+    from models.mgp_tcn.search import search_hyperparameters
+
+    X_tr, y_tr, X_va, y_va = data
+    search = cfg.mgp_tcn_search
+    base = {k: v for k, v in cfg.learners.get(unit.learner, {}).items() if k != "checkpoint_dir"}
+    res = search_hyperparameters(
+        X_tr,
+        y_tr,
+        X_va,
+        y_va,
+        search,
+        base_params=base,
+        storage_dir=out / SEARCH,
+        seed=unit.seed,
+        progress=progress,
+    )
+    ids = {
+        "learner": unit.learner,
+        "regime": unit.regime,
+        "horizon": unit.horizon,
+        "seed": unit.seed,
+    }
+    res.trials.assign(**ids).to_csv(tmp / "search_trials.csv", index=False)
+    res.curves.assign(**ids).to_csv(tmp / "search_curves.csv", index=False)
+    states = res.trials["state"].value_counts().to_dict()
+    summary = {
+        **ids,
+        "best_params": res.best_params,
+        "best_val_auprc": res.best_value,
+        "trials": {k: int(v) for k, v in states.items()},
+        "search_minutes": round(res.elapsed_seconds / 60, 2),
+        "refit": res.model is None,
+        "settings": _asdict(search),
+    }
+    (tmp / "search_best.json").write_text(json.dumps(summary, indent=2, default=str))
+    shutil.copytree(out / SEARCH, tmp / SEARCH)
+    counts["search_trials"] = summary["trials"]
+    counts["search_minutes"] = summary["search_minutes"]
+    if res.model is not None:
+        return res.model, True
+    learner.set_params(**res.best_params)
+    return learner, False
 
 
 def _pred_frame(unit: Unit, h: int, stay_id, y, scores, external: bool = False) -> pd.DataFrame:
@@ -692,8 +756,11 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
             "labels",
             "cohort",
             "train",
+            "mgp_tcn_search",
             "mgp_tcn",
             "dtw_knn",
+            "mgp_tcn_tuned",
+            "dtw_knn_tuned",
             "logreg",
             "gbm",
             "evaluate",
@@ -718,6 +785,9 @@ def report_context(cfg: RunConfig, ev: Path, models_run: Path | None) -> dict[st
     hist = collect_histories(cfg.output_dir / "models")
     if not hist.empty:
         ctx["history"] = hist
+    from sepsis.evaluation.tuning import tuning_context
+
+    ctx.update(tuning_context(cfg.output_dir / "models"))
     diffs = ev / "paired_differences.csv"
     if diffs.exists():
         ctx["paired_differences"] = pd.read_csv(diffs)

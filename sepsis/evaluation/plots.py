@@ -279,6 +279,40 @@ def plot_training_curves(history: pd.DataFrame, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plot_search_curves(curves: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Validation AUPRC (smoothed, as the pruner saw it) per epoch of every search trial.
+
+    `curves` columns: trial, state, epoch, val_auprc_smoothed (or val_auprc); one unit's
+    trials. Complete trials are solid, pruned ones dashed, the best complete trial bold.
+    """
+    fig = Figure(figsize=(7.5, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    if curves is None or len(curves) == 0:
+        _empty(ax, "no search trials")
+        return _save(fig, path)
+    col = "val_auprc_smoothed" if "val_auprc_smoothed" in curves else "val_auprc"
+    last = curves.sort_values("epoch").groupby("trial").tail(1)
+    done = last[last["state"] == "complete"]
+    best = int(done.loc[done[col].idxmax(), "trial"]) if len(done) else None
+    for trial, g in curves.groupby("trial", sort=True):
+        g = g.sort_values("epoch")
+        state = g["state"].iloc[0]
+        if trial == best:
+            ax.plot(g["epoch"], g[col], color="#cc3311", lw=2.4, label=f"best (trial {trial})")
+        elif state == "complete":
+            ax.plot(g["epoch"], g[col], color="#4477aa", lw=1.0, alpha=0.7)
+        else:
+            ax.plot(g["epoch"], g[col], color="0.5", lw=0.9, ls="--", alpha=0.7)
+    ax.plot([], [], color="#4477aa", lw=1.0, label="complete")
+    ax.plot([], [], color="0.5", lw=0.9, ls="--", label="pruned / failed")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUPRC" + (" (smoothed)" if col.endswith("smoothed") else ""))
+    ax.set_title(title or "Search trials")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return _save(fig, path)
+
+
 def plot_onset_hours(onset_hours: np.ndarray | pd.Series, path: str | Path, bins: int = 48) -> Path:
     """Histogram of cases' onset hour after ICU admission (first 10 days; later onsets in the last bar)."""
     fig = Figure(figsize=(7.5, 4.2))

@@ -14,6 +14,9 @@ Every file is written atomically (temporary file + rename).
   onsets: the onsets audit DataFrame (onset_hour, components_rose);
   sofa_at_onset: DataFrame with sofa_<component> columns at the onset hour of each case;
   history: training history DataFrame (learner, seed, horizon, epoch, loss, val_auprc);
+    a figure per learner when several learners have one;
+  search_trials, search_curves, search_best, variable_auprc: hyperparameter search and
+    DTW-KNN per-variable tables (`sepsis.evaluation.tuning.tuning_context`);
   utility: DataFrame of PhysioNet 2019 utility scores (rendered as given; filled from
     `online` when absent);
   online: {"metrics": evaluation-online/metrics.csv, "plots": {key: png}} (the online section);
@@ -382,6 +385,22 @@ def write_report(
         figs["training_curves"] = plots.plot_training_curves(
             history, plot_dir / "training_curves.png"
         )
+        if history["learner"].nunique() > 1:
+            for learner, g in history.groupby("learner", sort=True):
+                figs[f"training_curves_{learner}"] = plots.plot_training_curves(
+                    g, plot_dir / f"training_curves_{learner}.png"
+                )
+    curves = ctx.get("search_curves")
+    if curves is not None and len(curves):
+        for (learner, regime, h, seed), g in curves.groupby(
+            ["learner", "regime", "horizon", "seed"], sort=True
+        ):
+            name = f"search_{learner}_{regime}_h{h}_seed{seed}"
+            figs[name] = plots.plot_search_curves(
+                g,
+                plot_dir / f"{name}.png",
+                f"{learner} ({regime.replace('_', '-')}, h{h}, seed {seed}): search trials",
+            )
     onset_hours = _onset_hours(ctx)
     if onset_hours is not None:
         figs["onset_hours"] = plots.plot_onset_hours(onset_hours, plot_dir / "onset_hours.png")
@@ -685,6 +704,11 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
         blocks.append(
             B("img", figs["training_curves"], "Training loss and validation AUPRC per epoch")
         )
+        for k in figs:
+            if k.startswith("training_curves_"):
+                learner = k[len("training_curves_") :]
+                blocks.append(B("img", figs[k], f"{learner}: training loss and validation AUPRC"))
+    blocks.extend(_tuning_blocks(ctx, figs))
 
     util = ctx.get("utility")
     if util is not None and len(util):
@@ -732,6 +756,54 @@ def _blocks(predictions, metrics, summary, diffs, figs, ctx, onset_hours) -> lis
         for n in notes:
             blocks.append(B("p", str(n)))
     return blocks
+
+
+def _tuning_blocks(ctx: dict, figs: dict) -> list[_Block]:
+    """The hyperparameter search and the DTW-KNN per-variable sections (when present)."""
+    from sepsis.evaluation import tuning
+
+    B = _Block
+    out: list[_Block] = []
+    best, trials = ctx.get("search_best"), ctx.get("search_trials")
+    if best or (trials is not None and len(trials)):
+        out.append(B("h2", "Hyperparameter search"))
+        out.append(
+            B(
+                "p",
+                "Optuna TPE over the MGP-TCN space, each trial scored by validation AUPRC "
+                "(training and validation splits only; test stays never reach the search). "
+                "The pruner stops trials whose smoothed per-epoch validation AUPRC falls "
+                "behind the others; a trial still running at the wall-time budget stops like "
+                "early stopping (stopped = budget). 'refit: no' means the best trial's own "
+                "model is the learner's model.",
+            )
+        )
+        if best:
+            out.append(B("table", tuning.search_summary(best), "Searches and best parameters"))
+        for k in figs:
+            if k.startswith("search_"):
+                out.append(B("img", figs[k], "Validation AUPRC per epoch of every trial"))
+        if trials is not None and len(trials):
+            out.append(
+                B("table", tuning.trials_table(trials), "Every trial (pruned ones included)")
+            )
+    va = ctx.get("variable_auprc")
+    if va is not None and len(va):
+        out.append(B("h2", "Per-variable validation AUPRC (DTW-KNN)"))
+        out.append(
+            B(
+                "p",
+                "Each variable's own k-NN classifier scored on the validation split at its "
+                "chosen k, band and weighting (mean over units). lift = AUPRC / prevalence; "
+                f"below {tuning.UNINFORMATIVE_LIFT} a variable is flagged: 'too sparse to "
+                "help' when most validation series are flat (never observed in the window, "
+                "or one value carried forward), else 'no better than chance'. weight = its "
+                "share in the learned combination (equal for the plain mean).",
+            )
+        )
+        for learner in sorted(va["learner"].unique()):
+            out.append(B("table", tuning.variable_table(va, learner), learner))
+    return out
 
 
 def format_summary_table(

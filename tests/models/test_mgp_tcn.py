@@ -1,4 +1,4 @@
-"""MGPTCNClassifier: learning, GP gradients, class weighting, determinism, resume, search."""
+"""MGPTCNClassifier: learning, GP gradients, class weighting, determinism, resume, options."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 import models.mgp_tcn.classifier as clf_mod
 from data_prep.views import random_irregular_view
-from models.mgp_tcn import MGPTCNClassifier, search_hyperparameters
+from models.mgp_tcn import MGPTCNClassifier
 
 SMALL = dict(n_mc_samples=3, levels=2, hidden=16, batch_size=32, progress=False)
 
@@ -125,38 +125,122 @@ def test_invalid_parameters_raise_naming_the_key(data):
         MGPTCNClassifier(n_mc_samples=0).fit(X, y)
 
 
-def test_search_hyperparameters_picks_best_trial(data):
+def _scripted_val_scores(monkeypatch, scores):
+    """Make the per-epoch validation AUPRC follow `scores`; return the state_dict per epoch."""
+    import copy
+
+    it = iter(scores)
+    states = []
+    orig_proba = MGPTCNClassifier._proba
+
+    def proba(self, net, arr, device, n_samples=None):
+        states.append(copy.deepcopy(net.state_dict()))
+        return orig_proba(self, net, arr, device, n_samples)
+
+    monkeypatch.setattr(MGPTCNClassifier, "_proba", proba)
+    monkeypatch.setattr(clf_mod, "average_precision_score", lambda *a, **k: next(it))
+    return states
+
+
+def test_smoothed_early_stopping_stops_and_restores_the_best_epoch(data, monkeypatch):
     X, y, Xv, yv = data
-    space = {"hidden": [4, 16], "levels": [1, 2], "lr": [0.001, 0.005]}  # mixed int/float columns
-    best, trials = search_hyperparameters(
-        X.subset(np.arange(80)),
-        y[:80],
-        Xv,
-        yv,
-        n_trials=2,
-        seed=3,
-        space=space,
-        base_params=dict(epochs=1, n_mc_samples=2),
-        progress=False,
+    # smoothed over 2 epochs: 0.5, 0.6, 0.65 (best), 0.625, 0.525 -> stop after 2 bad epochs
+    states = _scripted_val_scores(monkeypatch, [0.5, 0.7, 0.6, 0.65, 0.4, 0.9, 0.9])
+    m = MGPTCNClassifier(epochs=7, patience=2, smoothing=2, **SMALL).fit(
+        X.subset(np.arange(60)), y[:60], Xv, yv
     )
-    assert len(trials) == 2 and set(space) <= set(trials.columns)
-    top = trials.loc[trials["val_auprc"].idxmax()]
-    assert type(best["hidden"]) is int and type(best["levels"]) is int  # refit needs integers
-    MGPTCNClassifier(**{**best, "progress": False}).fit(X.subset(np.arange(40)), y[:40])
-    assert (
-        best["hidden"] == top["hidden"]
-        and best["levels"] == top["levels"]
-        and best["seed"] == top["seed"]
+    assert [h["epoch"] for h in m.history_] == [1, 2, 3, 4, 5]
+    assert [h["val_auprc_smoothed"] for h in m.history_] == pytest.approx(
+        [0.5, 0.6, 0.65, 0.625, 0.525]
     )
-    again, trials2 = search_hyperparameters(
-        X.subset(np.arange(80)),
-        y[:80],
-        Xv,
-        yv,
-        n_trials=2,
-        seed=3,
-        space=space,
-        base_params=dict(epochs=1, n_mc_samples=2),
-        progress=False,
+    assert m.best_epoch_ == 3 and m.best_val_auprc_ == pytest.approx(0.65)
+    assert m.stop_reason_ == "patience"
+    restored = m.net_.state_dict()
+    for key, value in states[2].items():  # the weights after epoch 3, not the last ones
+        torch.testing.assert_close(restored[key], value)
+    assert any(not torch.equal(states[4][k], v) for k, v in states[2].items())
+
+
+def test_epoch_callback_stops_or_aborts_training(data):
+    X, y, Xv, yv = data
+    sub, ysub = X.subset(np.arange(60)), y[:60]
+    seen = []
+    m = MGPTCNClassifier(epochs=5, **SMALL).fit(
+        sub, ysub, Xv, yv, epoch_callback=lambda rec: seen.append(rec) or rec["epoch"] == 2
     )
-    assert again == best and trials2["val_auprc"].tolist() == trials["val_auprc"].tolist()
+    assert [r["epoch"] for r in seen] == [1, 2] and len(m.history_) == 2
+    assert m.stop_reason_ == "callback" and set(seen[0]) >= {"loss", "val_auprc", "lr"}
+
+    class Abort(Exception):
+        pass
+
+    def abort(rec):
+        raise Abort
+
+    with pytest.raises(Abort):
+        MGPTCNClassifier(epochs=3, **SMALL).fit(sub, ysub, Xv, yv, epoch_callback=abort)
+
+
+def test_lr_schedules_and_gradient_clipping(data, monkeypatch):
+    X, y, Xv, yv = data
+    sub, ysub = X.subset(np.arange(40)), y[:40]
+    cos = MGPTCNClassifier(epochs=3, patience=5, lr_schedule="cosine", **SMALL).fit(
+        sub, ysub, Xv, yv
+    )
+    lrs = [h["lr"] for h in cos.history_]
+    assert lrs[0] == pytest.approx(0.005) and lrs[0] > lrs[1] > lrs[2]
+    # plateau: a flat validation curve halves the rate once lr_patience epochs are exceeded
+    _scripted_val_scores(monkeypatch, [0.5] * 5)
+    calls = {"n": 0}
+    orig_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(params, max_norm, *a, **k):
+        calls["n"] += 1
+        assert max_norm == 0.5
+        return orig_clip(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(clf_mod.nn.utils, "clip_grad_norm_", clip)
+    pl = MGPTCNClassifier(
+        epochs=5, patience=10, lr_schedule="plateau", lr_patience=1, grad_clip=0.5, **SMALL
+    ).fit(sub, ysub, Xv, yv)
+    assert [h["lr"] for h in pl.history_] == pytest.approx([0.005, 0.005, 0.005, 0.0025, 0.0025])
+    assert calls["n"] == 5 * 2  # every batch of every epoch (40 stays, batch 32)
+
+
+def test_scheduler_state_survives_resume(data, tmp_path, monkeypatch):
+    X, y, Xv, yv = data
+    sub, ysub = X.subset(np.arange(40)), y[:40]
+    params = dict(epochs=3, patience=5, lr_schedule="cosine", grad_clip=1.0, **SMALL)
+    full = MGPTCNClassifier(**params).fit(sub, ysub, Xv, yv)
+    orig = clf_mod.average_precision_score
+    calls = {"n": 0}
+
+    def crash_on_second_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return orig(*a, **k)
+
+    monkeypatch.setattr(clf_mod, "average_precision_score", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        MGPTCNClassifier(checkpoint_dir=str(tmp_path), **params).fit(sub, ysub, Xv, yv)
+    monkeypatch.setattr(clf_mod, "average_precision_score", orig)
+    resumed = MGPTCNClassifier(checkpoint_dir=str(tmp_path), **params).fit(sub, ysub, Xv, yv)
+    assert [h["lr"] for h in resumed.history_] == [h["lr"] for h in full.history_]
+    assert [h["val_auprc"] for h in resumed.history_] == [h["val_auprc"] for h in full.history_]
+
+
+def test_more_mc_samples_at_prediction_time(data, tmp_path):
+    X, y, Xv, yv = data
+    m = MGPTCNClassifier(epochs=1, **SMALL).fit(X.subset(np.arange(60)), y[:60], Xv, yv)
+    base = m.predict_proba(Xv)
+    m.set_params(mc_samples_predict=SMALL["n_mc_samples"])
+    np.testing.assert_array_equal(m.predict_proba(Xv), base)  # same count: same draws
+    m.set_params(mc_samples_predict=12)
+    more = m.predict_proba(Xv)
+    assert not np.allclose(more, base) and np.allclose(more.sum(1), 1)
+    np.testing.assert_array_equal(m.predict_proba(Xv), more)  # deterministic
+    m.save(tmp_path / "m")
+    again = MGPTCNClassifier.load(tmp_path / "m")
+    assert again.mc_samples_predict == 12 and again.stop_reason_ == m.stop_reason_
+    np.testing.assert_array_equal(again.predict_proba(Xv), more)

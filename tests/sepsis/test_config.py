@@ -279,3 +279,68 @@ def test_extends_does_not_inherit_the_run_folder(tmp_path):
     cfg = load_config(tmp_path / "child.yaml")
     assert cfg.name == "child" and cfg.output_dir == Path("runs/child")
     assert cfg.cohort.min_age == 30  # everything else is inherited
+
+
+def test_removed_search_key_points_at_the_new_section(tmp_path):
+    path = write(tmp_path, {"train": {"mgp_search_trials": 10}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "train.mgp_search_trials" in msg and "mgp_tcn_search" in msg
+
+
+def test_search_section_defaults_off_and_is_validated(tmp_path):
+    cfg = load_config(write(tmp_path, {}))
+    s = cfg.mgp_tcn_search
+    assert s.trials == 0 and not s.enabled and s.pruner == "median"
+    assert s.learners == ("mgp_tcn_tuned",) and s.budget_minutes is None
+    ok = load_config(
+        write(
+            tmp_path,
+            {
+                "mgp_tcn_search": {
+                    "trials": 30,
+                    "budget_minutes": 45,
+                    "pruner": "hyperband",
+                    "predict_samples": [20, 40],
+                    "space": {"levels": [4, 9], "dropout": {"choices": [0.0, 0.1]}},
+                }
+            },
+        )
+    )
+    assert ok.mgp_tcn_search.predict_samples == (20, 40) and ok.mgp_tcn_search.enabled
+    for bad, key in (
+        ({"pruner": "asha"}, "mgp_tcn_search.pruner"),
+        ({"trial": 3}, "mgp_tcn_search.trial"),
+        ({"budget_minutes": -1}, "mgp_tcn_search.budget_minutes"),
+        ({"space": {"levels": [9, 4]}}, "mgp_tcn_search.space.levels"),
+        ({"learners": ["dtw_knn"]}, "mgp_tcn_search.learners"),
+    ):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_config(write(tmp_path, {"mgp_tcn_search": bad}))
+
+
+def test_tuned_variants_have_their_own_sections_and_the_paper_defaults_stay(tmp_path):
+    from models.dtw_knn import DTWKNNClassifier
+    from models.mgp_tcn import MGPTCNClassifier
+
+    cfg = load_config(write(tmp_path, {"mgp_tcn_tuned": {"epochs": 12}}))
+    tuned = cfg.learners["mgp_tcn_tuned"]
+    assert tuned["epochs"] == 12 and tuned["lr_schedule"] == "plateau" and tuned["smoothing"] == 3
+    assert cfg.learners["mgp_tcn"] == {} and cfg.learners["dtw_knn"] == {}
+    dtw = cfg.learners["dtw_knn_tuned"]
+    assert dtw["combine"] == "logistic" and dtw["per_variable"] is True
+    assert dtw["weights_grid"] == ("uniform", "distance")
+    # the paper learners' own defaults are the paper's procedure
+    p = MGPTCNClassifier().get_params()
+    assert (p["smoothing"], p["lr_schedule"], p["grad_clip"], p["mc_samples_predict"]) == (
+        1,
+        "constant",
+        None,
+        None,
+    )
+    assert (p["n_mc_samples"], p["lr"], p["l2"], p["epochs"]) == (10, 0.005, 0.01, 15)
+    d = DTWKNNClassifier().get_params()
+    assert (d["combine"], d["per_variable"], d["weights_grid"]) == ("mean", False, ())
+    with pytest.raises(ConfigError, match="dtw_knn_tuned.combine"):
+        load_config(write(tmp_path, {"dtw_knn_tuned": {"combine": "vote"}}))

@@ -215,22 +215,83 @@ def test_predictions_are_valid_probability_like_scores(tiny_run):
     learned = preds[preds["learner"] != "sofa"]
     assert np.isfinite(learned["score"]).all()
     assert learned["score"].between(0, 1).all()
-def test_mgp_search_runs_on_validation_and_keeps_config_keys(tiny_run):
+
+
+def test_tuned_learners_search_resume_and_never_see_test_stays(tiny_run, monkeypatch):
+    """The tuned variants: their own rows, the search's study in the unit folder (resumed by a
+    larger budget without redoing trials), learning curves, per-variable AUPRC, report."""
+    from models.dtw_knn import DTWKNNClassifier
+    from models.mgp_tcn import MGPTCNClassifier
+
     tmp, cfg = tiny_run
-    cfg_s = load_config(
-        _config(
-            tmp,
-            name="search",
-            train={"per_horizon": [], "train_once": ["mgp_tcn"], "mgp_search_trials": 2},
-        )
+    splits = pd.read_parquet(cfg.output_dir / "prepared" / "splits.parquet")
+    test_ids = set(splits.loc[(splits["seed"] == 0) & (splits["split"] == "test"), "stay_id"])
+    fits: list[str] = []
+    for cls in (MGPTCNClassifier, DTWKNNClassifier):
+        orig = cls.fit
+
+        def spy(self, X, y, X_val=None, y_val=None, _orig=orig, **kw):
+            for view in (X, X_val):
+                assert view is None or not set(view.stay_id.tolist()) & test_ids
+            fits.append(type(self).__name__)
+            return _orig(self, X, y, X_val, y_val, **kw)
+
+        monkeypatch.setattr(cls, "fit", spy)
+    extra = dict(
+        train={"per_horizon": [], "train_once": ["mgp_tcn", "mgp_tcn_tuned", "dtw_knn_tuned"]},
+        mgp_tcn_search={
+            "trials": 2,
+            "pruner": "none",
+            "space": {"hidden": [4, 8], "levels": [1, 2], "n_mc_samples": [2], "batch_size": [32]},
+            "predict_samples": [4],
+        },
+        mgp_tcn_tuned={"epochs": 2, "patience": 2, "mc_samples_predict": None},
+        dtw_knn_tuned={
+            "k_grid": [3, 5],
+            "radius_grid": [None, 2],
+            "variables": FAST["dtw_knn"]["variables"],
+        },
     )
+    cfg_s = load_config(_config(tmp, name="tuned", **extra))
     cfg_s.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg_s.output_dir / "prepared").symlink_to(cfg.output_dir / "prepared")
     pipeline.train(cfg_s, progress=False)
-    unit = pipeline.Unit("mgp_tcn", "train_once", 0, 0).folder(cfg_s.output_dir / "models")
+    models = cfg_s.output_dir / "models"
+    unit = pipeline.Unit("mgp_tcn_tuned", "train_once", 0, 0).folder(models)
     trials = pd.read_csv(unit / "search_trials.csv")
-    assert len(trials) == 2 and trials["val_auprc"].between(0, 1).all()
-    best = trials.loc[trials["val_auprc"].idxmax()]
+    assert trials["state"].tolist() == ["complete", "complete"]
+    assert (unit / "search" / "study.sqlite3").exists() and (unit / "search_curves.csv").exists()
+    best = json.loads((unit / "search_best.json").read_text())
     params = json.loads((unit / "model" / "params.json").read_text())
-    assert params["levels"] == best["levels"] and params["hidden"] == best["hidden"]
-    assert params["epochs"] == FAST["mgp_tcn"]["epochs"]  # the config's keys hold in every trial
+    top = trials.loc[trials["val_auprc"].idxmax()]
+    assert params["levels"] == top["levels"] and params["hidden"] == top["hidden"]
+    assert params["epochs"] == 2 and params["smoothing"] == 3  # config and variant keys hold
+    assert best["best_params"]["hidden"] == params["hidden"] and best["refit"] is False
+    curve = pd.read_csv(unit / "learning_curve.csv")
+    assert {"epoch", "loss", "val_auprc", "val_auprc_smoothed"} <= set(curve.columns)
+    # the paper's MGP-TCN is not searched: same hash as before the search existed
+    paper = pipeline.Unit("mgp_tcn", "train_once", 0, 0).folder(models)
+    assert not (paper / "search_trials.csv").exists()
+    man = json.loads((paper / "manifest.json").read_text())
+    assert man["config"]["mgp_search_trials"] == 0 and "mgp_tcn_search" not in man["config"]
+    vt = pd.read_csv(
+        pipeline.Unit("dtw_knn_tuned", "train_once", 0, 0).folder(models) / "variable_auprc.csv"
+    )
+    assert (
+        set(vt["variable"]) == set(FAST["dtw_knn"]["variables"]) and vt["auprc"].between(0, 1).all()
+    )
+    # a larger trial budget continues the same study: one more trial, none redone
+    n_mgp = fits.count("MGPTCNClassifier")
+    more = {**extra, "mgp_tcn_search": {**extra["mgp_tcn_search"], "trials": 3}}
+    cfg_m = load_config(_config(tmp, name="tuned", **more))
+    pipeline.train(cfg_m, progress=False)
+    assert fits.count("MGPTCNClassifier") == n_mgp + 1
+    again = pd.read_csv(unit / "search_trials.csv")
+    assert again["trial"].tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(again.iloc[:2], trials, check_dtype=False)
+    pipeline.evaluate(cfg_m, progress=False)
+    text = (pipeline.report(cfg_m) / "report.md").read_text()
+    for words in ("Hyperparameter search", "mgp_tcn_tuned", "Per-variable validation AUPRC"):
+        assert words in text, words
+    metrics = pd.read_csv(cfg_m.output_dir / "evaluation" / "metrics.csv")
+    assert {"mgp_tcn", "mgp_tcn_tuned", "dtw_knn_tuned"} == set(metrics["learner"])
