@@ -58,7 +58,7 @@ def run_one(work: Path, n: int, seed: int, signal: float, horizons: list[int]) -
     mimic3.extract(root / "raw", root / "ext", mimic3.ReaderParams(), progress=False)
     labels, onsets, _ = derive_labels(root / "ext", LabelParams(), progress=False)
     stays = pd.read_parquet(root / "ext" / "stays.parquet")
-    diag = pd.read_parquet(root / "ext" / "diagnoses.parquet")
+    diag = C.sepsis_admissions(root / "ext")
     obs, dropped = observations_from_extracted(root / "ext", stays, progress=False)
     params = C.CohortParams()
     C.prepare_from_tables(

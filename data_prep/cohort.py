@@ -34,6 +34,7 @@ from data_prep.observations import variable_order
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class CohortParams:
     """YAML section `cohort`."""
@@ -167,7 +168,9 @@ def _exclusions(
     if params.dbsource != "all":
         # a filter on a source-specific stay column applies when the source declares it
         if source_columns is None or "dbsource" in source_columns:
-            att.remove("dbsource", s["dbsource"] != params.dbsource, f"dbsource != {params.dbsource}")
+            att.remove(
+                "dbsource", s["dbsource"] != params.dbsource, f"dbsource != {params.dbsource}"
+            )
         else:
             att.remove(
                 "dbsource",
@@ -460,6 +463,20 @@ def build_cohort(
 def _params_json(params: CohortParams) -> dict:
     d = asdict(params)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def sepsis_admissions(extracted_dir: str | Path) -> pd.DataFrame:
+    """hadm_id of every admission with a sepsis diagnosis code: the `sepsis_diagnosis`
+    events of `extracted/admission_events.parquet` (the controls excluded by
+    ``exclude_icd9_controls``)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(
+        Path(extracted_dir) / "admission_events.parquet",
+        columns=["hadm_id", "concept"],
+        filters=[("concept", "=", "sepsis_diagnosis")],
+    ).to_pandas()
+    return t.loc[t["hadm_id"].notna(), ["hadm_id"]].drop_duplicates().reset_index(drop=True)
 
 
 def prepare_from_tables(

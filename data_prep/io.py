@@ -129,60 +129,6 @@ EXTRACTED_STAYS = pa.schema(
     ]
 )
 
-# Old extracted layout, read only by benchmarks/events_adapter.py (and the consumers' tests
-# until they read the events contract); the MIMIC-III reader no longer writes these files.
-CHART = _schema(
-    ("stay_id", pa.int64(), False),
-    ("time", TS, False),
-    ("itemid", pa.int32(), False),
-    ("valuenum", pa.float64(), True),
-    ("value", pa.string(), True),
-)
-
-LAB = _schema(
-    ("stay_id", pa.int64(), False),
-    ("time", TS, False),
-    ("itemid", pa.int32(), False),
-    ("valuenum", pa.float64(), True),
-)
-
-VASOPRESSORS = _schema(
-    ("stay_id", pa.int64(), False),
-    ("starttime", TS, False),
-    ("endtime", TS, True),
-    ("drug", pa.string(), False),
-    ("rate", pa.float64(), True),
-)
-
-URINE = _schema(
-    ("stay_id", pa.int64(), False),
-    ("time", TS, False),
-    ("value", pa.float64(), True),
-)
-
-PRESCRIPTIONS = _schema(
-    ("subject_id", pa.int64(), False),
-    ("hadm_id", pa.int64(), True),
-    ("startdate", TS, True),
-    ("enddate", TS, True),
-    ("drug", pa.string(), True),
-    ("drug_type", pa.string(), True),
-    ("route", pa.string(), True),
-)
-
-MICROBIOLOGY = _schema(
-    ("subject_id", pa.int64(), False),
-    ("hadm_id", pa.int64(), True),
-    ("charttime", TS, True),
-    ("chartdate", TS, True),
-    ("spec_type_desc", pa.string(), True),
-)
-
-DIAGNOSES = _schema(
-    ("hadm_id", pa.int64(), False),
-    ("icd9_code", pa.string(), True),
-)
-
 # ------------------------------------------ the extracted-events contract (every source)
 # A source's reader writes `extracted/`: stays.parquet (EXTRACTED_STAYS), events/ (one or
 # more parquet parts, schema EVENTS: stay-level measurements, one row per value, named by

@@ -284,8 +284,11 @@ def _run(args: argparse.Namespace, places: dict[str, Path]) -> int:
 
         stage("evaluate")
         n = export_meds(cfg.output_dir / "prepared", Path(args.out))
-        print(f"{n['labels']} hourly labels ({n['positive']} positive, {n['subjects']} subjects): "
-              f"{n['label_file']}" + (f"; {n['onsets']} onsets: {n['events_file']}" if "onsets" in n else ""))
+        print(
+            f"{n['labels']} hourly labels ({n['positive']} positive, {n['subjects']} subjects): "
+            f"{n['label_file']}"
+            + (f"; {n['onsets']} onsets: {n['events_file']}" if "onsets" in n else "")
+        )
     elif args.command == "run":
         stage("prepare")
         pipeline.prepare(cfg, force=args.force, progress=progress)

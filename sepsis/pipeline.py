@@ -157,23 +157,11 @@ def extract(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     return out
 
 
-def _sepsis_admissions(extracted: Path) -> pd.DataFrame:
-    """hadm_id of every admission with a sepsis diagnosis code (concept sepsis_diagnosis)."""
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(
-        extracted / "admission_events.parquet",
-        columns=["hadm_id", "concept"],
-        filters=[("concept", "=", "sepsis_diagnosis")],
-    ).to_pandas()
-    return t.loc[t["hadm_id"].notna(), ["hadm_id"]].drop_duplicates().reset_index(drop=True)
-
-
 @_locked
 def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
     """Raw records -> Sepsis-3 labels -> matched cohort and windows (`prepared/`)."""
     from data_prep import io as dio
-    from data_prep.cohort import prepare_from_tables
+    from data_prep.cohort import prepare_from_tables, sepsis_admissions
     from data_prep.observations import observations_from_extracted
     from data_prep.sepsis3 import derive_labels
 
@@ -207,7 +195,7 @@ def prepare(cfg: RunConfig, force: bool = False, progress: bool = True) -> Path:
             stays=stays,
             onsets=onsets,
             labels_hourly=labels_hourly,
-            diagnoses=_sepsis_admissions(extracted),
+            diagnoses=sepsis_admissions(extracted),
             observations=observations,
             params=cfg.cohort,
             out_dir=tmp,

@@ -56,9 +56,7 @@ class Concept:
     extra: dict[str, Any] = field(default_factory=dict)  # codes, hold_hours, intubated_text, ...
 
     def mappings(self, source: str, table: str | None = None) -> tuple[SourceMapping, ...]:
-        return tuple(
-            m for m in self.sources.get(source, ()) if table is None or m.table == table
-        )
+        return tuple(m for m in self.sources.get(source, ()) if table is None or m.table == table)
 
 
 @dataclass(frozen=True)
@@ -149,12 +147,16 @@ def parse(data: Any, path: Path) -> Dictionary:
             raise DictionaryError(f"{_where(path, name, 'entry')}: expected a mapping")
         kind = raw.get("kind")
         if kind not in KINDS:
-            raise DictionaryError(f"{_where(path, name, 'kind')}: expected one of {KINDS}, got {kind!r}")
+            raise DictionaryError(
+                f"{_where(path, name, 'kind')}: expected one of {KINDS}, got {kind!r}"
+            )
         low = high = None
         if "range" in raw:
             rng = raw["range"]
             if not (isinstance(rng, list) and len(rng) == 2 and rng[0] <= rng[1]):
-                raise DictionaryError(f"{_where(path, name, 'range')}: expected [low, high], low <= high")
+                raise DictionaryError(
+                    f"{_where(path, name, 'range')}: expected [low, high], low <= high"
+                )
             low, high = float(rng[0]), float(rng[1])
         sources: dict[str, tuple[SourceMapping, ...]] = {}
         for source, maps in (raw.get("sources") or {}).items():

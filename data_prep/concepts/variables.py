@@ -47,8 +47,14 @@ def _physionet_column(c) -> str | None:
 def _variable(c) -> Variable:
     (m,) = c.mappings("mimic3")
     return Variable(
-        c.name, m.table, m.ids + tuple(m.convert), c.unit, c.low, c.high,
-        convert=dict(m.convert), physionet=_physionet_column(c),
+        c.name,
+        m.table,
+        m.ids + tuple(m.convert),
+        c.unit,
+        c.low,
+        c.high,
+        convert=dict(m.convert),
+        physionet=_physionet_column(c),
     )
 
 
@@ -120,8 +126,12 @@ def lab_itemids_needed() -> set[int]:
 # their unit is checked against this group's expected unit instead (concepts/units.csv).
 CONVERTED_ITEM_UNIT_GROUP = {i: "temperature_f" for i in VARIABLES_BY_NAME["temperature"].convert}
 _UNIT_GROUP_OF_CONCEPT = {
-    "gcs_total": "gcs", "gcs_eye": "gcs", "gcs_verbal": "gcs", "gcs_motor": "gcs",
-    "ventilation": "ventilation", "fio2_bloodgas": "fio2_lab",
+    "gcs_total": "gcs",
+    "gcs_eye": "gcs",
+    "gcs_verbal": "gcs",
+    "gcs_motor": "gcs",
+    "ventilation": "ventilation",
+    "fio2_bloodgas": "fio2_lab",
     "blood_gas_specimen": "specimen_type",
 }
 

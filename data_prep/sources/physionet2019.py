@@ -28,7 +28,7 @@ ending at r):
   then fall outside the range; TroponinI is stored under ``troponin_t`` as the dictionary
   maps it, although it is troponin I). Values outside [low, high] are dropped and counted
   per variable in ``dropped_values``. ``PHYSIONET_EXTRA`` columns keep their own names.
-* ``diagnoses``: empty (hadm_id, icd9_code).
+* ``diagnoses``: empty (hadm_id): the challenge publishes no diagnosis codes.
 
 Speed: members are read straight from the zip, their bodies concatenated (header checked
 per file) and parsed by one ``pyarrow.csv`` call; only when that parse fails are the files
@@ -553,36 +553,14 @@ def _build(
     labels["sepsis"] = np.isfinite(row_onset) & (icu >= row_onset)
     labels_hourly = pd.DataFrame(labels)[LABEL_COLUMNS]
 
-    obs_parts, dropped = [], {}
-    for code, (col, name, lo, hi) in enumerate(
-        tqdm(VARIABLE_MAP, desc="physionet2019 variables", disable=not progress)
-    ):
-        v = cols[col]
-        finite = np.isfinite(v)
-        if col == "FiO2":  # dictionary rule: FiO2 > 1 is a percentage
-            v = np.where(finite & (v > 1), v / 100.0, v)
-        ok = finite & (v >= lo) & (v <= hi)
-        dropped[name] = int((finite & ~ok).sum())
-        rows = np.flatnonzero(ok)
-        obs_parts.append((rows, np.full(len(rows), code, np.int16), v[rows]))
-    rows = np.concatenate([p[0] for p in obs_parts])
-    codes = np.concatenate([p[1] for p in obs_parts])
-    vals = np.concatenate([p[2] for p in obs_parts])
-    order = np.lexsort((codes, rows))
-    rows, codes, vals = rows[order], codes[order], vals[order]
-    names = [name for _c, name, _lo, _hi in VARIABLE_MAP]
-    observations = pd.DataFrame(
-        {
-            "stay_id": sid_row[rows],
-            "hour": icu[rows].astype(np.float64),
-            "variable": pd.Categorical.from_codes(codes, categories=names),
-            "value": vals,
-        }
-    )
+    # observations: the shared builder over the events (the dictionary's ranges and FiO2
+    # rule, written once for every source)
+    from data_prep.observations import observations_from_events
+
     events = _events(sid_row, icu, cols)
-    empty_diag = pd.DataFrame(
-        {"hadm_id": pd.Series(dtype="int64"), "icd9_code": pd.Series(dtype="string")}
-    )
+    observations, dropped_all = observations_from_events(events, stays)
+    dropped = dropped_all["out_of_range"]
+    empty_diag = pd.DataFrame({"hadm_id": pd.Series(dtype="int64")})  # no sepsis codes
     return PhysioNetTables(
         stays=stays,
         onsets=onsets,
@@ -644,14 +622,18 @@ def extract(data_dir: Path, out_dir: Path, options, progress: bool = True) -> di
     """Write the extracted-events contract, plus the challenge's labels in ``labels/``."""
     from data_prep import io as dio
 
-    t = read_physionet2019(Path(data_dir), PhysioNetParams(on_bad_rows=options.on_bad_rows), progress)
+    t = read_physionet2019(
+        Path(data_dir), PhysioNetParams(on_bad_rows=options.on_bad_rows), progress
+    )
     out_dir = Path(out_dir)
     stays = t.stays.drop(columns=["positive_at_start"]).assign(has_chart=True, weight_kg=np.nan)
     dio.write_parquet(stays, out_dir / "stays.parquet", dio.EXTRACTED_STAYS)
     dio.write_parquet(t.events, out_dir / "events" / "physionet2019.parquet", dio.EVENTS)
     empty = pd.DataFrame({f.name: pd.Series(dtype=object) for f in dio.ADMISSION_EVENTS})
     dio.write_parquet(empty, out_dir / "admission_events.parquet", dio.ADMISSION_EVENTS)
-    dio.write_parquet(t.labels_hourly, out_dir / "labels" / "labels_hourly.parquet", dio.LABELS_HOURLY)
+    dio.write_parquet(
+        t.labels_hourly, out_dir / "labels" / "labels_hourly.parquet", dio.LABELS_HOURLY
+    )
     dio.write_parquet(t.onsets, out_dir / "labels" / "onsets.parquet", dio.ONSETS)
     return {"steps": t.attrition, "bad_rows": t.bad_rows[:100], "bad_rows_total": len(t.bad_rows)}
 

@@ -174,6 +174,8 @@ def test_non_antibiotic_drugs_are_ignored(drug):
     kept, counts = keeps(drug)
     assert not kept
     assert counts["not_antibiotic"] == 1
+
+
 @pytest.mark.parametrize(
     "drug_type,kept",
     [("MAIN", True), ("ADDITIVE", True), ("main", True), (" Additive ", True), ("BASE", False)],

@@ -13,6 +13,7 @@ from data_prep.concepts.dictionary import concepts
 VENT = "ventilation"
 SPECIMEN_CODES = concepts()["blood_gas_specimen"].extra["codes"]
 
+
 @pytest.mark.parametrize(
     "code,expected",
     [
@@ -168,6 +169,8 @@ def test_urine_is_gu_irrigant_out_minus_in():
     assert at(df, 23, "sofa_renal") == 3
     df, _ = run(los=30, urine=[(5.0, 900.0)])
     assert at(df, 23, "sofa_renal") == 0
+
+
 def test_reader_negates_gu_irrigant_in_and_keeps_irrigant_out(tmp_path):
     from data_prep.sources.mimic3 import ReaderParams, extract
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 @pytest.mark.slow
 def test_killed_runs_rerun_to_the_same_data(tmp_path):
     out = tmp_path / "fault_injection.md"

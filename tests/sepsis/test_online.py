@@ -235,6 +235,8 @@ def small_run(tmp_path_factory):
     pipeline.train(cfg, progress=False)
     assert main(["report", "--online", "--no-progress", "--config", str(path)]) == 0
     return tmp, path, cfg
+
+
 def test_every_hour_of_every_eligible_stay_is_scored(small_run):
     _, _, cfg = small_run
     ev = cfg.output_dir / "evaluation-online"
@@ -263,6 +265,8 @@ def test_every_hour_of_every_eligible_stay_is_scored(small_run):
     report = (cfg.output_dir / "reports" / "report.md").read_text()
     assert "Online evaluation" in report and "PhysioNet 2019 utility score" in report
     assert "outside the matched cohort" in report and "No h0 model" not in report
+
+
 def test_export_round_trips_and_matches_the_in_process_utility(small_run):
     from sepsis.cli import main
 

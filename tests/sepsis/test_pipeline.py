@@ -65,6 +65,8 @@ def tiny_run(tmp_path_factory):
 
 def _mtimes(folder: Path) -> dict[str, float]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("manifest.json")}
+
+
 def test_run_writes_every_stage_with_manifests(tiny_run):
     tmp, cfg = tiny_run
     out = cfg.output_dir
@@ -86,6 +88,8 @@ def test_run_writes_every_stage_with_manifests(tiny_run):
     metrics = pd.read_csv(out / "evaluation" / "metrics.csv")
     assert set(metrics["learner"]) == {"logreg", "sofa", "dtw_knn", "mgp_tcn"}
     assert metrics["auprc"].between(0, 1).all()
+
+
 def test_rerun_skips_current_stages_and_redoes_changed_ones(tiny_run):
     tmp, cfg = tiny_run
     before = _mtimes(cfg.output_dir)
@@ -108,6 +112,8 @@ def _auroc_by_learner(preds: pd.DataFrame) -> pd.Series:
         lambda g: auroc(g["y_true"].to_numpy(), g["score"].to_numpy()), include_groups=False
     )
     return per.groupby("learner").mean()
+
+
 def test_real_labels_beat_chance_and_shuffled_labels_do_not(tiny_run):
     """Leak check: with training labels permuted, no learner should find anything.
 
@@ -133,6 +139,8 @@ def test_real_labels_beat_chance_and_shuffled_labels_do_not(tiny_run):
     for learner in learned:
         assert abs(shuffled[learner] - 0.5) < 3 * null_sd, (shuffled, n_pos, n_neg)
     assert shuffled[learned].mean() < real[learned].mean() - 0.15, (real, shuffled)
+
+
 def test_training_never_reads_the_test_split(tiny_run, monkeypatch):
     """Every view of the test split is requested only after that unit's model is fitted,
     and no fit or hyperparameter choice ever receives a test stay."""
@@ -173,6 +181,8 @@ def test_training_never_reads_the_test_split(tiny_run, monkeypatch):
         assert before and before[-2:] == ["train", "val"], events[start:i]
         start = i + 1
     assert ("view", "test") in events
+
+
 def test_external_validation_uses_other_runs_models(tiny_run, tmp_path):
     tmp, cfg = tiny_run
     other = load_config(_config(tmp_path, name="other", synthetic={"seed": 11, "n_patients": 200}))
@@ -209,6 +219,8 @@ def test_cli_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for cmd in ("generate", "prepare", "train", "evaluate", "report", "run"):
         assert cmd in text
+
+
 def test_predictions_are_valid_probability_like_scores(tiny_run):
     tmp, cfg = tiny_run
     preds = pd.read_parquet(cfg.output_dir / "evaluation" / "predictions.parquet")
