@@ -77,18 +77,20 @@ def test_read_missing_column(tmp_path):
 
 
 def test_read_accepts_timestamp_unit_and_large_string(tmp_path):
-    p = tmp_path / "lab.parquet"
+    p = tmp_path / "events.parquet"
     t = pa.table(
         {
             "stay_id": pa.array([1], pa.int64()),
             "time": pa.array([0], pa.timestamp("ns")),
-            "itemid": pa.array([50912], pa.int32()),
-            "valuenum": [1.0],
+            "concept": pa.array(["creatinine"], pa.large_string()),
+            "value": [1.0],
+            "end_time": pa.array([None], pa.timestamp("us")),
+            "text": pa.array([None], pa.large_string()),
         }
     )
     pq.write_table(t, p)
-    df = io.read_parquet(p, io.LAB)
-    assert str(df["time"].dtype) == "datetime64[us]"
+    df = io.read_parquet(p, io.EVENTS)
+    assert str(df["time"].dtype) == "datetime64[us]" and df["concept"].tolist() == ["creatinine"]
 
 
 def test_read_corrupt_file(tmp_path):
