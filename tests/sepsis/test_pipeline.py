@@ -13,6 +13,7 @@ import yaml
 from sepsis import pipeline
 from sepsis.cli import main
 from sepsis.config import load_config
+from sepsis.stages import train as train_stage
 
 FAST = {
     # a stronger early signal than the default (which is tuned to be as hard as real data), so
@@ -148,7 +149,8 @@ def test_training_never_reads_the_test_split(tiny_run, monkeypatch):
     splits = pd.read_parquet(cfg.output_dir / "prepared" / "splits.parquet")
     test_ids = set(splits.loc[(splits["seed"] == 0) & (splits["split"] == "test"), "stay_id"])
     events: list[tuple[str, str]] = []
-    orig_view, orig_make = pipeline._view, pipeline.make_learner
+    # the train stage looks its helpers up in its own module (sepsis.stages.train)
+    orig_view, orig_make = train_stage._view, train_stage.make_learner
 
     def spy_view(ds, view, h, split, seed):
         X, y = orig_view(ds, view, h, split, seed)
@@ -170,8 +172,8 @@ def test_training_never_reads_the_test_split(tiny_run, monkeypatch):
         learner.fit = spy_fit
         return learner
 
-    monkeypatch.setattr(pipeline, "_view", spy_view)
-    monkeypatch.setattr(pipeline, "make_learner", spy_make)
+    monkeypatch.setattr(train_stage, "_view", spy_view)
+    monkeypatch.setattr(train_stage, "make_learner", spy_make)
     pipeline.train(cfg, force=True, progress=False)
     fits = [i for i, e in enumerate(events) if e[0] == "fit"]
     assert len(fits) == 3 + 2  # logreg per horizon, dtw_knn and mgp_tcn once
