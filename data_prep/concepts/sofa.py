@@ -53,493 +53,71 @@ the dictionary) raise unless ``on_bad_rows == "skip-and-count"``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from data_prep.concepts.dictionary import concepts
-from data_prep.ids import locate
+from data_prep.concepts.sofa_components import (
+    _of,
+    _point_events,
+    component_events,
+    sofa_rows,
+)
+from data_prep.concepts.sofa_grid import (
+    COMPONENTS,
+    SOFA_COLUMNS,
+    SOFA_CONCEPTS,
+    TABLE,
+    US_PER_HOUR,
+    VASOPRESSORS,
+    VENTILATION,
+    SofaParams,
+    _bad,
+    _count,
+    _Grid,
+    _put_max,
+    _us,
+    _window_max,
+    fio2_fraction,
+    score_cns,
+    score_coagulation,
+    score_creatinine,
+    score_liver,
+    score_map,
+    score_respiration,
+    score_urine,
+    score_vasopressor,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "SOFA_COLUMNS",
+    "SOFA_CONCEPTS",
+    "US_PER_HOUR",
+    "VASOPRESSORS",
+    "VENTILATION",
+    "SofaParams",
+    "component_events",
+    "fio2_fraction",
+    "hourly_sofa",
+    "score_cns",
+    "score_coagulation",
+    "score_creatinine",
+    "score_liver",
+    "score_map",
+    "score_respiration",
+    "score_urine",
+    "score_vasopressor",
+    "sofa_rows",
+    "vasopressor_rows",
+    # read by data_prep.concepts.sofa_evidence and the tests
+    "_Grid",
+    "_of",
+    "_point_events",
+    "_window_max",
+]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SofaParams:
-    """The SOFA options of YAML section `labels` (built by `LabelParams.sofa`)."""
-
-    sofa_lookback_hours: float = 24.0
-    fio2_lookback_hours: float = 4.0
-    fio2_lookahead_hours: float = 0.5  # FiO2 charted up to this long after the gas counts
-    on_bad_rows: str = "error"  # "error" | "skip-and-count"
-
-
-_D = concepts()
-COMPONENTS = ("resp", "coag", "liver", "cardio", "cns", "renal")
-SOFA_COLUMNS = ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS]
-DEFAULT_FIO2 = 0.21
-US_PER_HOUR = 3_600_000_000
-TABLE = "events"  # the name of the input in messages and count keys
-INTUBATED_TEXT = frozenset(t.strip().lower() for t in _D["gcs_verbal"].extra["intubated_text"])
-_RANGE = {
-    n: (_D[n].low, _D[n].high)
-    for n in ("platelets", "bilirubin", "creatinine", "po2", "mbp", "fio2", "fio2_bloodgas")
-}
-ARTERIAL_CODE: int = _D["blood_gas_specimen"].extra["arterial_code"]
-VENTILATION: tuple[str, ...] = _D.marked_by("ventilation")
-VENT_HOLD_HOURS: float = _D["ventilation"].extra["hold_hours"]
-GCS: tuple[str, ...] = ("gcs_total", "gcs_eye", "gcs_verbal", "gcs_motor")  # kind codes 0..3
-VASOPRESSORS: tuple[str, ...] = tuple(c.name for c in _D.of_kind("vasopressor"))
-# every concept hourly_sofa reads (the labels stage reads only these from events/)
-SOFA_CONCEPTS: tuple[str, ...] = (
-    "po2",
-    "blood_gas_specimen",
-    "fio2_bloodgas",
-    "fio2",
-    *VENTILATION,
-    "platelets",
-    "bilirubin",
-    "creatinine",
-    "mbp",
-    *GCS,
-    *VASOPRESSORS,
-    "urine_output",
-)
-KNOWN_CONCEPTS = frozenset(_D.concepts)
-
-
-# --------------------------------------------------------------------------------------
-# scoring tables (pure, vectorised)
-# --------------------------------------------------------------------------------------
-
-
-def score_respiration(pf: np.ndarray, ventilated: np.ndarray) -> np.ndarray:
-    """Respiration points from PaO2/FiO2 (mmHg) and ventilation status."""
-    pf = np.asarray(pf, float)
-    vent = np.asarray(ventilated, bool)
-    s = np.select([pf < 100, pf < 200, pf < 300, pf < 400], [4, 3, 2, 1], 0)
-    return np.where(vent, s, np.minimum(s, 2)).astype(np.int8)
-
-
-def score_coagulation(platelets: np.ndarray) -> np.ndarray:
-    """Coagulation points from platelets (10^3/uL)."""
-    x = np.asarray(platelets, float)
-    return np.select([x < 20, x < 50, x < 100, x < 150], [4, 3, 2, 1], 0).astype(np.int8)
-
-
-def score_liver(bilirubin: np.ndarray) -> np.ndarray:
-    """Liver points from bilirubin (mg/dL)."""
-    x = np.asarray(bilirubin, float)
-    return np.select([x >= 12, x >= 6, x >= 2, x >= 1.2], [4, 3, 2, 1], 0).astype(np.int8)
-
-
-def score_map(mean_bp: np.ndarray) -> np.ndarray:
-    """Cardiovascular points from mean arterial pressure alone (mmHg)."""
-    return (np.asarray(mean_bp, float) < 70).astype(np.int8)
-
-
-def score_vasopressor(drug: np.ndarray, rate: np.ndarray) -> np.ndarray:
-    """Cardiovascular points of one infusion (drug name, rate in mcg/kg/min > 0)."""
-    d = np.asarray(drug, object)
-    r = np.asarray(rate, float)
-    dopa, dobu = d == "dopamine", d == "dobutamine"
-    adr = (d == "epinephrine") | (d == "norepinephrine")
-    return np.select(
-        [dopa & (r > 15), dopa & (r > 5), dopa, dobu, adr & (r > 0.1), adr], [4, 3, 2, 2, 4, 3], 0
-    ).astype(np.int8)
-
-
-def score_cns(gcs: np.ndarray) -> np.ndarray:
-    """CNS points from the Glasgow coma scale total (3-15)."""
-    x = np.asarray(gcs, float)
-    return np.select([x < 6, x < 10, x < 13, x < 15], [4, 3, 2, 1], 0).astype(np.int8)
-
-
-def score_creatinine(creatinine: np.ndarray) -> np.ndarray:
-    """Renal points from creatinine (mg/dL)."""
-    x = np.asarray(creatinine, float)
-    return np.select([x >= 5, x >= 3.5, x >= 2, x >= 1.2], [4, 3, 2, 1], 0).astype(np.int8)
-
-
-def score_urine(ml_per_24h: np.ndarray) -> np.ndarray:
-    """Renal points from urine output (mL per 24 h)."""
-    x = np.asarray(ml_per_24h, float)
-    return np.select([x < 200, x < 500], [4, 3], 0).astype(np.int8)
-
-
-def fio2_fraction(values: np.ndarray) -> np.ndarray:
-    """FiO2 as a fraction: values > 1 are percentages."""
-    v = np.asarray(values, float)
-    return np.where(v > 1, v / 100.0, v)
-
-
-# --------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------
-
-
-def _us(s: pd.Series) -> np.ndarray:
-    """Timestamps as int64 microseconds (NaT -> INT64 min)."""
-    return pd.to_datetime(s).to_numpy(dtype="datetime64[us]").astype(np.int64)
-
-
-def _bad(
-    mask: np.ndarray,
-    df: pd.DataFrame,
-    table: str,
-    column: str,
-    what: str,
-    params: SofaParams,
-    counts: dict[str, int],
-    key: str,
-) -> np.ndarray:
-    """Raise or count structurally bad rows; returns the mask of rows to keep."""
-    n = int(mask.sum())
-    if n:
-        if params.on_bad_rows == "error":
-            row = df.index[np.flatnonzero(mask)[0]]
-            raise ValueError(
-                f"{table}: column {column!r}, row {row}: {what} "
-                f"({n} such rows; labels.on_bad_rows=skip-and-count skips them)"
-            )
-        counts[key] = counts.get(key, 0) + n
-    return ~mask
-
-
-def _count(counts: dict[str, int], key: str, n: int) -> None:
-    if n:
-        counts[key] = counts.get(key, 0) + int(n)
-
-
-class _Grid:
-    """Flat hourly grid: per stay ``pad`` + ``pre`` + ``n_hours`` cells."""
-
-    def __init__(self, stays: pd.DataFrame, lookback: int, pre: int):
-        s = stays.sort_values("stay_id")
-        self.stay_ids = s["stay_id"].to_numpy(np.int64)
-        if len(np.unique(self.stay_ids)) != len(self.stay_ids):
-            raise ValueError("stays: column 'stay_id': duplicated stay ids")
-        self.intime = _us(s["intime"])
-        outtime = _us(s["outtime"])
-        los = (outtime - self.intime) / US_PER_HOUR
-        self.n_hours = np.maximum(np.ceil(los), 0).astype(np.int64)
-        self.pad, self.pre = lookback - 1, pre
-        seg = self.pad + pre + self.n_hours
-        self.seg_start = np.concatenate([[0], np.cumsum(seg)[:-1]]).astype(np.int64)
-        self.origin = self.seg_start + self.pad + pre  # cell of hour 0
-        self.size = int(seg.sum())
-
-    def locate(self, stay_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(stay index, found mask) of each event's stay."""
-        return locate(self.stay_ids, stay_id)
-
-    def hours(self, idx: np.ndarray, t_us: np.ndarray) -> np.ndarray:
-        """Hours since the stay's intime."""
-        return (t_us - self.intime[idx]) / US_PER_HOUR
-
-    def cells(self, idx: np.ndarray, hour_bin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(cell index, inside-grid mask) of integer hour bins."""
-        inside = (hour_bin >= -(self.pad + self.pre)) & (hour_bin < self.n_hours[idx])
-        return self.origin[idx] + hour_bin, inside
-
-    def output_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(stay_id, hour, cell) of every output hour (-pre .. n_hours - 1)."""
-        n_out = self.pre + self.n_hours
-        rep = np.repeat(np.arange(len(self.stay_ids)), n_out)
-        first = np.concatenate([[0], np.cumsum(n_out)[:-1]]).astype(np.int64)
-        within = np.arange(int(n_out.sum()), dtype=np.int64) - np.repeat(first, n_out)
-        hour = within - self.pre
-        return self.stay_ids[rep], hour, self.origin[rep] + hour
-
-
-def _put_max(arr: np.ndarray, cells: np.ndarray, score: np.ndarray) -> None:
-    """arr[cells] = max(arr[cells], score), by ascending score level (no ufunc.at)."""
-    for level in range(1, 5):
-        sel = score == level
-        if sel.any():
-            c = cells[sel]
-            arr[c] = np.maximum(arr[c], level)
-
-
-def _window_max(arr: np.ndarray, lookback: int) -> np.ndarray:
-    """out[i] = max(arr[i - lookback + 1 .. i]); valid for i >= lookback - 1.
-
-    Sparse-table doubling: maxima over windows of 1, 2, 4, .. w <= lookback cells take
-    log2(lookback) vectorised passes, and the window of `lookback` is the max of two
-    overlapping windows of w. (A strided reduction over a sliding-window view costs a
-    short inner loop of `lookback` per cell, ~5x slower.)
-    """
-    out = np.zeros_like(arr)
-    n = len(arr)
-    if n < lookback or lookback < 1:
-        return out
-    p, w = arr, 1
-    while 2 * w <= lookback:
-        q = p.copy()
-        np.maximum(p[w:], p[:-w], out=q[w:])
-        p, w = q, 2 * w
-    rest = lookback - w  # 0 <= rest < w: second window ends `rest` cells earlier
-    if rest:
-        out[lookback - 1 :] = np.maximum(p[lookback - 1 :], p[w - 1 : n - rest])
-    else:
-        out[lookback - 1 :] = p[lookback - 1 :]
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# events per component: (stay_id, time_us, score)
-# --------------------------------------------------------------------------------------
-
-
-def _of(ev: pd.DataFrame, names: str | tuple[str, ...]) -> pd.DataFrame:
-    """The events of one concept or of several (row order kept: dedups keep the last row)."""
-    names = (names,) if isinstance(names, str) else names
-    return ev[ev["concept"].isin(names).to_numpy(bool)]
-
-
-def sofa_rows(events: pd.DataFrame) -> pd.DataFrame:
-    """The events SOFA reads (`SOFA_CONCEPTS`), plus those whose concept is not in the
-    dictionary at all (reported by `_point_events`); row order kept. The concept column
-    becomes categorical (selections by concept are then code comparisons)."""
-    c = events["concept"]
-    if not isinstance(c.dtype, pd.CategoricalDtype):
-        c = c.astype("category")
-    keep = (c.isin(SOFA_CONCEPTS) | ~c.isin(KNOWN_CONCEPTS)).to_numpy(bool)
-    return events[keep].assign(concept=c[keep])
-
-
-def _point_events(
-    df: pd.DataFrame, grid: _Grid, params: SofaParams, counts: dict[str, int]
-) -> pd.DataFrame:
-    """Validate stay_id/time/concept of the events; adds columns idx, t_us."""
-    keep = _bad(
-        df["stay_id"].isna().to_numpy(),
-        df,
-        TABLE,
-        "stay_id",
-        "missing stay_id",
-        params,
-        counts,
-        f"{TABLE}_rows_no_stay",
-    )
-    keep &= _bad(
-        df["time"].isna().to_numpy() & keep,
-        df,
-        TABLE,
-        "time",
-        "missing time",
-        params,
-        counts,
-        f"{TABLE}_rows_no_time",
-    )
-    keep &= _bad(
-        ~df["concept"].isin(KNOWN_CONCEPTS).to_numpy(bool) & keep,
-        df,
-        TABLE,
-        "concept",
-        "not a concept of the dictionary (data_prep/concepts/dictionary.yaml)",
-        params,
-        counts,
-        f"{TABLE}_rows_unknown_concept",
-    )
-    df = df[keep]
-    idx, found = grid.locate(df["stay_id"].to_numpy(np.int64))
-    keep = _bad(
-        ~found,
-        df,
-        TABLE,
-        "stay_id",
-        "stay_id not in stays",
-        params,
-        counts,
-        f"{TABLE}_rows_unknown_stay",
-    )
-    df = df[keep].assign(idx=idx[keep])
-    return df.assign(t_us=_us(df["time"]))
-
-
-def _in_range(
-    df: pd.DataFrame,
-    name: str,
-    counts: dict[str, int],
-    low: float | None = None,
-    high: float | None = None,
-) -> pd.DataFrame:
-    lo, hi = _RANGE.get(name, (low, high))
-    lo = lo if low is None else low
-    hi = hi if high is None else high
-    v = df["value"].to_numpy(float)
-    ok = np.isfinite(v) & (v >= lo) & (v <= hi)
-    _count(counts, f"{name}_implausible", (~ok).sum())
-    return df[ok]
-
-
-def _fio2(ev: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
-    """Valid FiO2 fractions (blood-gas and charted), one per stay and instant: the highest."""
-    parts = []
-    for name in ("fio2_bloodgas", "fio2"):
-        f = _of(ev, name)[["stay_id", "t_us", "value"]]
-        f = f.assign(fio2=fio2_fraction(f["value"].to_numpy(float)))
-        ok = np.isfinite(f["fio2"]) & f["fio2"].between(*_RANGE[name])
-        _count(counts, "fio2_implausible", (~ok).sum())
-        parts.append(f[ok])
-    return (
-        pd.concat(parts)
-        .sort_values(["stay_id", "t_us", "fio2"])
-        .drop_duplicates(["stay_id", "t_us"], keep="last")
-        .sort_values("t_us")
-    )
-
-
-def _respiration_events(
-    ev: pd.DataFrame, params: SofaParams, counts: dict[str, int]
-) -> pd.DataFrame:
-    gas = _in_range(_of(ev, "po2"), "po2", counts, low=1e-9)
-    gas = _arterial_only(gas, _of(ev, "blood_gas_specimen"), counts)
-    fio2 = _fio2(ev, counts)
-    vent = _of(ev, VENTILATION)[["stay_id", "t_us"]].drop_duplicates()
-    g = gas[["stay_id", "idx", "t_us", "value"]].sort_values("t_us")
-    if g.empty:
-        return pd.DataFrame({"idx": [], "t_us": [], "score": [], "value": []})
-    g = _nearest_fio2(g, fio2[["stay_id", "t_us", "fio2"]], params)
-    no_fio2 = g["fio2"].isna()
-    _count(counts, "pao2_without_fio2_assumed_room_air", no_fio2.sum())
-    g["fio2"] = g["fio2"].fillna(DEFAULT_FIO2)
-    vent = vent.sort_values("t_us").assign(vent_t=lambda d: d["t_us"])
-    g = pd.merge_asof(
-        g,
-        vent,
-        on="t_us",
-        by="stay_id",
-        direction="backward",
-        # [t, t + 8 h): merge_asof's tolerance is inclusive, times are integer us
-        tolerance=int(VENT_HOLD_HOURS * US_PER_HOUR) - 1,
-    )
-    pf = g["value"].to_numpy(float) / g["fio2"].to_numpy(float)
-    return pd.DataFrame(
-        {
-            "idx": g["idx"].to_numpy(),
-            "t_us": g["t_us"].to_numpy(),
-            "score": score_respiration(pf, g["vent_t"].notna().to_numpy()),
-            "value": pf,
-        }
-    )
-
-
-def _arterial_only(gas: pd.DataFrame, spec: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
-    """Drop pO2 values whose draw is typed venous, mixed or central venous (issue 14, defect 4).
-
-    The specimen type (``blood_gas_specimen``, coded with the dictionary's ``codes``) is
-    charted at the same instant as the gas's other values. A pO2 without a specimen event,
-    or with another text (code 0), is kept and counted: most gases in ICU records are
-    arterial, and dropping untyped ones would lose them.
-    """
-    spec = spec[["stay_id", "t_us", "value"]]
-    if spec.empty:
-        _count(counts, "pao2_specimen_unknown_kept", len(gas))
-        return gas
-    # several rows at one instant: arterial if any says so (the gas was drawn arterially)
-    spec = spec.assign(art=spec["value"] == ARTERIAL_CODE, typed=spec["value"] > 0)
-    spec = spec.groupby(["stay_id", "t_us"], as_index=False)[["art", "typed"]].max()
-    g = gas[["stay_id", "t_us"]].merge(spec, on=["stay_id", "t_us"], how="left")
-    art = g["art"].fillna(False).to_numpy(bool)
-    typed = g["typed"].fillna(False).to_numpy(bool)
-    _count(counts, "pao2_non_arterial_dropped", (typed & ~art).sum())
-    _count(counts, "pao2_specimen_unknown_kept", (~typed).sum())
-    return gas[art | ~typed]
-
-
-def _nearest_fio2(gas: pd.DataFrame, fio2: pd.DataFrame, params: SofaParams) -> pd.DataFrame:
-    """Each gas with the FiO2 charted nearest to it in [draw - lookback, draw + lookahead].
-
-    FiO2 is often charted a few minutes after the blood is drawn; a gas with only such a
-    FiO2 was scored as room air before issue 14 (defect 5). The window after the draw is
-    short (``fio2_lookahead_hours``, 30 min) because a FiO2 changed in response to this gas
-    is charted later. Equal distances prefer the earlier FiO2.
-    """
-    t = fio2.assign(t_f=fio2["t_us"])
-    before, after = (
-        pd.merge_asof(
-            gas, t, on="t_us", by="stay_id", direction=direction, tolerance=int(h * US_PER_HOUR)
-        )
-        for direction, h in (
-            ("backward", params.fio2_lookback_hours),
-            ("forward", params.fio2_lookahead_hours),
-        )
-    )
-    d_before = gas["t_us"].to_numpy() - before["t_f"].to_numpy(float)
-    d_after = after["t_f"].to_numpy(float) - gas["t_us"].to_numpy()
-    use_after = np.isfinite(d_after) & ~(np.isfinite(d_before) & (d_before <= d_after))
-    out = before.drop(columns="t_f")
-    out["fio2"] = np.where(use_after, after["fio2"].to_numpy(float), before["fio2"].to_numpy(float))
-    return out
-
-
-def _gcs_events(ev: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
-    # kind codes: 0 total, 1 eye, 2 verbal, 3 motor (numeric lookups, not string maps)
-    c = _of(ev, GCS)[["stay_id", "idx", "t_us", "concept", "value", "text"]]
-    kind = pd.Categorical(c["concept"].astype(object), categories=list(GCS)).codes.astype(np.int8)
-    verbal = kind == 2
-    intub = np.zeros(len(c), bool)
-    if verbal.any():
-        text = c["text"][verbal].astype("string").str.strip().str.lower()
-        intub[verbal] = text.isin(INTUBATED_TEXT).fillna(False).to_numpy(bool)
-    intub_keys = c.loc[intub, ["stay_id", "idx", "t_us"]].drop_duplicates()
-    c, kind = c[~intub], kind[~intub]
-    hi = np.array([_D[n].high for n in GCS], float)[kind]
-    lo = np.array([_D[n].low for n in GCS], float)[kind]
-    v = c["value"].to_numpy(float)
-    ok = np.isfinite(v) & (v >= lo) & (v <= hi)
-    _count(counts, "gcs_implausible", (~ok).sum())
-    c = c[ok].assign(kind=kind[ok])
-    totals = c.loc[c["kind"] == 0, ["stay_id", "idx", "t_us", "value"]]
-    comp = c[c["kind"] != 0].drop_duplicates(["stay_id", "t_us", "kind"], keep="last")
-    wide = comp.pivot(index=["stay_id", "idx", "t_us"], columns="kind", values="value")
-    wide = wide.reindex(columns=[1, 2, 3])  # eye, verbal, motor
-    complete = wide.notna().all(axis=1)
-    _count(counts, "gcs_incomplete_component_sets", (~complete).sum())
-    sums = wide[complete].sum(axis=1).rename("value").reset_index()
-    gcs = pd.concat([totals, sums], ignore_index=True)
-    # an intubated verbal overrides every GCS value charted at the same instant
-    key = ["stay_id", "t_us"]
-    gcs = gcs.merge(intub_keys[key].assign(_i=True), on=key, how="left")
-    gcs = gcs[gcs["_i"].isna()].drop(columns="_i")
-    gcs = pd.concat([gcs, intub_keys.assign(value=15.0)], ignore_index=True)
-    return pd.DataFrame(
-        {
-            "idx": gcs["idx"].to_numpy(),
-            "t_us": gcs["t_us"].to_numpy(),
-            "score": score_cns(gcs["value"].to_numpy(float)),
-            "value": gcs["value"].to_numpy(float),
-        }
-    )
-
-
-def component_events(
-    ev: pd.DataFrame, params: SofaParams, counts: dict[str, int]
-) -> dict[str, list[tuple[str, pd.DataFrame]]]:
-    """Per component, (input name, events with idx, t_us, score, value) of every point input:
-    P/F ratio, platelets, bilirubin, creatinine, MAP, GCS (vasopressors and urine are
-    intervals and sums, handled by their own functions). ``ev``: validated events
-    (`_point_events`)."""
-    events: dict[str, list[tuple[str, pd.DataFrame]]] = {c: [] for c in COMPONENTS}
-    events["resp"].append(("PaO2/FiO2", _respiration_events(ev, params, counts)))
-    for name, fn, comp in (
-        ("platelets", score_coagulation, "coag"),
-        ("bilirubin", score_liver, "liver"),
-        ("creatinine", score_creatinine, "renal"),
-    ):
-        x = _in_range(_of(ev, name), name, counts)
-        events[comp].append((name, _scored(x, fn)))
-    mbp = _in_range(_of(ev, "mbp"), "mbp", counts, low=1e-9)
-    events["cardio"].append(("MAP", _scored(mbp, score_map)))
-    events["cns"].append(("GCS", _gcs_events(ev, counts)))
-    return events
-
-
-def _scored(x: pd.DataFrame, fn) -> pd.DataFrame:
-    v = x["value"].to_numpy(float)
-    return pd.DataFrame({"idx": x["idx"], "t_us": x["t_us"], "score": fn(v), "value": v})
 
 
 def hourly_sofa(

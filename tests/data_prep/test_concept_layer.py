@@ -19,12 +19,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CONCEPT_LAYER = [
     "data_prep/concepts/sofa.py",
+    "data_prep/concepts/sofa_grid.py",
+    "data_prep/concepts/sofa_components.py",
     "data_prep/concepts/sofa_evidence.py",
     "data_prep/concepts/infection.py",
     "data_prep/observations.py",
     "data_prep/sepsis3.py",
 ]
-BELOW_SEPSIS3 = CONCEPT_LAYER[:4]
+BELOW_SEPSIS3 = [m for m in CONCEPT_LAYER if not m.startswith("data_prep/sepsis3")]
 
 
 def _imports(path: Path) -> set[str]:
