@@ -37,54 +37,58 @@ re-parsed in chunks, then one by one, then line by line to name the bad file, ro
 
 from __future__ import annotations
 
-import io
 import logging
-import re
-import zipfile
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
-from data_prep.concepts.variables import PHYSIONET_EXTRA, VARIABLES
-from data_prep.errors import DataError
-from data_prep.sepsis3 import LABEL_COLUMNS, ONSET_COLUMNS
+from data_prep.sources.physionet2019_input import (
+    _NAME,
+    COLUMNS,
+    HEADER,
+    PhysioNetFormatError,
+    PhysioNetInputNotFound,
+    _count_rows,
+    _open_source,
+    _parse,
+    _parse_located,
+)
+from data_prep.sources.physionet2019_tables import (
+    EPOCH,
+    ONSET_BEFORE_DATA,
+    ONSET_SHIFT_HOURS,
+    PHYSIONET_SOURCE,
+    SOFA_UNKNOWN,
+    VARIABLE_MAP,
+    PhysioNetTables,
+    _build,
+)
+
+__all__ = [
+    "COLUMNS",
+    "EPOCH",
+    "HEADER",
+    "LABELS",
+    "ONSET_BEFORE_DATA",
+    "ONSET_SHIFT_HOURS",
+    "PHYSIONET_SOURCE",
+    "SOFA_UNKNOWN",
+    "SOURCE",
+    "VARIABLE_MAP",
+    "PhysioNetFormatError",
+    "PhysioNetInputNotFound",
+    "PhysioNetParams",
+    "PhysioNetTables",
+    "extract",
+    "inputs",
+    "read_physionet2019",
+]
 
 logger = logging.getLogger(__name__)
-
-COLUMNS: tuple[str, ...] = (
-    "HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2", "BaseExcess", "HCO3", "FiO2", "pH",
-    "PaCO2", "SaO2", "AST", "BUN", "Alkalinephos", "Calcium", "Chloride", "Creatinine",
-    "Bilirubin_direct", "Glucose", "Lactate", "Magnesium", "Phosphate", "Potassium",
-    "Bilirubin_total", "TroponinI", "Hct", "Hgb", "PTT", "WBC", "Fibrinogen", "Platelets", "Age",
-    "Gender", "Unit1", "Unit2", "HospAdmTime", "ICULOS", "SepsisLabel",
-)  # fmt: skip
-HEADER = "|".join(COLUMNS).encode()
-EPOCH = pd.Timestamp("2100-01-01")
-PHYSIONET_SOURCE = "physionet2019"
-ONSET_SHIFT_HOURS = 6
-ONSET_BEFORE_DATA = -1.0  # onset_hour of stays labelled septic from their first row
-SOFA_UNKNOWN = -1  # the SOFA columns of labels_hourly (non-nullable int8; no SOFA published)
-_NAME = re.compile(r"(?:^|/)p(\d+)\.psv$")
-_CHUNK_FILES = 256  # files per chunk when locating a parse failure
-
-
-def _variable_map() -> list[tuple[str, str, float, float]]:
-    """(PhysioNet column, variable name, low, high) for every time-varying column."""
-    out = [(v.physionet, v.name, float(v.low), float(v.high)) for v in VARIABLES if v.physionet]
-    out += [
-        (col, name, float(lo), float(hi)) for col, (name, _unit, lo, hi) in PHYSIONET_EXTRA.items()
-    ]
-    return out
-
-
-VARIABLE_MAP = _variable_map()
 
 
 @dataclass(frozen=True)
@@ -99,171 +103,6 @@ class PhysioNetParams:
             raise ValueError(
                 f"on_bad_rows: expected 'error' or 'skip-and-count', got {self.on_bad_rows!r}"
             )
-
-
-class PhysioNetFormatError(DataError):
-    """A `.psv` member does not have the challenge format (names member, row, column)."""
-
-
-class PhysioNetInputNotFound(PhysioNetFormatError, FileNotFoundError):
-    """The input path is absent, or a folder with neither .psv files nor one zip."""
-
-
-@dataclass
-class PhysioNetTables:
-    """The prepared tables of one PhysioNet 2019 training set (CONTRACTS.md schemas)."""
-
-    stays: pd.DataFrame
-    onsets: pd.DataFrame
-    labels_hourly: pd.DataFrame
-    diagnoses: pd.DataFrame
-    observations: pd.DataFrame
-    dropped_values: dict[str, int] = field(default_factory=dict)
-    events: pd.DataFrame | None = None  # io.EVENTS: every non-missing value, as read
-    attrition: list[dict] = field(default_factory=list)
-    bad_rows: list[str] = field(default_factory=list)  # one message per skipped row / file
-
-    @property
-    def source_attrition(self) -> list[dict]:
-        """The reader's counts, for `prepare_from_tables(source_attrition=...)`."""
-        return self.attrition
-
-
-# ----------------------------------------------------------------------------- input
-def _open_source(
-    path: Path,
-) -> tuple[list[str], Callable[[str], bytes], Callable[[], None], Callable[[str], str]]:
-    """(sorted member names, read(name) -> bytes, close(), label(name) for messages) for a zip,
-    a folder of .psv, or a folder holding exactly one zip."""
-    path = Path(path)
-    if not path.exists():
-        raise PhysioNetInputNotFound(
-            f"{path}: PhysioNet 2019 input not found (a .zip or a folder of .psv files)"
-        )
-    if path.is_dir():
-        files = sorted(path.rglob("*.psv"))
-        if files:
-            by_name = {str(f.relative_to(path)): f for f in files}
-            return (
-                list(by_name),
-                lambda n: by_name[n].read_bytes(),
-                lambda: None,
-                lambda n: str(by_name[n]),
-            )
-        zips = sorted(path.glob("*.zip"))
-        if len(zips) != 1:
-            raise PhysioNetInputNotFound(
-                f"{path}: expected .psv files or exactly one .zip in the folder, found "
-                f"{len(zips)} zip file(s) ({', '.join(z.name for z in zips) or 'none'})"
-            )
-        path = zips[0]
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise PhysioNetFormatError(
-            f"{path}: not a readable zip file ({e}); expected the challenge's training set zip "
-            "or a folder of .psv files"
-        ) from e
-    names = sorted(n for n in zf.namelist() if n.endswith(".psv") and not n.endswith("/"))
-    if not names:
-        others = [n for n in zf.namelist() if not n.endswith("/")]
-        zf.close()
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise PhysioNetFormatError(
-            f"{path}: the zip holds no .psv members (it has {len(others)} other file(s)"
-            f"{': ' + shown if others else ''}); expected one pNNNNNN.psv per ICU stay"
-        )
-
-    def label(name: str) -> str:
-        return f"{path} member {name}"
-
-    def read(name: str) -> bytes:
-        # a bad CRC is BadZipFile; an undecompressable body zlib.error, EOFError or OSError
-        try:
-            return zf.read(name)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
-            raise PhysioNetFormatError(
-                f"{label(name)}: cannot be decompressed ({e}); expected an intact zip member "
-                "(the zip is corrupt or truncated)"
-            ) from e
-
-    return names, read, zf.close, label
-
-
-def _parse(body: bytes) -> pa.Table:
-    return pacsv.read_csv(
-        io.BytesIO(body),
-        read_options=pacsv.ReadOptions(column_names=list(COLUMNS)),
-        parse_options=pacsv.ParseOptions(delimiter="|"),
-        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(COLUMNS, pa.float64())),
-    )
-
-
-def _line_check(name: str, body: bytes) -> tuple[bytes, list[str]]:
-    """Slow path for one member: (its good lines, one message per bad line)."""
-    good, bad = [], []
-    for i, line in enumerate(body.split(b"\n")):
-        if not line.strip():
-            continue
-        fields = line.rstrip(b"\r").split(b"|")
-        where = f"{name}: line {i + 2} (data row {i + 1})"
-        if len(fields) != len(COLUMNS):
-            bad.append(f"{where}: expected {len(COLUMNS)} '|'-separated fields, got {len(fields)}")
-            continue
-        problem = None
-        for col, val in zip(COLUMNS, fields, strict=True):
-            try:
-                float(val) if val.strip() else None
-            except ValueError:
-                problem = f"{where}: column '{col}' = {val.decode(errors='replace')!r}, expected a number or NaN"
-                break
-        if problem:
-            bad.append(problem)
-        else:
-            good.append(line.rstrip(b"\r"))
-    return b"".join(g + b"\n" for g in good), bad
-
-
-def _parse_located(
-    names: list[str], bodies: list[bytes], skip: bool, bad_msgs: list[str]
-) -> list[bytes]:
-    """Find the members that break the one-shot parse; return the bodies with bad lines removed
-    (skip) or raise naming the first bad member/row/column (error)."""
-    bodies = list(bodies)
-    for c0 in range(0, len(bodies), _CHUNK_FILES):
-        chunk = range(c0, min(c0 + _CHUNK_FILES, len(bodies)))
-        try:
-            _parse(b"".join(bodies[i] for i in chunk))
-            continue
-        except pa.ArrowInvalid:
-            pass
-        for i in chunk:
-            try:
-                _parse(bodies[i])
-                continue
-            except pa.ArrowInvalid as e:
-                arrow_msg = str(e)
-            good, bad = _line_check(names[i], bodies[i])
-            if not bad:
-                bad = [f"{names[i]}: cannot be parsed as pipe-separated numbers: {arrow_msg}"]
-                good = b""
-            if not skip:
-                raise PhysioNetFormatError(
-                    bad[0]
-                    + (
-                        f" (and {len(bad) - 1} more bad row(s) in this file)"
-                        if len(bad) > 1
-                        else ""
-                    )
-                )
-            bad_msgs.extend(bad)
-            bodies[i] = good
-    return bodies
-
-
-def _count_rows(body: bytes) -> int:
-    # rows = non-empty lines; fast path assumes no blank lines (checked against the parse)
-    return body.count(b"\n")
 
 
 # ----------------------------------------------------------------------------- main
@@ -470,135 +309,6 @@ def read_physionet2019(
         counts["bad_rows"],
     )
     return tables
-
-
-def _build(
-    stay_ids: np.ndarray, file_of_row: np.ndarray, cols: dict[str, np.ndarray], progress: bool
-) -> PhysioNetTables:
-    """Vectorised table construction from the parsed columns (rows grouped by file, in order)."""
-    present = np.unique(file_of_row)
-    # rows of each file are contiguous and ordered: first / last row index per file
-    starts = np.searchsorted(file_of_row, present, side="left")
-    ends = np.searchsorted(file_of_row, present, side="right")
-    sid_row = stay_ids[file_of_row]
-    sid = stay_ids[present]
-    icu, lab = cols["ICULOS"], cols["SepsisLabel"]
-
-    # onsets: first labelled row per file
-    pos_rows = np.flatnonzero(lab == 1)
-    pos_files, first_pos = np.unique(file_of_row[pos_rows], return_index=True)
-    first_pos_row = pos_rows[first_pos]
-    onset_by_file = np.full(len(stay_ids), np.nan)
-    onset_by_file[pos_files] = icu[first_pos_row] + ONSET_SHIFT_HOURS
-    at_start = np.zeros(len(stay_ids), bool)
-    at_start[pos_files] = first_pos_row == starts[np.searchsorted(present, pos_files)]
-    onset_by_file[at_start] = ONSET_BEFORE_DATA
-    onset = onset_by_file[present]
-
-    def static(c: str) -> np.ndarray:  # first non-missing value of the stay (constant in set A)
-        v = cols[c]
-        ok = np.isfinite(v)
-        idx = np.flatnonzero(ok)
-        f_idx = np.searchsorted(idx, starts)  # first finite row at or after the file's start
-        out = np.full(len(present), np.nan)
-        has = f_idx < len(idx)
-        has[has] &= idx[f_idx[has]] < ends[has]
-        out[has] = v[idx[f_idx[has]]]
-        return out
-
-    gender = static("Gender")
-    u1, u2 = static("Unit1"), static("Unit2")
-    los = icu[ends - 1].astype(float)
-    unit = np.where(u1 == 1, "MICU", np.where(u2 == 1, "SICU", None))
-    stays = pd.DataFrame(
-        {
-            "stay_id": sid,
-            "patient_id": sid,
-            "hadm_id": pd.array([pd.NA] * len(sid), dtype="Int64"),
-            "source": PHYSIONET_SOURCE,
-            "intime": pd.Series(EPOCH, index=range(len(sid))).astype("datetime64[us]"),
-            "outtime": (EPOCH + pd.to_timedelta(los, unit="h")).astype("datetime64[us]"),
-            "los_hours": los,
-            "age": static("Age"),
-            "gender": pd.array(
-                np.where(gender == 1, "M", np.where(gender == 0, "F", None)), dtype="string"
-            ),
-            "dbsource": pd.array([None] * len(sid), dtype="string"),
-            "unit": pd.array(unit, dtype="string"),
-            "died": pd.array([None] * len(sid), dtype="boolean"),
-            "positive_at_start": at_start[present],
-            "_has_label": np.isin(present, pos_files),
-        }
-    )
-
-    onsets = pd.DataFrame({c: pd.Series([None] * len(sid), dtype="object") for c in ONSET_COLUMNS})
-    onsets["stay_id"] = sid
-    for c in ("si_time", "antibiotic_time", "culture_time", "onset_time"):
-        onsets[c] = pd.Series(pd.NaT, index=onsets.index, dtype="datetime64[us]")
-    for c in ("antibiotic", "culture_specimen", "components_rose"):
-        onsets[c] = pd.array([None] * len(sid), dtype="string")
-    for c in ("sofa_baseline", "sofa_at_onset"):
-        onsets[c] = pd.array([None] * len(sid), dtype="Int8")
-    onsets["si_hour"] = np.nan
-    onsets["onset_hour"] = onset
-    onsets = onsets[ONSET_COLUMNS]
-
-    row_onset = onset_by_file[file_of_row]
-    n = len(icu)
-    labels = {"stay_id": sid_row, "hour": icu.astype(np.int32)}
-    for c in LABEL_COLUMNS:
-        if c.startswith("sofa"):
-            labels[c] = np.full(n, SOFA_UNKNOWN, np.int8)
-    labels["si_window"] = np.zeros(n, bool)
-    labels["sepsis"] = np.isfinite(row_onset) & (icu >= row_onset)
-    labels_hourly = pd.DataFrame(labels)[LABEL_COLUMNS]
-
-    # observations: the shared builder over the events (the dictionary's ranges and FiO2
-    # rule, written once for every source)
-    from data_prep.observations import observations_from_events
-
-    events = _events(sid_row, icu, cols)
-    observations, dropped_all = observations_from_events(events, stays)
-    dropped = dropped_all["out_of_range"]
-    empty_diag = pd.DataFrame({"hadm_id": pd.Series(dtype="int64")})  # no sepsis codes
-    return PhysioNetTables(
-        stays=stays,
-        onsets=onsets,
-        labels_hourly=labels_hourly,
-        diagnoses=empty_diag,
-        observations=observations,
-        dropped_values={k: v for k, v in dropped.items() if v},
-        events=events,
-    )
-
-
-def _events(sid_row: np.ndarray, icu: np.ndarray, cols: dict[str, np.ndarray]) -> pd.DataFrame:
-    """io.EVENTS rows: one per non-missing value of a mapped column, as read (the observation
-    builder applies the dictionary's ranges and the FiO2 rule, as for every source), at
-    time = EPOCH + ICULOS hours, in row order then column order."""
-    parts = []
-    for code, (col, _name, _lo, _hi) in enumerate(VARIABLE_MAP):
-        rows = np.flatnonzero(np.isfinite(cols[col]))
-        parts.append((rows, np.full(len(rows), code, np.int16)))
-    rows = np.concatenate([p[0] for p in parts])
-    codes = np.concatenate([p[1] for p in parts])
-    order = np.lexsort((codes, rows))
-    rows, codes = rows[order], codes[order]
-    vals = np.empty(len(rows))
-    for code, (col, _name, _lo, _hi) in enumerate(VARIABLE_MAP):
-        sel = codes == code
-        vals[sel] = cols[col][rows[sel]]
-    hours_us = np.round(icu[rows] * 3_600_000_000).astype(np.int64)
-    return pd.DataFrame(
-        {
-            "stay_id": sid_row[rows],
-            "time": np.datetime64(EPOCH.to_datetime64(), "us") + hours_us.astype("timedelta64[us]"),
-            "concept": pd.Categorical.from_codes(codes, categories=[m[1] for m in VARIABLE_MAP]),
-            "value": vals,
-            "end_time": pd.Series(pd.NaT, index=range(len(rows)), dtype="datetime64[us]"),
-            "text": pd.array([None] * len(rows), dtype="string"),
-        }
-    )
 
 
 # ------------------------------------------------------------------ the source protocol
