@@ -26,6 +26,10 @@ Onset rule, exactly as implemented:
   hours before t (so never at the window's first hour); "window_start": SOFA at the
   window's first hour. A criterion met only in pre-ICU hours is counted
   (`criterion_met_before_icu`); the onset is then the first ICU hour that meets it.
+
+`LabelParams` is defined in `data_prep.sepsis3_params`, the onset rule and the labels of
+one set of stays in `data_prep.sepsis3_onset`; this module derives them for a whole
+`extracted/` folder, chunk by chunk.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,228 +48,27 @@ from tqdm.auto import tqdm
 
 from data_prep import io
 from data_prep.concepts.dictionary import concepts
-from data_prep.concepts.infection import InfectionParams, suspected_infection
-from data_prep.concepts.sofa import COMPONENTS, SOFA_CONCEPTS, SofaParams, hourly_sofa
-from data_prep.concepts.sofa_evidence import sofa_inputs
+from data_prep.concepts.infection import suspected_infection
+from data_prep.concepts.sofa import COMPONENTS, SOFA_CONCEPTS
 from data_prep.errors import DataError
 from data_prep.ids import locate
+from data_prep.sepsis3_onset import LABEL_COLUMNS, ONSET_COLUMNS, label_stays, onset_from_sofa
+from data_prep.sepsis3_params import LabelParams
+
+__all__ = [
+    "CHUNK_STAYS",
+    "LABEL_COLUMNS",
+    "ONSET_COLUMNS",
+    "LabelParams",
+    "derive_labels",
+    "event_parts",
+    "label_stays",
+    "onset_from_sofa",
+]
 
 log = logging.getLogger(__name__)
 
-LABEL_COLUMNS = (
-    ["stay_id", "hour", "sofa"] + [f"sofa_{c}" for c in COMPONENTS] + ["si_window", "sepsis"]
-)
-ONSET_COLUMNS = [
-    "stay_id",
-    "si_time",
-    "si_hour",
-    "antibiotic",
-    "antibiotic_time",
-    "antibiotic_time_source",
-    "culture_time",
-    "culture_time_source",
-    "culture_specimen",
-    "onset_hour",
-    "onset_time",
-    "sofa_baseline",
-    "sofa_at_onset",
-    "components_rose",
-    "sofa_baseline_hour",
-    "components_baseline_to_onset",
-    "sofa_inputs_at_onset",
-]
 CHUNK_STAYS = 5000  # stays per chunk: bounds memory on full MIMIC-III
-
-
-@dataclass(frozen=True)
-class LabelParams:
-    """YAML section `labels`: suspected infection, SOFA and onset options."""
-
-    si_time: str = "earlier"  # "earlier" (Seymour 2016) | "culture" (reference code)
-    culture_then_abx_hours: float = 72.0
-    abx_then_culture_hours: float = 24.0
-    si_window_before_hours: float = 48.0
-    si_window_after_hours: float = 24.0
-    sofa_threshold: int = 2
-    baseline: str = "running_min"  # "running_min" | "window_start"
-    sofa_lookback_hours: float = 24.0
-    pre_icu_hours: int = 24  # pre-ICU hours scored; data kept from pre + lookback before
-    baseline_pre_icu: str = "assume_zero"  # "assume_zero" (Singer 2016) | "observed_only"
-    fio2_lookback_hours: float = 4.0
-    fio2_lookahead_hours: float = 0.5  # FiO2 charted up to this long after the gas counts
-    # suspected infection: "paired" (antibiotics + cultures) | "antibiotics_only" (data without
-    # cultures; see data_prep.concepts.infection.InfectionParams); reports say which
-    suspected_infection: str = "paired"
-    abx_min_count: int = 2  # antibiotics_only: antibiotic events within the window below
-    abx_count_window_hours: float = 24.0
-    on_bad_rows: str = "error"  # "error" | "skip-and-count"
-
-    def validate(self) -> None:
-        """Raise ValueError("labels.<key>: ...") for impossible values."""
-        if self.si_time not in ("earlier", "culture"):
-            raise ValueError("labels.si_time: expected 'earlier' or 'culture'")
-        if self.baseline not in ("running_min", "window_start"):
-            raise ValueError("labels.baseline: expected 'running_min' or 'window_start'")
-        if self.baseline_pre_icu not in ("assume_zero", "observed_only"):
-            raise ValueError("labels.baseline_pre_icu: expected 'assume_zero' or 'observed_only'")
-        if not (isinstance(self.pre_icu_hours, int) and 0 <= self.pre_icu_hours <= 168):
-            raise ValueError(
-                f"labels.pre_icu_hours: expected an integer 0..168, got {self.pre_icu_hours!r}"
-            )
-        if self.on_bad_rows not in ("error", "skip-and-count"):
-            raise ValueError("labels.on_bad_rows: expected 'error' or 'skip-and-count'")
-        if self.suspected_infection not in ("paired", "antibiotics_only"):
-            raise ValueError(
-                "labels.suspected_infection: expected 'paired' or 'antibiotics_only', got "
-                f"{self.suspected_infection!r}"
-            )
-        if not (isinstance(self.abx_min_count, int) and 1 <= self.abx_min_count <= 20):
-            raise ValueError(
-                f"labels.abx_min_count: expected an integer 1..20, got {self.abx_min_count!r}"
-            )
-        for key in (
-            "culture_then_abx_hours",
-            "abx_then_culture_hours",
-            "si_window_before_hours",
-            "si_window_after_hours",
-            "fio2_lookback_hours",
-            "fio2_lookahead_hours",
-            "abx_count_window_hours",
-        ):
-            v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"labels.{key}: expected a finite number >= 0, got {v!r}")
-        lb = self.sofa_lookback_hours
-        if not (isinstance(lb, (int, float)) and lb >= 1 and float(lb).is_integer()):
-            raise ValueError(
-                f"labels.sofa_lookback_hours: expected a whole number >= 1, got {lb!r}"
-            )
-        if not (isinstance(self.sofa_threshold, int) and 1 <= self.sofa_threshold <= 24):
-            raise ValueError(
-                f"labels.sofa_threshold: expected an integer 1..24, got {self.sofa_threshold!r}"
-            )
-
-    @property
-    def sofa(self) -> SofaParams:
-        """The SOFA concept's parameters (`data_prep.concepts.sofa`)."""
-        return SofaParams(
-            sofa_lookback_hours=self.sofa_lookback_hours,
-            fio2_lookback_hours=self.fio2_lookback_hours,
-            fio2_lookahead_hours=self.fio2_lookahead_hours,
-            on_bad_rows=self.on_bad_rows,
-        )
-
-    @property
-    def infection(self) -> InfectionParams:
-        """The suspected-infection concept's parameters (`data_prep.concepts.infection`)."""
-        return InfectionParams(
-            si_time=self.si_time,
-            culture_then_abx_hours=self.culture_then_abx_hours,
-            abx_then_culture_hours=self.abx_then_culture_hours,
-            si_window_before_hours=self.si_window_before_hours,
-            si_window_after_hours=self.si_window_after_hours,
-            rule=self.suspected_infection,
-            abx_min_count=self.abx_min_count,
-            abx_count_window_hours=self.abx_count_window_hours,
-        )
-
-    @property
-    def pre_hours(self) -> int:
-        """Pre-ICU hours scored (no more than any SI window overlapping the stay can reach)."""
-        reach = int(math.ceil(self.si_window_before_hours + self.si_window_after_hours))
-        return min(self.pre_icu_hours, reach)
-
-    @property
-    def data_lookback_hours(self) -> float:
-        """How long before ICU admission the readers keep data: the windows of the scored
-        pre-ICU hours reach this far (one pre-ICU lookback for scoring and data)."""
-        return float(self.pre_hours + self.sofa_lookback_hours)
-
-
-def onset_from_sofa(sofa: pd.DataFrame, si: pd.DataFrame, params: LabelParams) -> pd.DataFrame:
-    """Onset per stay with SI.
-
-    ``sofa``: hourly SOFA from `hourly_sofa(..., pre_hours=params.pre_hours)` (hours
-    -pre .. n-1 contiguous per stay). ``si``: stay_id, si_hour (hours since intime).
-    Returns one row per row of ``si``: stay_id, window_first, window_last, onset_hour
-    (NaN if none), sofa_baseline, sofa_at_onset, components_rose, criterion_met_before_icu.
-    """
-    pre = params.pre_hours
-    s = sofa.sort_values(["stay_id", "hour"]).reset_index(drop=True)
-    sid = s["stay_id"].to_numpy(np.int64)
-    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.array([], int)
-    ustay = sid[starts]
-    ends = np.r_[starts[1:], len(sid)]
-    n_hours = (ends - starts) - pre
-    si = si.reset_index(drop=True)
-    m = len(si)
-    pos = np.searchsorted(ustay, si["stay_id"].to_numpy(np.int64))
-    pos = np.minimum(pos, max(len(ustay) - 1, 0))
-    found = (ustay[pos] == si["stay_id"].to_numpy(np.int64)) if len(ustay) else np.zeros(m, bool)
-    si_h = si["si_hour"].to_numpy(float)
-    first = np.floor(si_h - params.si_window_before_hours).astype(np.int64)
-    last = np.floor(si_h + params.si_window_after_hours).astype(np.int64)
-    W = int(max((last - first).max() + 1, 1)) if m else 1
-    j = np.arange(W)
-    k = first[:, None] + j[None, :]  # hour of each window cell
-    nh = n_hours[pos][:, None]
-    valid = found[:, None] & (k <= last[:, None]) & (k >= -pre) & (k < nh)
-    row = np.where(valid, starts[pos][:, None] + k + pre, 0)
-    val = np.where(valid, s["sofa"].to_numpy(np.int64)[row] if len(s) else 0, 0)
-    BIG = np.int64(1) << 40
-    enc = np.where(valid, val * W + j, BIG)  # min -> lowest SOFA, earliest hour
-    base_src = enc
-    if params.baseline_pre_icu == "observed_only" and "observed" in s.columns:
-        # an hour without any SOFA input in its window is no evidence of the baseline
-        seen = s["observed"].to_numpy(bool)[row] if len(s) else np.zeros_like(valid)
-        base_src = np.where(seen, enc, BIG)
-    if params.baseline == "running_min":
-        cum = np.minimum.accumulate(base_src, axis=1)
-        base_enc = np.concatenate([np.full((m, 1), BIG), cum[:, :-1]], axis=1)
-    else:
-        base_enc = np.repeat(base_src[:, :1], W, axis=1)
-        base_enc[:, 0] = BIG
-    has_base = base_enc < BIG
-    base_val = np.where(has_base, base_enc // W, 0)
-    base_j = np.where(has_base, base_enc % W, 0)
-    meets = valid & has_base & (val - base_val >= params.sofa_threshold)
-    icu = meets & (k >= 0)
-    any_on = icu.any(axis=1)
-    jon = icu.argmax(axis=1)
-    r = np.arange(m)
-    out = pd.DataFrame(
-        {
-            "stay_id": si["stay_id"].to_numpy(np.int64),
-            "window_first": first,
-            "window_last": last,
-            "onset_hour": np.where(any_on, k[r, jon], np.nan).astype(float),
-            "sofa_baseline": pd.array(np.where(any_on, base_val[r, jon], 0), dtype="Int8"),
-            "sofa_at_onset": pd.array(np.where(any_on, val[r, jon], 0), dtype="Int8"),
-            "criterion_met_before_icu": (meets & (k < 0)).any(axis=1),
-        }
-    )
-    out.loc[~any_on, ["sofa_baseline", "sofa_at_onset"]] = pd.NA
-    rose = np.full(m, None, object)
-    detail = np.full(m, None, object)
-    base_hour = np.full(m, np.nan)
-    if any_on.any():
-        on_row = row[r, jon][any_on]
-        b_row = row[r, base_j[r, jon]][any_on]
-        at_on = np.stack([s[f"sofa_{c}"].to_numpy()[on_row] for c in COMPONENTS], axis=1)
-        at_base = np.stack([s[f"sofa_{c}"].to_numpy()[b_row] for c in COMPONENTS], axis=1)
-        names = np.array(COMPONENTS)
-        rose[any_on] = [",".join(names[u]) for u in at_on > at_base]
-        # every component's score at the baseline hour and at the onset hour, e.g.
-        # "resp 0->2, coag 1->1, ..." (the audit of which organ systems formed the onset)
-        detail[any_on] = [
-            ", ".join(f"{n} {b}->{o}" for n, b, o in zip(names, bb, oo, strict=True))
-            for bb, oo in zip(at_base, at_on, strict=True)
-        ]
-        base_hour[any_on] = k[r, base_j[r, jon]][any_on]
-    out["components_rose"] = pd.array(rose, dtype="string")
-    out["sofa_baseline_hour"] = base_hour
-    out["components_baseline_to_onset"] = pd.array(detail, dtype="string")
-    return out
 
 
 def _existing(path: Path) -> Path:
@@ -308,80 +110,6 @@ def _check_columns(path: Path, schema: pa.Schema, columns: list[str]) -> None:
 def _read(path: Path, columns: list[str], schema: pa.Schema) -> pd.DataFrame:
     """Read `columns` of a parquet artefact, checked against `schema`."""
     return io.read_parquet(_existing(path), schema, columns=columns)
-
-
-def label_stays(
-    stays: pd.DataFrame,
-    si: pd.DataFrame,
-    events: pd.DataFrame,
-    params: LabelParams,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """Labels and onsets for a set of stays (in memory); `si` from `suspected_infection`,
-    `events` (io.EVENTS) of these stays.
-
-    Returns (labels_hourly rows for hours >= 0, onsets rows for every stay, counts).
-    """
-    sofa, counts = hourly_sofa(stays, events, params.sofa, pre_hours=params.pre_hours)
-    st = stays[["stay_id", "intime"]].copy()
-    st["intime"] = pd.to_datetime(st["intime"]).astype("datetime64[us]")
-    si = si.merge(st, on="stay_id", how="inner")
-    si["si_hour"] = (si["si_time"] - si["intime"]) / pd.Timedelta(hours=1)
-    on = onset_from_sofa(sofa, si[["stay_id", "si_hour"]], params)
-    counts["criterion_met_before_icu"] = int(on["criterion_met_before_icu"].sum())
-    lab_h = sofa[sofa["hour"] >= 0].reset_index(drop=True)
-    w = lab_h[["stay_id"]].merge(
-        on[["stay_id", "window_first", "window_last", "onset_hour"]], on="stay_id", how="left"
-    )
-    h = lab_h["hour"].to_numpy()
-    lab_h["si_window"] = (h >= w["window_first"].to_numpy(float)) & (
-        h <= w["window_last"].to_numpy(float)
-    )
-    lab_h["sepsis"] = h >= w["onset_hour"].to_numpy(float)  # NaN compares False
-    onsets = stays[["stay_id", "intime"]].merge(si.drop(columns="intime"), on="stay_id", how="left")
-    onsets = onsets.merge(
-        on.drop(columns=["window_first", "window_last", "criterion_met_before_icu"]),
-        on="stay_id",
-        how="left",
-    )
-    onsets["onset_time"] = pd.to_datetime(onsets["intime"]).astype(
-        "datetime64[us]"
-    ) + pd.to_timedelta(onsets["onset_hour"], unit="h")
-    # the audit: which measurements formed each component that rose at the onset
-    has = onsets["onset_hour"].notna()
-    cells = pd.DataFrame(
-        {
-            "stay_id": onsets.loc[has, "stay_id"],
-            "hour": onsets.loc[has, "onset_hour"].astype(int),
-            "components": onsets.loc[has, "components_rose"],
-        }
-    )
-    onsets["sofa_inputs_at_onset"] = pd.Series(pd.NA, index=onsets.index, dtype="string")
-    onsets.loc[has, "sofa_inputs_at_onset"] = sofa_inputs(
-        stays, events, params.sofa, cells, pre_hours=params.pre_hours
-    )
-    return lab_h[LABEL_COLUMNS], _onset_dtypes(onsets[ONSET_COLUMNS]), counts
-
-
-def _onset_dtypes(o: pd.DataFrame) -> pd.DataFrame:
-    o = o.copy()
-    o["stay_id"] = o["stay_id"].astype(np.int64)
-    for c in ("si_time", "antibiotic_time", "culture_time", "onset_time"):
-        o[c] = pd.to_datetime(o[c]).astype("datetime64[us]")
-    for c in ("si_hour", "onset_hour", "sofa_baseline_hour"):
-        o[c] = o[c].astype(float)
-    for c in (
-        "antibiotic",
-        "antibiotic_time_source",
-        "culture_time_source",
-        "culture_specimen",
-        "components_rose",
-        "components_baseline_to_onset",
-        "sofa_inputs_at_onset",
-    ):
-        o[c] = o[c].astype("string")
-    for c in ("sofa_baseline", "sofa_at_onset"):
-        o[c] = o[c].astype("Int8")
-    return o
 
 
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")

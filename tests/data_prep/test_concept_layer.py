@@ -25,6 +25,8 @@ CONCEPT_LAYER = [
     "data_prep/concepts/infection.py",
     "data_prep/observations.py",
     "data_prep/sepsis3.py",
+    "data_prep/sepsis3_params.py",
+    "data_prep/sepsis3_onset.py",
 ]
 BELOW_SEPSIS3 = [m for m in CONCEPT_LAYER if not m.startswith("data_prep/sepsis3")]
 
