@@ -52,19 +52,8 @@ from data_prep.concepts.infection import suspected_infection
 from data_prep.concepts.sofa import COMPONENTS, SOFA_CONCEPTS
 from data_prep.errors import DataError
 from data_prep.ids import locate
-from data_prep.sepsis3_onset import LABEL_COLUMNS, ONSET_COLUMNS, label_stays, onset_from_sofa
+from data_prep.sepsis3_onset import LABEL_COLUMNS, ONSET_COLUMNS, label_stays, onset_from_sofa  # noqa: F401  (re-exported)
 from data_prep.sepsis3_params import LabelParams
-
-__all__ = [
-    "CHUNK_STAYS",
-    "LABEL_COLUMNS",
-    "ONSET_COLUMNS",
-    "LabelParams",
-    "derive_labels",
-    "event_parts",
-    "label_stays",
-    "onset_from_sofa",
-]
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ façade: the names the CLI, the online evaluation, the benchmarks and the tests 
 from __future__ import annotations
 
 from sepsis.manifest import PipelineError
-from sepsis.stages.common import _asdict, _source
-from sepsis.stages.evaluate import (
+from sepsis.stages.common import _asdict, _source  # noqa: F401  (re-exported)
+from sepsis.stages.evaluate import (  # noqa: F401  (re-exported)
     STAGE_FOLDERS,
     evaluate,
     labels_note,
@@ -22,7 +22,7 @@ from sepsis.stages.evaluate import (
     report_context,
     stage_wall_seconds,
 )
-from sepsis.stages.prepare import (
+from sepsis.stages.prepare import (  # noqa: F401  (re-exported)
     _reader_options,
     _rules_fingerprint,
     describe_prepared,
@@ -30,7 +30,7 @@ from sepsis.stages.prepare import (
     generate,
     prepare,
 )
-from sepsis.stages.train import (
+from sepsis.stages.train import (  # noqa: F401  (re-exported)
     CHECKPOINT,
     REGIMES,
     SEARCH,
@@ -47,35 +47,4 @@ from sepsis.stages.train import (
     unfinished_units,
 )
 
-__all__ = [
-    "PipelineError",
-    "generate",
-    "extract",
-    "prepare",
-    "train",
-    "evaluate",
-    "report",
-    "describe_prepared",
-    # the stages' helpers that the online evaluation, the benchmarks and the tests use
-    "CHECKPOINT",
-    "REGIMES",
-    "SEARCH",
-    "STAGE_FOLDERS",
-    "Unit",
-    "collect_histories",
-    "collect_predictions",
-    "labels_note",
-    "make_learner",
-    "plan_units",
-    "point_summary",
-    "report_context",
-    "stage_wall_seconds",
-    "unfinished_units",
-    "_asdict",
-    "_reader_options",
-    "_rules_fingerprint",
-    "_source",
-    "_train_unit",
-    "_unit_stage",
-    "_view",
-]
+__all__ = ["PipelineError", "generate", "prepare", "train", "evaluate", "report"]

@@ -57,13 +57,13 @@ import logging
 import numpy as np
 import pandas as pd
 
-from data_prep.concepts.sofa_components import (
+from data_prep.concepts.sofa_components import (  # noqa: F401  (re-exported)
     _of,
     _point_events,
     component_events,
     sofa_rows,
 )
-from data_prep.concepts.sofa_grid import (
+from data_prep.concepts.sofa_grid import (  # noqa: F401  (re-exported)
     COMPONENTS,
     SOFA_COLUMNS,
     SOFA_CONCEPTS,
@@ -88,34 +88,6 @@ from data_prep.concepts.sofa_grid import (
     score_urine,
     score_vasopressor,
 )
-
-__all__ = [
-    "COMPONENTS",
-    "SOFA_COLUMNS",
-    "SOFA_CONCEPTS",
-    "US_PER_HOUR",
-    "VASOPRESSORS",
-    "VENTILATION",
-    "SofaParams",
-    "component_events",
-    "fio2_fraction",
-    "hourly_sofa",
-    "score_cns",
-    "score_coagulation",
-    "score_creatinine",
-    "score_liver",
-    "score_map",
-    "score_respiration",
-    "score_urine",
-    "score_vasopressor",
-    "sofa_rows",
-    "vasopressor_rows",
-    # read by data_prep.concepts.sofa_evidence and the tests
-    "_Grid",
-    "_of",
-    "_point_events",
-    "_window_max",
-]
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from data_prep.sources.physionet2019_input import (
+from data_prep.sources.physionet2019_input import (  # noqa: F401  (re-exported)
     _NAME,
     COLUMNS,
     HEADER,
@@ -57,7 +57,7 @@ from data_prep.sources.physionet2019_input import (
     _parse,
     _parse_located,
 )
-from data_prep.sources.physionet2019_tables import (
+from data_prep.sources.physionet2019_tables import (  # noqa: F401  (re-exported)
     EPOCH,
     ONSET_BEFORE_DATA,
     ONSET_SHIFT_HOURS,
@@ -67,26 +67,6 @@ from data_prep.sources.physionet2019_tables import (
     PhysioNetTables,
     _build,
 )
-
-__all__ = [
-    "COLUMNS",
-    "EPOCH",
-    "HEADER",
-    "LABELS",
-    "ONSET_BEFORE_DATA",
-    "ONSET_SHIFT_HOURS",
-    "PHYSIONET_SOURCE",
-    "SOFA_UNKNOWN",
-    "SOURCE",
-    "VARIABLE_MAP",
-    "PhysioNetFormatError",
-    "PhysioNetInputNotFound",
-    "PhysioNetParams",
-    "PhysioNetTables",
-    "extract",
-    "inputs",
-    "read_physionet2019",
-]
 
 logger = logging.getLogger(__name__)
 

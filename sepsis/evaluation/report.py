@@ -38,22 +38,13 @@ from sepsis.evaluation import plots
 from sepsis.evaluation.metrics import paired_differences
 from sepsis.evaluation.report_render import _render_html, _render_md, _write_csv, _write_text
 from sepsis.evaluation.report_sections import _blocks, _title
-from sepsis.evaluation.report_tables import (
+from sepsis.evaluation.report_tables import (  # noqa: F401  (re-exported)
     cohort_table,
     format_summary_table,
     metric_table,
     paired_summary,
     spread_table,
 )
-
-__all__ = [
-    "cohort_table",
-    "format_summary_table",
-    "metric_table",
-    "paired_summary",
-    "spread_table",
-    "write_report",
-]
 
 log = logging.getLogger(__name__)
 
