@@ -29,14 +29,12 @@ starts from scratch.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
 import re
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -46,96 +44,22 @@ import torch
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from data_prep.views import IrregularView
 from models.base import ModelFormatError, ParameterError, SepsisLearner, read_model_json
-from models.mgp_tcn.gp import SAMPLERS, GPBatch, MultitaskGP, hourly_grid
-from models.mgp_tcn.tcn import TCNHead, left_pad_mask
+from models.mgp_tcn.checkpoint import _CKPT, _Checkpoints
+from models.mgp_tcn.gp import SAMPLERS
+from models.mgp_tcn.net import MGPTCNNet, _Arrays  # noqa: F401  (MGPTCNNet re-exported)
 
 logger = logging.getLogger(__name__)
 
-_CKPT = "checkpoint.pt"
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class MGPTCNNet(nn.Module):
-    """The end-to-end network: GP posterior samples on the grid -> TCN -> logits."""
-
-    def __init__(
-        self,
-        n_variables: int,
-        hidden: int,
-        levels: int,
-        kernel_size: int,
-        dropout: float,
-        jitter: float,
-    ) -> None:
-        super().__init__()
-        self.gp = MultitaskGP(n_variables, jitter=jitter)
-        self.head = TCNHead(n_variables, hidden, levels, kernel_size, dropout)
-
-    def forward(
-        self,
-        b: GPBatch,
-        grid_lengths: Tensor,
-        n_samples: int,
-        generator: torch.Generator | None = None,
-        sampler: str = "pathwise",
-        autocast_dtype: torch.dtype | None = None,
-    ) -> Tensor:
-        """Logits (S, n_samples, 2); `b` holds the GP inputs in the GP's dtype."""
-        z = self.gp.sample(b, n_samples, generator, sampler)  # (S, n, G, V), float32/64
-        s, n, g, v = z.shape
-        x = z.reshape(s * n, g, v).float()  # (B, G, V): the TCN runs channels-last
-        mask = left_pad_mask(grid_lengths, g).repeat_interleave(n, 0)
-        ctx = (
-            torch.autocast(device_type=x.device.type, dtype=autocast_dtype)
-            if autocast_dtype is not None
-            else nullcontext()
-        )
-        with ctx:  # only the TCN runs in reduced precision; the GP stays float32/64
-            logits = self.head(x, mask, channels_last=True)
-        return logits.float().reshape(s, n, -1)
-
-
-class _Arrays:
-    """An IrregularView as tensors, cut into GP batches (compacted, trimmed, grid-clipped)."""
-
-    def __init__(self, X: IrregularView, max_grid: int) -> None:
-        order = np.argsort(~X.mask, axis=1, kind="stable")  # real observations first
-        take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-        self.times = torch.as_tensor(take(X.times).astype(np.float64))
-        self.var_idx = torch.as_tensor(take(X.var_idx).astype(np.int64))
-        self.values = torch.as_tensor(take(X.values).astype(np.float64))
-        self.mask = torch.as_tensor(take(X.mask))
-        self.n_obs = self.mask.sum(1)
-        # stays longer than max_grid keep their last max_grid hours (earlier observations
-        # still condition the GP)
-        self.grid_len = torch.as_tensor(np.minimum(X.grid_len, max_grid).astype(np.int64))
-
-    def __len__(self) -> int:
-        return len(self.grid_len)
-
-    def batch(
-        self, idx: np.ndarray, device: torch.device, dtype: torch.dtype
-    ) -> tuple[GPBatch, Tensor]:
-        idx_t = torch.as_tensor(idx)
-        m = max(int(self.n_obs[idx_t].max()), 1)
-        gl = self.grid_len[idx_t]
-        b = GPBatch(
-            self.times[idx_t, :m],
-            self.var_idx[idx_t, :m],
-            self.values[idx_t, :m],
-            self.mask[idx_t, :m],
-            hourly_grid(int(gl.max()), dtype=torch.float64),
-        )
-        return b.to(device, dtype), gl.to(device)
-
-
-class MGPTCNClassifier(SepsisLearner):
+class MGPTCNClassifier(_Checkpoints, SepsisLearner):
     """MGP-TCN sepsis classifier on the irregular view (scikit-learn classifier contract).
 
     Defaults follow the paper where it states them (10 MC samples, lr 0.005, L2 0.01, 15
@@ -270,27 +194,6 @@ class MGPTCNClassifier(SepsisLearner):
                 logits = net(b, gl, n_samples, gen, self.sampler, self._autocast_dtype())
                 out.append(torch.softmax(logits, -1)[..., 1].mean(1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
-
-    def _params_key(self) -> str:
-        skip = {"progress", "checkpoint_dir", "device"}
-        return json.dumps(
-            {k: v for k, v in self.get_params().items() if k not in skip}, sort_keys=True
-        )
-
-    @staticmethod
-    def _data_key(tr: _Arrays, va: _Arrays, y: np.ndarray, y_val: np.ndarray) -> str:
-        """sha256 of the training and validation tensors and labels the fit consumes."""
-        h = hashlib.sha256()
-        for arr in (tr, va):
-            for t in (arr.times, arr.var_idx, arr.values, arr.mask, arr.grid_len):
-                a = np.ascontiguousarray(t.numpy())
-                h.update(f"{a.dtype.str}{a.shape}".encode())
-                h.update(a.tobytes())
-        for lab in (y, y_val):
-            a = np.ascontiguousarray(np.asarray(lab, dtype=np.int64))
-            h.update(f"{a.shape}".encode())
-            h.update(a.tobytes())
-        return h.hexdigest()
 
     # --- public API ---------------------------------------------------------------------
     def _scheduler(self, opt: torch.optim.Optimizer):
@@ -465,57 +368,6 @@ class MGPTCNClassifier(SepsisLearner):
         self.best_val_auprc_ = float(state["best_score"])
         self.stop_reason_ = str(state.get("stop_reason", "epochs"))
         return self
-
-    def _write_checkpoint(self, path: Path, data_key: str, net, opt, sched, gen, state) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "params": self._params_key(),
-            "data": data_key,
-            "model": net.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict() if sched is not None else None,
-            "generator": gen.get_state(),
-            **state,
-        }
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
-
-    def _resume(
-        self, path: Path, data_key: str, net, opt, sched, gen, device
-    ) -> dict[str, Any] | None:
-        """The saved training state, or None (checkpoint deleted) when it is for another fit."""
-        try:
-            ck = torch.load(path, map_location=device, weights_only=True)
-        except Exception as err:  # a foreign or damaged file: never trusted, never fatal
-            ck, why = None, f"unreadable ({type(err).__name__}: {err})"
-        else:
-            if not isinstance(ck, dict) or ck.get("data") != data_key:
-                why = "written for other training data"
-            elif ck.get("params") != self._params_key():
-                why = f"written with other parameters {ck.get('params')}"
-            else:
-                why = ""
-        if why:
-            logger.warning("%s: checkpoint %s; discarded, training from scratch", path, why)
-            path.unlink()
-            return None
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if sched is not None and ck.get("scheduler") is not None:
-            sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["generator"].cpu() if device.type == "cpu" else ck["generator"])
-        logger.info("resuming from %s at epoch %d", path, ck["epoch"] + 1)
-        keys = (
-            "epoch",
-            "history",
-            "best_score",
-            "best_epoch",
-            "best_model",
-            "bad_epochs",
-            "stopped",
-        )
-        return {**{k: ck[k] for k in keys}, "stop_reason": ck.get("stop_reason", "epochs")}
 
     def predict_proba(self, X: IrregularView) -> np.ndarray:
         """(n, 2) probabilities in `classes_` order, class 1 averaged over MC samples
