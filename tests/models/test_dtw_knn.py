@@ -10,6 +10,7 @@ from tslearn.neighbors import KNeighborsTimeSeriesClassifier
 from data_prep.views import random_grid_view, random_irregular_view
 from models.dtw_knn import DTWKNNClassifier
 from models.dtw_knn import classifier as clf_mod
+from models.dtw_knn import combine as combine_mod
 from models.dtw_knn import search as search_mod
 
 
@@ -187,7 +188,9 @@ def test_learned_combination_uses_validation_stays_only(monkeypatch, tmp_path):
         seen.append((P.copy(), np.asarray(y).copy()))
         return real(P, y, C)
 
+    # fit calls it from the classifier, the out-of-fold refits from models.dtw_knn.combine
     monkeypatch.setattr(clf_mod, "fit_combination", spy)
+    monkeypatch.setattr(combine_mod, "fit_combination", spy)
     m = DTWKNNClassifier(combine="logistic", k_grid=(3, 7), progress=False).fit(tr, ytr, va, yva)
     # one fit on the validation stays' own probabilities, the rest out-of-fold refits on
     # subsets of them: the fitted rows are validation stays, never training or test ones
