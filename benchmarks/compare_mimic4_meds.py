@@ -490,13 +490,15 @@ def concept_table(n: dict, m: dict, counts: pd.DataFrame) -> pd.DataFrame:
     notes = lab_count_notes(n, m)
     rn, rm = n["report"], m["report"]
     lab_units = rn["tables"]["labevents"]["units"]
+    pair = rm["pairing"].get("events.labevents[38] (blood_gas_specimen)", {})
     spec_note = (
         f"the tables write a type only for a pO2 of the same specimen_id "
         f"({lab_units.get('po2_with_specimen_type', 0)}; "
         f"{lab_units.get('specimen_types_without_po2', 0)} types without a pO2 dropped); MEDS has "
-        "no specimen_id and moves each type to the nearest pO2 within 10 min "
-        f"({rm['pairing'].get('events.labevents[38] (blood_gas_specimen)', {})}), keeping the "
-        "rest at their own time (no pO2 at that instant: no effect on SOFA)"
+        f"no specimen_id and moves each type to the nearest pO2 within 10 min "
+        f"({pair.get('moved_to_po2_time', 0)}) and keeps the other "
+        f"{pair.get('no_po2_within_10_min_kept_at_own_time', 0)} at their own time (no pO2 at "
+        "that instant: no effect on SOFA)"
     )
     chart_zero = rn["tables"]["chartevents"]["dropped"].get("zero_value", 0)
     t["note"] = [
