@@ -2,6 +2,10 @@
 
 Usage: python benchmarks/run_all.py [--only dtw,mgp] [--full]
 `--full` is passed on to every benchmark (the large sizes named in the issues).
+Every bench_*.py is found by name (`--only` takes the part after bench_), e.g. the issue-13
+readers at ~50 M rows: `--only mimic4,meds` (bench_mimic4.py: MIMIC-IV tables replicated from
+the demo, docs/benchmarks/mimic4.md; bench_meds.py: MEDS shards replicated from the demo,
+docs/benchmarks/meds.md).
 """
 
 from __future__ import annotations

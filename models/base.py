@@ -131,10 +131,6 @@ class SepsisLearner(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
-    def decision_scores(self, X) -> np.ndarray:
-        """Class-1 probability, the score that AUPRC/AUROC rank."""
-        return self.predict_proba(X)[:, 1]
-
     def save(self, path: str | Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     helps = {
         "generate": "write the synthetic MIMIC-III-format database (source: synthetic) to data_dir",
+        "extract": "read the source's raw records into the extracted-events contract "
+        "(extracted/: stays, events by concept, admission events; runs `generate` first for "
+        "source: synthetic)",
         "prepare": "raw records -> hourly SOFA, suspected infection, Sepsis-3 onsets -> matched cohort "
         "(runs `generate` first for source: synthetic)",
         "train": "fit the learners for each horizon and split seed; write test-split predictions",
@@ -239,13 +242,19 @@ def _run(args: argparse.Namespace, places: dict[str, Path]) -> int:
 
     def stage(name: str) -> None:
         # generate writes data_dir; prepare reads it; the later stages read the run folder
-        places["input"] = cfg.data_dir if name in ("generate", "prepare") else cfg.output_dir
+        places["input"] = (
+            cfg.data_dir if name in ("generate", "extract", "prepare") else cfg.output_dir
+        )
         places["output"] = cfg.data_dir if name == "generate" else cfg.output_dir
 
     if args.command == "generate":
         stage("generate")
         path = pipeline.generate(cfg, force=args.force, progress=progress)
         print(f"synthetic database: {path}")
+    elif args.command == "extract":
+        stage("extract")
+        path = pipeline.extract(cfg, force=args.force, progress=progress)
+        print(f"extracted events: {path}")
     elif args.command == "prepare":
         stage("prepare")
         path = pipeline.prepare(cfg, force=args.force, progress=progress)

@@ -8,9 +8,9 @@ numpy / pyarrow compute only (no Python loop over rows):
   as the MIMIC-III chart rows: [intime - 24 h, outtime + 1 h]) or, for rows without one
   (labs), by subject and time ([intime - lookback, outtime]); value * scale + offset from
   the unit part of the code; written per batch to ``events/<part>.parquet``.
-* rows re-timed to a partner (``pair_with``: the blood-gas specimen type to its pO2) and
+* rows re-timed to a partner (``pair_with``: the blood-gas specimen type to its pO2),
   vasopressor infusions (START rate + END time paired on the order id, weight at the start)
-  are buffered per shard (MEDS keeps a subject in one shard) and resolved at its end.
+  and intervals (START and END rows: ventilation from procedureevents) are buffered per shard (MEDS keeps a subject in one shard) and resolved at its end.
 * admission events (antibiotics, cultures, sepsis diagnoses) are collected and written
   once, with a missing hadm_id taken from the hospital admission the event falls in.
 """
@@ -80,12 +80,15 @@ class Pass2:
         names = sorted(
             {r.concept for r in mapping.events}
             | {d.concept for d in (mapping.infusions.drugs if mapping.infusions else ())}
+            | {r.concept for r in mapping.intervals}
         )
         self.concepts = names
         self.concept_arr = pa.array(names, pa.string())
         self.concept_id = {n: i for i, n in enumerate(names)}
         parts = sorted(
-            {r.part for r in mapping.events} | ({"infusions"} if mapping.infusions else set())
+            {r.part for r in mapping.events}
+            | ({"infusions"} if mapping.infusions else set())
+            | {r.part for r in mapping.intervals}
         )
         (self.out / "events").mkdir(parents=True, exist_ok=True)
         self.sinks = {
@@ -127,6 +130,7 @@ class Pass2:
             np.int32,
         )
         self.text_of = np.array([c.text for c in cl] + [None], object)
+        self.item_of = np.array([c.item for c in cl] + [None], object)
 
     # ----------------------------------------------------------------- a shard
     def shard(self, shard: Shard) -> None:
@@ -136,6 +140,7 @@ class Pass2:
         self.buf_start: list[pd.DataFrame] = []
         self.buf_end: list[pd.DataFrame] = []
         self.buf_weight: list[pd.DataFrame] = []
+        self.buf_iv: list[pd.DataFrame] = []
         subjects = []
         for b in batches(shard, self.cols, self.batch_rows):
             self.rows_read += b.num_rows
@@ -152,6 +157,8 @@ class Pass2:
                 (mm.INF_END, self._inf_end),
                 (mm.INF_WEIGHT, self._inf_weight),
                 (mm.ADMISSION_EVENT, self._admission),
+                (mm.IV_START, self._interval),
+                (mm.IV_END, self._interval),
             ):
                 rows = np.flatnonzero(role == r)
                 if len(rows):
@@ -161,6 +168,7 @@ class Pass2:
         )
         self._resolve_pairs()
         self._resolve_infusions()
+        self._resolve_intervals()
         from data_prep.sources.meds_resolve import flush_admission_events
 
         flush_admission_events(self)
@@ -473,6 +481,32 @@ class Pass2:
             pd.concat(self.buf_end, ignore_index=True) if self.buf_end else None,
             pd.concat(self.buf_weight, ignore_index=True) if self.buf_weight else None,
         )
+
+    # ----------------------------------------------------------------- intervals
+    def _interval(self, b: pa.RecordBatch, cls: np.ndarray) -> None:
+        ok = self._null_time(b, cls, "intervals")
+        col = self.m.column("stay_id")
+        self.buf_iv.append(
+            pd.DataFrame(
+                {
+                    "subject": _np_i64(b.column("subject_id")),
+                    "stay": _np_i64(b.column(col)) if col else NULL_ID,
+                    "t": pc.fill_null(b.column("time").cast(pa.int64()), 0).to_numpy(
+                        zero_copy_only=False
+                    ),
+                    "start": self.role_of[cls] == mm.IV_START,
+                    "rule": self.rule_of[cls],
+                    "item": self.item_of[cls],
+                    "cls": cls,
+                }
+            )[ok]
+        )
+
+    def _resolve_intervals(self) -> None:
+        from data_prep.sources.meds_resolve import resolve_intervals
+
+        if self.buf_iv:
+            resolve_intervals(self, pd.concat(self.buf_iv, ignore_index=True))
 
     # ----------------------------------------------------------------- admission events
     def _admission(self, b: pa.RecordBatch, cls: np.ndarray) -> None:

@@ -28,7 +28,9 @@ DATE_ONLY = ("never", "midnight", "always")
 # roles of a code (Classified.role)
 STAY_IN, STAY_OUT, BIRTH, DEATH, GENDER, ADM_START, ADM_END = range(7)
 EVENT, INF_START, INF_END, INF_WEIGHT, ADMISSION_EVENT = range(7, 12)
-PASS1_ROLES = (STAY_IN, STAY_OUT, BIRTH, DEATH, GENDER, ADM_START, ADM_END)
+ED_REG = 12  # an emergency-department registration (admissions.ed_registration)
+IV_START, IV_END = 13, 14  # the start / end row of an interval (intervals)
+PASS1_ROLES = (STAY_IN, STAY_OUT, BIRTH, DEATH, GENDER, ADM_START, ADM_END, ED_REG)
 
 
 class MappingError(DataError):
@@ -91,6 +93,19 @@ class Infusions:
 
 
 @dataclass(frozen=True)
+class IntervalRule:
+    """An interval written as START and END rows (MIMIC-IV procedureevents ventilation)."""
+
+    key: str  # "intervals[i] (<concept>)"
+    part: str
+    concept: str
+    start: Matcher
+    end: Matcher
+    labels: dict[str, str] | None  # item (regex group `item`) -> text of the events
+    hold_hours: float | None  # the concept's dictionary hold_hours (None: one event per interval)
+
+
+@dataclass(frozen=True)
 class AdmissionRule:
     key: str
     name: str
@@ -119,6 +134,7 @@ class Classified:
     drop: str | None = None  # a reason to drop every row of this code (e.g. unit not listed)
     text: str | None = None  # text derived from the code (drug name, specimen, care unit)
     key: str = ""
+    item: str | None = None  # intervals: the regex group `item` (START and END pair on it)
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,7 @@ class Mapping:
     events: tuple[EventRule, ...]
     infusions: Infusions | None
     admission_rules: tuple[AdmissionRule, ...]
+    intervals: tuple[IntervalRule, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def column(self, role: str) -> str | None:
@@ -169,6 +186,7 @@ class Mapping:
             yield from (m for d in self.infusions.drugs for m in (d.start, d.end))
             yield self.infusions.weight
         yield from (r.match for r in self.admission_rules)
+        yield from (m for r in self.intervals for m in (r.start, r.end))
 
     def _prefilter(self):
         """A quick test that is False for codes no rule can match: the exact codes, the
@@ -202,6 +220,7 @@ class Mapping:
             (DEATH, "patients.death", self.patients.get("death")),
             (ADM_START, "admissions.start", self.admissions.get("start")),
             (ADM_END, "admissions.end", self.admissions.get("end")),
+            (ED_REG, "admissions.ed_registration", self.admissions.get("ed_registration")),
         ):
             if m is not None:
                 ok, text, _ = m.match(code)
@@ -227,6 +246,14 @@ class Mapping:
                         )
             if inf.weight is not None and inf.weight.match(code)[0]:
                 yield Classified(INF_WEIGHT, key="infusions.weight")
+        for i, r in enumerate(self.intervals):
+            for role, m, k in ((IV_START, r.start, "start"), (IV_END, r.end, "end")):
+                ok, _text, item = m.match(code)
+                if ok:
+                    label = (r.labels or {}).get(item) if item is not None else None
+                    yield Classified(
+                        role, i, r.concept, text=label, key=f"{r.key}.{k}", item=item or ""
+                    )
         for i, r in enumerate(self.admission_rules):
             ok, text, item = r.match.match(code)
             if not ok:

@@ -21,6 +21,7 @@ from data_prep.sources.meds_mapping import (
     Drug,
     EventRule,
     Infusions,
+    IntervalRule,
     Mapping,
     MappingError,
     Matcher,
@@ -229,6 +230,41 @@ def _infusions(w: _Where, raw: Any) -> Infusions | None:
     return Infusions(pair_on, weight, status, units, tuple(drugs))
 
 
+def _intervals(w: _Where, raw: Any) -> tuple[IntervalRule, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise w.fail("intervals", "expected a list of {concept, start, end, part, labels}")
+    out = []
+    for i, r in enumerate(raw):
+        key = f"intervals[{i}]"
+        r = _keys(
+            w, r, key, {"concept", "start", "end", "part", "labels"}, {"concept", "start", "end"}
+        )
+        c = _concept(w, r["concept"], f"{key}.concept", _EVENT_KINDS)
+        part = r.get("part", "intervals")
+        if not isinstance(part, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            raise w.fail(f"{key}.part", "part names are letters, digits, '_' or '-'")
+        labels = r.get("labels")
+        if labels is not None and not isinstance(labels, dict):
+            raise w.fail(f"{key}.labels", "expected a mapping item -> text")
+        hold = c.extra.get("hold_hours")
+        if hold is not None and not (isinstance(hold, (int, float)) and hold > 0):
+            raise w.fail(f"{key}.concept", f"dictionary hold_hours of {c.name!r} must be > 0")
+        out.append(
+            IntervalRule(
+                f"{key} ({c.name})",
+                part,
+                c.name,
+                _matcher(w, r["start"], f"{key}.start"),
+                _matcher(w, r["end"], f"{key}.end"),
+                {str(k): str(v) for k, v in labels.items()} if labels else None,
+                float(hold) if hold is not None else None,
+            )
+        )
+    return tuple(out)
+
+
 _ADM_KEYS = {
     "name",
     "match",
@@ -323,6 +359,7 @@ _TOP = {
     "admissions",
     "events",
     "infusions",
+    "intervals",
     "admission_events",
 }
 
@@ -374,8 +411,12 @@ def parse(data: Any, path: Path) -> Mapping:
             _matcher(w, g, "patients.gender"),
             {str(k): str(v) for k, v in values.items()} if values else None,
         )
-    adm = _keys(w, data.get("admissions") or {}, "admissions", {"start", "end"})
+    adm = _keys(w, data.get("admissions") or {}, "admissions", {"start", "end", "ed_registration"})
     admissions = {k: _matcher(w, v, f"admissions.{k}") for k, v in adm.items() if v}
+    if "ed_registration" in admissions and "start" not in admissions:
+        raise w.fail(
+            "admissions.ed_registration", "needs admissions.start (the admission it precedes)"
+        )
     desc = data.get("description", "")
     names = _strings(w, data["dataset_names"], "dataset_names") if data.get("dataset_names") else ()
     m = Mapping(
@@ -392,6 +433,7 @@ def parse(data: Any, path: Path) -> Mapping:
         events=_event_rules(w, data.get("events")),
         infusions=_infusions(w, data.get("infusions")),
         admission_rules=_admission_rules(w, data.get("admission_events")),
+        intervals=_intervals(w, data.get("intervals")),
     )
     for r in m.events:
         if r.pair_with is not None and not any(o.concept == r.pair_with for o in m.events):

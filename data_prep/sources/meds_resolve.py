@@ -1,4 +1,4 @@
-"""The MEDS reader's buffered parts: vasopressor infusions and admission events.
+"""The MEDS reader's buffered parts: vasopressor infusions, intervals and admission events.
 
 * infusions (per shard): each START row (rate, unit, order id) is paired with the END row
   of the same subject, drug and order id (the k-th start of an order with its k-th end;
@@ -6,11 +6,14 @@
   is excluded (MetaVision "Rewritten") drop their pair. The rate is converted to
   mcg/kg/min with the weight charted at the start (the mapping's infusion weight code),
   else the stay's first charted weight, else its first infusion weight.
+* intervals (per shard): START / END rows (ventilation from procedureevents) paired in time
+  order, written as the MIMIC-IV reader writes procedureevents (`resolve_intervals`).
 * admission events: antibiotics (route / drug type / name rules of the mapping, the
   antibiotics.txt name match applied per code), cultures (time source "charted", or "date
   only" for a time at 00:00 when the mapping says ``date_only: midnight``) and sepsis
   diagnosis codes (time null, as the contract says); a null hadm_id is taken from the
-  subject's hospital admission whose [admittime, dischtime] holds the event.
+  subject's hospital admission whose [min(ED registration, admittime), dischtime] holds the
+  event (a date-only culture: overlaps its day), as the MIMIC-IV reader does.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_prep import io as dio
-from data_prep.sources.meds_events import NULL_ID, TS, _np_i64, _str
+from data_prep.sources.extract_output import US_PER_HOUR
+from data_prep.sources.meds_events import CHART_BEFORE_HOURS, NULL_ID, TS, _np_i64, _str
 
 US_PER_DAY = 24 * 3_600_000_000
 
@@ -113,6 +117,70 @@ def resolve(p, s: pd.DataFrame, e: pd.DataFrame | None, w: pd.DataFrame | None) 
     )
 
 
+# --------------------------------------------------------------------- intervals
+def resolve_intervals(p, rows: pd.DataFrame) -> None:
+    """START / END rows of one shard -> events, as the MIMIC-IV reader writes procedureevents.
+
+    The k-th START of a stay (stay id; without one, the subject), rule and item pairs with
+    the k-th END in time order. The stay: the row's stay id (a known stay), else the
+    subject's stay at the START time (intime - 24 h .. outtime). A concept with dictionary
+    ``hold_hours`` (ventilation) gets one event every hold_hours from the start, each with
+    end_time = min(its time + hold_hours, end), so the concept layer's hold rule and end_time
+    both cover the interval; otherwise one event at the start with end_time = end. A START
+    without an END gives one event at the start without end_time; END rows without a START
+    and intervals that end before they start are dropped and counted."""
+    keys = ["subject", "stay", "rule", "item"]
+    rows = rows.sort_values([*keys, "t"], kind="stable")
+    rows["k"] = rows.groupby([*keys, "start"], sort=False).cumcount()
+    m = rows[rows["start"]].drop(columns="start").reset_index(drop=True)
+    e = rows[~rows["start"]].reset_index(drop=True)
+    e["ei"] = np.arange(len(e))  # merges turn ints float: carry a row number
+    pair = m[[*keys, "k"]].merge(e[[*keys, "k", "ei"]], on=[*keys, "k"], how="left")["ei"]
+    has_end = pair.notna().to_numpy()
+    ei = pair.fillna(0).to_numpy(np.int64)
+    unmatched = np.ones(len(e), bool)
+    unmatched[ei[has_end]] = False
+    for k, g in e[unmatched].groupby("cls"):
+        p._drop(p.codes.classes[int(k)].key, "end_without_start", len(g))
+    s_us = m["t"].to_numpy(np.int64)
+    e_us = np.where(has_end, e["t"].to_numpy(np.int64)[ei] if len(e) else s_us, s_us)
+    bad = e_us < s_us
+    for k, g in m[bad].groupby("cls"):
+        p._drop(p.codes.classes[int(k)].key, "end_before_start", len(g))
+    stay = m["stay"].to_numpy(np.int64)
+    found, _pos = p.index.by_id(np.where(stay >= 0, stay, 0))
+    by_time = p.index.by_subject_time(m["subject"].to_numpy(np.int64), s_us, CHART_BEFORE_HOURS)
+    stay = np.where(stay >= 0, np.where(found, stay, NULL_ID), by_time)
+    for k, g in m[~bad & (stay < 0)].groupby("cls"):
+        p._drop(p.codes.classes[int(k)].key, "no_stay", len(g))
+    keep = ~bad & (stay >= 0)
+    for ri in np.unique(m["rule"].to_numpy()[keep]):
+        r = p.m.intervals[int(ri)]
+        sel = keep & (m["rule"].to_numpy() == ri)
+        s0, e0, he = s_us[sel], e_us[sel], has_end[sel]
+        if r.hold_hours is not None:
+            hold = int(round(r.hold_hours * US_PER_HOUR))
+            n = np.maximum(1, -(-(e0 - s0) // hold))  # ceil((end - start) / hold), at least one
+        else:
+            hold, n = 0, np.ones(len(s0), np.int64)
+        row = np.repeat(np.arange(len(s0)), n)
+        j = np.arange(len(row)) - np.repeat(np.cumsum(n) - n, n)
+        t = s0[row] + j * hold
+        end = np.minimum(t + hold, e0[row]) if hold else e0[row]
+        cls = m["cls"].to_numpy(np.int64)[sel][row]
+        p._write(
+            r.part,
+            stay[sel][row],
+            t,
+            np.full(len(row), p.concept_id[r.concept], np.int32),
+            np.full(len(row), np.nan),
+            pa.array(end.astype("datetime64[us]"), TS, mask=~he[row]),
+            pa.array(p.text_of[cls], pa.string(), from_pandas=True),
+        )
+        p.pairing[r.key]["intervals"] = p.pairing[r.key].get("intervals", 0) + int(sel.sum())
+        p.pairing[r.key]["events_written"] = p.pairing[r.key].get("events_written", 0) + len(row)
+
+
 # --------------------------------------------------------------------- admission events
 def _upper(a: np.ndarray) -> pd.Series:
     return pd.Series(a, dtype="string").str.strip().str.upper()
@@ -179,17 +247,23 @@ def admission_rows(p, b: pa.RecordBatch, cls: np.ndarray) -> pd.DataFrame | None
 
 
 def _fill_hadm(df: pd.DataFrame, adm: pd.DataFrame) -> int:
-    """hadm_id of rows without one: the subject's admission with admittime <= t <= dischtime."""
+    """hadm_id of rows without one: the subject's admission whose [start, dischtime] holds
+    the event, start = min(ED registration, admittime) (meds_stays._admissions); a date-only
+    culture overlaps its day. The MIMIC-IV reader's rule (mimic4_admissions.assign_hadm), so
+    the emergency-department cultures and antibiotics of both paths join their admission."""
     todo = (df["hadm_id"] == NULL_ID) & (df["t"] != np.iinfo(np.int64).min)
     if not todo.any() or not len(adm):
         return 0
-    q = df.loc[todo, ["patient_id", "t"]].reset_index().sort_values("t")
-    a = adm.dropna(subset=["admittime"]).astype({"admittime": np.int64}).sort_values("admittime")
+    q = df.loc[todo, ["patient_id", "t", "time_source"]].reset_index()
+    day = (q["time_source"] == "date only").to_numpy(bool)
+    q["t1"] = q["t"].to_numpy(np.int64) + np.where(day, US_PER_DAY - 1, 0)
+    q = q.sort_values("t1")
+    a = adm.sort_values("start")
     m = pd.merge_asof(
         q,
-        a[["patient_id", "hadm_id", "admittime", "dischtime"]],
-        left_on="t",
-        right_on="admittime",
+        a[["patient_id", "hadm_id", "start", "dischtime"]],
+        left_on="t1",
+        right_on="start",
         by="patient_id",
         direction="backward",
     )
@@ -248,4 +322,11 @@ def admission_counts() -> dict:
     return c
 
 
-__all__ = ["resolve", "admission_rows", "flush_admission_events", "admission_counts", "_str"]
+__all__ = [
+    "resolve",
+    "resolve_intervals",
+    "admission_rows",
+    "flush_admission_events",
+    "admission_counts",
+    "_str",
+]

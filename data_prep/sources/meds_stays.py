@@ -26,7 +26,7 @@ US_PER_YEAR = 365.25 * 24 * 3_600_000_000
 @dataclass
 class StayTables:
     stays: pd.DataFrame  # io.EXTRACTED_STAYS columns but has_chart / weight_kg
-    admissions: pd.DataFrame  # patient_id, hadm_id, admittime, dischtime
+    admissions: pd.DataFrame  # patient_id, hadm_id, admittime, dischtime, start
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -163,13 +163,60 @@ def _stays(rows: pd.DataFrame, mapping: mm.Mapping, counts: dict[str, int]) -> p
 
 
 def _admissions(rows: pd.DataFrame, counts: dict[str, int]) -> pd.DataFrame:
+    """patient_id, hadm_id, admittime, dischtime and ``start``: the earlier of admittime and
+    the admission's emergency-department registration (`_ed_registrations`)."""
     s = rows[(rows["role"] == mm.ADM_START) & (rows["hadm"] >= 0) & (rows["t"] != NULL_T)]
     e = rows[(rows["role"] == mm.ADM_END) & (rows["hadm"] >= 0) & (rows["t"] != NULL_T)]
     start = s.groupby("hadm").agg(patient_id=("subject", "first"), admittime=("t", "min"))
     end = e.groupby("hadm")["t"].max().rename("dischtime")
     adm = start.join(end, how="left").reset_index().rename(columns={"hadm": "hadm_id"})
     counts["hospital_admissions"] = len(adm)
+    ed = rows[(rows["role"] == mm.ED_REG) & (rows["t"] != NULL_T)]
+    reg = _ed_registrations(adm, ed, counts)
+    admit = adm["admittime"].to_numpy(np.int64)
+    adm["start"] = np.where((reg != NULL_T) & (reg < admit), reg, admit)
     return adm
+
+
+def _ed_registrations(adm: pd.DataFrame, ed: pd.DataFrame, counts: dict[str, int]) -> np.ndarray:
+    """The ED registration time of each admission (int64 us; NULL_T: none), as MIMIC-IV's
+    admissions.edregtime. MEDS ETLs write it without a hadm_id (MIMIC-IV: ``ED_REGISTRATION``), so an
+    admission takes the subject's latest registration at or before its admittime and after
+    the discharge of the subject's previous admission (a registration after admittime, as a
+    few MIMIC-IV rows have, would not move the start, which is min(edregtime, admittime))."""
+    out = np.full(len(adm), NULL_T, np.int64)
+    counts["ed_registration_rows"] = len(ed)
+    if not len(ed) or not len(adm):
+        counts["admissions_with_ed_registration"] = 0
+        return out
+    a = (
+        adm[["patient_id", "admittime", "dischtime"]]
+        .reset_index()
+        .sort_values(["patient_id", "admittime"])
+    )
+    a["prev_disch"] = a.groupby("patient_id")["dischtime"].shift()
+    r = (
+        ed[["subject", "t"]]
+        .rename(columns={"subject": "patient_id", "t": "reg"})
+        .drop_duplicates()
+        .astype(np.int64)
+        .sort_values("reg")
+        .reset_index(drop=True)
+    )
+    r["ri"] = np.arange(len(r))  # the merge turns ints float: carry a row number instead
+    m = pd.merge_asof(
+        a.astype({"admittime": np.int64}).sort_values("admittime"),
+        r[["patient_id", "reg", "ri"]],
+        left_on="admittime",
+        right_on="reg",
+        by="patient_id",
+        direction="backward",
+    )
+    ok = m["reg"].notna() & (m["prev_disch"].isna() | (m["reg"] > m["prev_disch"]))
+    ri = m.loc[ok, "ri"].to_numpy(np.int64)
+    out[m.loc[ok, "index"].to_numpy()] = r["reg"].to_numpy(np.int64)[ri]
+    counts["admissions_with_ed_registration"] = int(ok.sum())
+    return out
 
 
 def _patients(

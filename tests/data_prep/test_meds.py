@@ -577,6 +577,10 @@ def test_demo_with_microbiology(tmp_path):
     ad = dio.read_parquet(out / "admission_events.parquet", dio.ADMISSION_EVENTS)
     assert set(ad.time_source.dropna()) == {"order time", "administration", "charted", "date only"}
     assert report["codes_not_in_metadata"]["codes"] == 0
+    # the raw tables' 73 procedureevents ventilation intervals; ED registrations linked
+    assert report["pairing"]["intervals[0] (ventilation)"]["intervals"] == 73
+    assert report["stays_detail"]["admissions_with_ed_registration"] == 180
+    assert report["admission_events"]["culture_without_hadm_id"] == 190  # as the raw tables
 
 
 @needs_demo
@@ -612,3 +616,85 @@ def test_pre_0_3_patient_id_named(tmp_path):
         SchemaError, match=r"missing column 'subject_id' \(patient_id is MEDS < 0\.3"
     ):
         _extract(root, tmp_path)
+
+
+# ------------------------------------------------------------------ ED registrations, intervals
+def test_ed_registration_starts_the_admission_for_events_without_hadm_id(tmp_path):
+    """An event without hadm_id drawn in the ED before admittime joins the admission whose
+    ED registration precedes it (MIMIC-IV: a third of the cultures; ED_REGISTRATION has no
+    hadm_id in MEDS), as the MIMIC-IV reader's [min(edregtime, admittime), dischtime]; a
+    date-only culture joins when its day overlaps the admission. An admission without an ED
+    registration of its own does not take the previous admission's."""
+    adm = pd.Timestamp("2150-01-01")  # the golden admission 10
+    rows = [r for r in golden_rows() if not r["code"].startswith("MICRO//")]
+    rows += [
+        _row("ED_REGISTRATION", adm - 5 * H),
+        _row("ED_OUT", adm + H),
+        _row("MICRO//SPECIMEN//BLOOD CULTURE", adm - 4 * H),  # in the ED: admission 10
+        _row("MICRO//SPECIMEN//URINE", adm - 6 * H),  # before the ED registration: none
+        _row("MEDICATION//CefePIME//Administered//123", adm - 3 * H, emar_id="e9"),  # ED dose
+        # a second admission (no ED registration) on 2150-02-01 12:00
+        _row("HOSPITAL_ADMISSION//ELECTIVE", "2150-02-01 12:00", hadm_id=11),
+        _row("HOSPITAL_DISCHARGE//HOME", "2150-02-05", hadm_id=11),
+        _row("MICRO//SPECIMEN//SPUTUM", "2150-02-01 10:00"),  # before its admittime: none
+        _row("MICRO//SPECIMEN//STOOL", "2150-02-01 00:00"),  # date only, same day: 11
+    ]
+    root = write_meds(tmp_path / "meds", {"train/0": rows})
+    report, out = _extract(root, tmp_path)
+    ad = dio.read_parquet(out / "admission_events.parquet", dio.ADMISSION_EVENTS)
+    c = ad[ad.concept == "culture"]
+    cul = dict(zip(c.text, c.hadm_id, strict=True))
+    assert cul["BLOOD CULTURE"] == 10 and pd.isna(cul["URINE"])
+    assert pd.isna(cul["SPUTUM"]) and cul["STOOL"] == 11
+    ed_dose = ad[(ad.concept == "antibiotic") & (ad.time == adm - 3 * H)]
+    assert ed_dose.hadm_id.tolist() == [10]
+    assert report["stays_detail"]["admissions_with_ed_registration"] == 1
+    assert report["admission_events"]["hadm_id_filled_from_admission_time"] == 3
+
+
+def test_intervals_written_as_hold_covering_events(tmp_path):
+    """PROCEDURE//START and //END rows of a stay pair in time order into ventilation events
+    every hold_hours (8 h) with end_time, as the MIMIC-IV reader writes procedureevents; a
+    START without END gives one event without end_time; an END without START is counted."""
+    d = dict(hadm_id=10, icustay_id=100)
+    rows = golden_rows() + [
+        _row("PROCEDURE//START//225792", T0 + 2 * H, **d),
+        _row("PROCEDURE//END//225792", T0 + 12 * H, **d),
+        _row("PROCEDURE//START//225794", T0 + 20 * H, **d),  # never ended
+        _row("PROCEDURE//END//225794", T0 + 10 * H, icustay_id=999),  # unknown stay, no start
+        _row("PROCEDURE//START//225400", T0 + 2 * H, **d),  # another procedure: not mapped
+    ]
+    root = write_meds(tmp_path / "meds", {"train/0": rows})
+    report, out = _extract(root, tmp_path)
+    pe = dio.read_parquet(out / "events" / "procedureevents.parquet", dio.EVENTS)
+    got = pe.sort_values("time")[["stay_id", "time", "concept", "end_time", "text"]]
+    assert got.values.tolist() == [
+        [100, T0 + 2 * H, "ventilation", T0 + 10 * H, "Invasive Ventilation"],
+        [100, T0 + 10 * H, "ventilation", T0 + 12 * H, "Invasive Ventilation"],
+        [100, T0 + 20 * H, "ventilation", pd.NaT, "Non-invasive Ventilation"],
+    ]
+    assert pe.value.isna().all()
+    assert report["pairing"]["intervals[0] (ventilation)"] == {"intervals": 2, "events_written": 3}
+    assert report["dropped"]["intervals[0] (ventilation).end"] == {"end_without_start": 1}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            "admissions: {ed_registration: {code: ED}}\n",
+            r"admissions\.ed_registration: needs admissions\.start",
+        ),
+        (
+            "intervals:\n  - {concept: ventilation, start: {code: S}}\n",
+            r"intervals\[0\]: missing key\(s\) \['end'\]",
+        ),
+        (
+            "intervals:\n  - {concept: ventilation, start: {code: S}, end: {code: E}, part: 'a b'}\n",
+            r"intervals\[0\]\.part: part names are",
+        ),
+    ],
+)
+def test_mapping_validation_ed_and_intervals(tmp_path, extra, message):
+    with pytest.raises(mm.MappingError, match=message):
+        mm.load(_mapping(tmp_path, BASE + extra))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
-
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -22,12 +19,9 @@ def _mgp_tcn():
 
 
 def _dtw_knn():
-    try:
-        cls = importlib.import_module("models.dtw_knn").DTWKNNClassifier
-    except (ImportError, AttributeError):
-        pytest.skip("models.dtw_knn.DTWKNNClassifier does not exist yet")
-    kw = {"progress": False} if "progress" in inspect.signature(cls).parameters else {}
-    return cls(**kw)
+    from models.dtw_knn import DTWKNNClassifier
+
+    return DTWKNNClassifier(progress=False)
 
 
 def _logreg():

@@ -154,3 +154,13 @@ def test_corrupt_zip_member_end_to_end(tmp_path, capsys):
     line = out.strip().splitlines()[-1]
     assert line.startswith("sepsis prepare: ") and str(path) in line
     assert path.read_bytes() == before  # the raw input is never modified
+
+
+def test_extract_command_writes_the_events_contract(tmp_path, capsys):
+    cfg = _config(tmp_path, synthetic={"n_patients": 30, "seed": 0})
+    assert main(["extract", "--config", str(cfg), "--no-progress"]) == 0
+    out = tmp_path / "runs" / "cli" / "extracted"
+    assert f"extracted events: {out}" in capsys.readouterr().out
+    assert (out / "stays.parquet").exists() and (out / "admission_events.parquet").exists()
+    concepts = set(pd.read_parquet(out / "events")["concept"].astype(str))
+    assert {"heart_rate", "platelets", "gcs_verbal", "urine_output"} <= concepts
