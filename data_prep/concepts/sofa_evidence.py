@@ -47,9 +47,13 @@ def sofa_inputs(
     counts: dict[str, int] = {}  # already reported by hourly_sofa
     ev = S.sofa_rows(events[events["stay_id"].isin(st["stay_id"]).to_numpy(bool)])
     ev = S._point_events(ev, grid, params, counts)
-    events_by_comp = S.component_events(ev, params, counts)
-    vaso = S.vasopressor_rows(ev, grid, params, counts)
-    ur = S._of(ev, "urine_output")
+    # each frame split by stay once (a lookup per onset then touches that stay's rows only)
+    events_by_comp = {
+        comp: [(name, _by_stay(f)) for name, f in frames]
+        for comp, frames in S.component_events(ev, params, counts).items()
+    }
+    vaso = _by_stay(S.vasopressor_rows(ev, grid, params, counts))
+    ur = _by_stay(S._of(ev, "urine_output"))
     pos, found = grid.locate(cells["stay_id"].to_numpy(np.int64))
     for row, (i, ok) in enumerate(zip(pos, found, strict=True)):
         if not ok:
@@ -62,19 +66,29 @@ def sofa_inputs(
             if comp not in S.COMPONENTS:
                 continue
             best = _worst_point_input(events_by_comp[comp], i, lo_us, hi_us)
-            if comp == "cardio":
-                best = max(best, _worst_infusion(vaso, i, hour, lookback), key=lambda b: b[0])
-            if comp == "renal":
-                best = max(best, _urine_input(ur, grid, i, hour, lookback), key=lambda b: b[0])
+            if comp == "cardio" and i in vaso:
+                best = max(best, _worst_infusion(vaso[i], i, hour, lookback), key=lambda b: b[0])
+            if comp == "renal" and i in ur:
+                best = max(best, _urine_input(ur[i], grid, i, hour, lookback), key=lambda b: b[0])
             if best[0] > 0:
                 parts.append(f"{comp} {best[0]}: {best[1]}")
         out.iloc[row] = "; ".join(parts)
     return out
 
 
+def _by_stay(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """Rows of `frame` per grid index (``idx``), each in the frame's order."""
+    if frame.empty:
+        return {}
+    return {int(k): g for k, g in frame.groupby("idx", sort=False)}
+
+
 def _worst_point_input(frames, i: int, lo_us: int, hi_us: int) -> tuple[int, str]:
     best: tuple[int, int, str] = (0, -1, "")  # (score, time, text)
-    for name, ev in frames:
+    for name, by_stay in frames:
+        ev = by_stay.get(i)
+        if ev is None:
+            continue
         sel = ev[(ev["idx"] == i) & (ev["t_us"] >= lo_us) & (ev["t_us"] < hi_us)]
         if sel.empty:
             continue
