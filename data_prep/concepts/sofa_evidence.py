@@ -49,10 +49,12 @@ def sofa_inputs(
     ev = S._point_events(ev, grid, params, counts)
     # each frame split by stay once (a lookup per onset then touches that stay's rows only)
     events_by_comp = {
-        comp: [(name, _by_stay(f)) for name, f in frames]
+        comp: [(name, _arrays_by_stay(f, ("t_us", "score", "value"))) for name, f in frames]
         for comp, frames in S.component_events(ev, params, counts).items()
     }
-    vaso = _by_stay(S.vasopressor_rows(ev, grid, params, counts))
+    vaso = _arrays_by_stay(
+        S.vasopressor_rows(ev, grid, params, counts), ("b0", "b1", "score", "rate", "drug")
+    )
     ur = _by_stay(S._of(ev, "urine_output"))
     pos, found = grid.locate(cells["stay_id"].to_numpy(np.int64))
     for row, (i, ok) in enumerate(zip(pos, found, strict=True)):
@@ -83,30 +85,46 @@ def _by_stay(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
     return {int(k): g for k, g in frame.groupby("idx", sort=False)}
 
 
+def _arrays_by_stay(frame: pd.DataFrame, cols: tuple[str, ...]) -> dict[int, tuple]:
+    """Per grid index (``idx``), the numpy arrays of `cols`, each in the frame's order."""
+    if frame.empty:
+        return {}
+    return {
+        int(k): tuple(g[c].to_numpy() for c in cols) for k, g in frame.groupby("idx", sort=False)
+    }
+
+
 def _worst_point_input(frames, i: int, lo_us: int, hi_us: int) -> tuple[int, str]:
+    """The worst-scoring input of the window [lo_us, hi_us) (ties: the latest)."""
     best: tuple[int, int, str] = (0, -1, "")  # (score, time, text)
     for name, by_stay in frames:
-        ev = by_stay.get(i)
-        if ev is None:
+        arr = by_stay.get(i)
+        if arr is None:
             continue
-        sel = ev[(ev["idx"] == i) & (ev["t_us"] >= lo_us) & (ev["t_us"] < hi_us)]
-        if sel.empty:
+        t, score, value = arr
+        m = (t >= lo_us) & (t < hi_us)
+        if not m.any():
             continue
-        top = sel[sel["score"] == sel["score"].max()].sort_values("t_us").iloc[-1]
+        ts, ss, vs = t[m], score[m], value[m]
+        top = ss == ss.max()
+        tk, vk = ts[top], vs[top]
+        j = np.argsort(tk, kind="quicksort")[-1]  # as DataFrame.sort_values("t_us").iloc[-1]
         unit = UNITS.get(name, "")
-        text = f"{name} {float(top['value']):.4g}{' ' + unit if unit else ''}"
-        cand = (int(top["score"]), int(top["t_us"]), text)
+        text = f"{name} {float(vk[j]):.4g}{' ' + unit if unit else ''}"
+        cand = (int(ss.max()), int(tk[j]), text)
         if cand[:2] > best[:2]:
             best = cand
     return best[0], best[2]
 
 
-def _worst_infusion(vaso: pd.DataFrame, i: int, hour: int, lookback: int) -> tuple[int, str]:
-    sel = vaso[(vaso["idx"] == i) & (vaso["b0"] <= hour) & (vaso["b1"] >= hour + 1 - lookback)]
-    if sel.empty:
+def _worst_infusion(vaso: tuple, i: int, hour: int, lookback: int) -> tuple[int, str]:
+    b0, b1, score, rate, drug = vaso
+    m = (b0 <= hour) & (b1 >= hour + 1 - lookback)
+    if not m.any():
         return 0, ""
-    top = sel.sort_values(["score", "rate"]).iloc[-1]
-    return int(top["score"]), f"{top['drug']} {float(top['rate']):.3g} mcg/kg/min"
+    sc, rt, dr = score[m], rate[m], drug[m]
+    j = np.lexsort((rt, sc))[-1]  # as sort_values(["score", "rate"]).iloc[-1] (stable)
+    return int(sc[j]), f"{dr[j]} {float(rt[j]):.3g} mcg/kg/min"
 
 
 def _urine_input(ur: pd.DataFrame, grid, i: int, hour: int, lookback: int) -> tuple[int, str]:
