@@ -8,6 +8,7 @@ import csv
 import errno
 import gzip
 import logging
+import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,33 @@ class ScanParams(Protocol):
 
     on_bad_rows: str  # "error" | "skip-and-count"
     batch_rows: int  # record batch size of the streaming reader
+
+
+@dataclass(frozen=True)
+class ReaderParams:
+    """Parameters of a streaming CSV reader (MIMIC-III, MIMIC-IV; from the YAML `labels`
+    section). A source may subclass it to change a default."""
+
+    on_bad_rows: str = "error"  # "error" | "skip-and-count"
+    batch_rows: int = 2_000_000  # record batch size of the streaming reader
+    lab_lookback_hours: float = 24.0  # labs up to this long before ICU admission belong to the stay
+
+    def validate(self) -> None:
+        """Raise ValueError("<key>: <what was expected>") for impossible values."""
+        if self.on_bad_rows not in ("error", "skip-and-count"):
+            raise ValueError(
+                f"on_bad_rows: expected 'error' or 'skip-and-count', got {self.on_bad_rows!r}"
+            )
+        if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
+            raise ValueError(f"batch_rows: expected a positive integer, got {self.batch_rows!r}")
+        if not (
+            isinstance(self.lab_lookback_hours, (int, float))
+            and math.isfinite(self.lab_lookback_hours)
+            and self.lab_lookback_hours >= 0
+        ):
+            raise ValueError(
+                f"lab_lookback_hours: expected a finite number >= 0, got {self.lab_lookback_hours!r}"
+            )
 
 
 # --------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from data_prep import io
 from data_prep.concepts.dictionary import concepts
+from data_prep.concepts.rates import RATE_UNITS, normalise_rate_unit
 from data_prep.sources.concept_map import ConceptMap
 from data_prep.sources.csv_stream import (
     I32,
@@ -41,19 +42,6 @@ from data_prep.sources.stay_index import FirstPerStay, StayIndex, keep_known_sta
 
 CV_MAX_HOURS = 4.0  # a CareVue rate holds until the next charting of the drug, at most this long
 INPUT_TABLES = ("inputevents_mv", "inputevents_cv")
-# Normalised unit -> (factor to mcg, divide by weight?, per-hour?)
-RATE_UNITS: dict[str, tuple[float, bool, bool]] = {
-    "mcgkgmin": (1.0, False, False),
-    "mcgmin": (1.0, True, False),
-    "mgkgmin": (1000.0, False, False),
-    "mgmin": (1000.0, True, False),
-    "mcgkghr": (1.0, False, True),
-    "mcghr": (1.0, True, True),
-    "mgkghr": (1000.0, False, True),
-    "mghr": (1000.0, True, True),
-    "ngkgmin": (1e-3, False, False),
-    "ngmin": (1e-3, True, False),
-}
 ABX_COLUMNS = ["stay_id", "time", "drug"]
 
 
@@ -61,16 +49,6 @@ ABX_COLUMNS = ["stay_id", "time", "drug"]
 def vasopressors() -> ConceptMap:
     """Item -> vasopressor concept of both input tables."""
     return ConceptMap(SOURCE, INPUT_TABLES)
-
-
-def _normalise_unit(u: str | None) -> str | None:
-    if u is None:
-        return None
-    s = "".join(ch for ch in u.lower() if ch.isalnum())
-    s = s.replace("ug", "mcg").replace("hour", "hr").replace("mcgmcg", "mcg")
-    if s.endswith("h") and not s.endswith("hr"):
-        s += "r"
-    return s or None
 
 
 @lru_cache(maxsize=1)
@@ -83,13 +61,13 @@ def default_rate_units() -> dict[int, str]:
         for t in INPUT_TABLES:
             for m in c.mappings(SOURCE, t):
                 for unit, items in m.extra.get("empty_rate_unit", {}).items():
-                    out.update({int(i): _normalise_unit(unit) for i in items})
+                    out.update({int(i): normalise_rate_unit(unit) for i in items})
     return out
 
 
 def _vaso_rates(df: pd.DataFrame, sc, tr: TableReport, weight_col: str) -> pd.DataFrame:
     """Convert `rate`/`rateuom` to mcg/kg/min using `weight_col`; count/raise unknown units."""
-    units = df["rateuom"].map(_normalise_unit, na_action="ignore")
+    units = df["rateuom"].map(normalise_rate_unit, na_action="ignore")
     units = units.fillna(df["itemid"].map(default_rate_units()))
     known = units.isin(list(RATE_UNITS))
     if (~known).any():

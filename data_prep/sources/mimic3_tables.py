@@ -6,11 +6,10 @@ Shared by the reader's modules (data_prep.sources.mimic3, mimic3_inputs, mimic3_
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.sources import csv_stream
+from data_prep.sources.csv_files import ReaderParams  # noqa: F401  (re-exported)
 from data_prep.sources.csv_stream import Scan, TableReport, TableSpec
 from data_prep.sources.mimic3_checks import REQUIRED_TABLES
 
@@ -105,32 +104,6 @@ TABLES: dict[str, TableSpec] = {
 def find_table(data_dir: Path, table: str) -> Path:
     """Path of MIMIC-III `table` in `data_dir` as TABLE.csv(.gz), any case; clear error when absent."""
     return csv_stream.find_table(data_dir, table, "MIMIC-III")
-
-
-@dataclass(frozen=True)
-class ReaderParams:
-    """Parameters of the MIMIC-III reader (embedded in the YAML `labels` section)."""
-
-    on_bad_rows: str = "error"  # "error" | "skip-and-count"
-    batch_rows: int = 2_000_000  # record batch size of the streaming reader
-    lab_lookback_hours: float = 24.0  # labs up to this long before ICU admission belong to the stay
-
-    def validate(self) -> None:
-        """Raise ValueError("<key>: <what was expected>") for impossible values."""
-        if self.on_bad_rows not in ("error", "skip-and-count"):
-            raise ValueError(
-                f"on_bad_rows: expected 'error' or 'skip-and-count', got {self.on_bad_rows!r}"
-            )
-        if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
-            raise ValueError(f"batch_rows: expected a positive integer, got {self.batch_rows!r}")
-        if not (
-            isinstance(self.lab_lookback_hours, (int, float))
-            and math.isfinite(self.lab_lookback_hours)
-            and self.lab_lookback_hours >= 0
-        ):
-            raise ValueError(
-                f"lab_lookback_hours: expected a finite number >= 0, got {self.lab_lookback_hours!r}"
-            )
 
 
 def scan(data_dir: Path, table: str, params: ReaderParams, tr: TableReport, progress: bool) -> Scan:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_prep.concepts.dictionary import DICTIONARY_FILE, concepts
+from data_prep.concepts.rates import RATE_UNITS, normalise_rate_unit
 from data_prep.sources import mimic4_tables as T
 from data_prep.sources.csv_stream import (
     I32,
@@ -35,31 +36,7 @@ from data_prep.sources.csv_stream import (
 from data_prep.sources.mimic4_events import WEIGHT_MAX_KG, ConceptMap, _sink, events_table
 from data_prep.sources.stay_index import FirstPerStay, StayIndex
 
-# normalised unit -> (factor to mcg, divide by weight?, per hour?)
-RATE_UNITS: dict[str, tuple[float, bool, bool]] = {
-    "mcgkgmin": (1.0, False, False),
-    "mcgmin": (1.0, True, False),
-    "mgkgmin": (1000.0, False, False),
-    "mgmin": (1000.0, True, False),
-    "mcgkghr": (1.0, False, True),
-    "mcghr": (1.0, True, True),
-    "mgkghr": (1000.0, False, True),
-    "mghr": (1000.0, True, True),
-    "ngkgmin": (1e-3, False, False),
-    "ngmin": (1e-3, True, False),
-}
 ADMIN_COLUMNS = ["patient_id", "hadm_id", "stay_id", "time", "text"]
-
-
-def normalise_rate_unit(u: str | None) -> str | None:
-    """'mcg/kg/min' -> 'mcgkgmin', 'ug/kg/hour' -> 'mcgkghr'; None for an empty unit."""
-    if u is None:
-        return None
-    s = "".join(ch for ch in u.lower() if ch.isalnum())
-    s = s.replace("ug", "mcg").replace("hour", "hr").replace("mcgmcg", "mcg")
-    if s.endswith("h") and not s.endswith("hr"):
-        s += "r"
-    return s or None
 
 
 @lru_cache(maxsize=1)

@@ -10,12 +10,12 @@ real one is preferred when both exist.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.errors import DataError
 from data_prep.sources import csv_stream
+from data_prep.sources.csv_files import ReaderParams
 from data_prep.sources.csv_stream import (
     ExtractionReport,
     MissingTableError,
@@ -185,28 +185,10 @@ _OLD_NAMES = {"stay_id": "icustay_id", "icd_code": "icd9_code", "anchor_age": "d
 
 
 @dataclass(frozen=True)
-class Mimic4Params:
+class Mimic4Params(ReaderParams):
     """Parameters of the MIMIC-IV reader (from the YAML `labels` section)."""
 
-    on_bad_rows: str = "error"  # "error" | "skip-and-count"
-    batch_rows: int = 2_000_000  # record batch size of the streaming reader
     lab_lookback_hours: float = 48.0  # labs this long before ICU admission belong to the stay
-
-    def validate(self) -> None:
-        if self.on_bad_rows not in ("error", "skip-and-count"):
-            raise ValueError(
-                f"on_bad_rows: expected 'error' or 'skip-and-count', got {self.on_bad_rows!r}"
-            )
-        if not isinstance(self.batch_rows, int) or self.batch_rows < 1:
-            raise ValueError(f"batch_rows: expected a positive integer, got {self.batch_rows!r}")
-        if not (
-            isinstance(self.lab_lookback_hours, (int, float))
-            and math.isfinite(self.lab_lookback_hours)
-            and self.lab_lookback_hours >= 0
-        ):
-            raise ValueError(
-                f"lab_lookback_hours: expected a finite number >= 0, got {self.lab_lookback_hours!r}"
-            )
 
 
 def _module(data_dir: Path, module: str) -> Path:
