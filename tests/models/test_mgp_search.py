@@ -74,8 +74,11 @@ def test_trial_budget_and_resume_without_redoing_trials(data, tmp_path, fits):
 
 def test_wall_time_budget_stops_the_search_and_counts_across_resumes(data, tmp_path, fits):
     budget = 0.03  # minutes: 1.8 s, far less than 100 trials of 200 epochs
+    # early stopping can never fire (patience > epochs): on a fast machine a trial would
+    # otherwise end by patience just past the deadline, and the test would depend on speed
+    base = {**BASE, "epochs": 200, "patience": 1000}
     t0 = time.perf_counter()
-    res = _search(data, tmp_path, base={**BASE, "epochs": 200}, trials=100, budget_minutes=budget)
+    res = _search(data, tmp_path, base=base, trials=100, budget_minutes=budget)
     wall = time.perf_counter() - t0
     assert wall < 60 * budget + 15, wall  # one epoch and the final scoring past the deadline
     assert 1 <= len(res.trials) < 100 and res.elapsed_seconds >= 60 * budget
@@ -83,7 +86,7 @@ def test_wall_time_budget_stops_the_search_and_counts_across_resumes(data, tmp_p
     assert last["state"] == "complete" and last["stopped"] == "budget"
     assert last["epochs_run"] < 200 and np.isfinite(res.best_value)
     n = len(fits)
-    again = _search(data, tmp_path, base={**BASE, "epochs": 200}, trials=100, budget_minutes=budget)
+    again = _search(data, tmp_path, base=base, trials=100, budget_minutes=budget)
     assert len(fits) == n and len(again.trials) == len(res.trials)  # the budget is spent
 
 
