@@ -120,6 +120,13 @@ def _concept_mask(concept: pa.Array, wanted: pa.Array, known: pa.Array) -> pa.Ar
     return mask(concept)
 
 
+def _stays_of(batch) -> tuple[np.ndarray, np.ndarray]:
+    """(stay_id with -1 for null, not-null mask) of a batch or table's stay_id column."""
+    sid = batch.column("stay_id")
+    valid = ~np.asarray(sid.is_null().to_numpy(zero_copy_only=False), bool)
+    return np.asarray(sid.fill_null(-1).to_numpy(zero_copy_only=False), np.int64), valid
+
+
 class _StayChunks:
     """The SOFA inputs of each chunk of `CHUNK_STAYS` stays, with ONE pass over each table.
 
@@ -141,6 +148,11 @@ class _StayChunks:
     """
 
     BATCH_ROWS = 1 << 21
+    # A table of at most this many stored rows (before the concept filter; ~50 bytes a row
+    # in Arrow, i.e. <= ~0.5 GB) is partitioned into its chunks in memory instead of being
+    # spilled: the spill's write and re-read cost ~1 s on 10,000 stays. Larger ones spill,
+    # so peak memory stays bounded at any database size.
+    IN_MEMORY_ROWS = 10_000_000
 
     def __init__(self, spill: Path, d: Path, tables: dict, stay_ids: np.ndarray):
         self.spill, self.d, self.tables = spill, d, tables
@@ -149,11 +161,16 @@ class _StayChunks:
         self.order = stay_ids  # chunk k holds stays order[k * CHUNK_STAYS : (k + 1) * CHUNK_STAYS]
         self.n_chunks = max(1, math.ceil(len(stay_ids) / CHUNK_STAYS))
         self.tmp: tempfile.TemporaryDirectory | None = None
+        self.mem: dict[str, tuple[pa.Table, np.ndarray]] = {}  # name -> (table, chunk of each row)
 
     def __enter__(self) -> _StayChunks:
         if self.n_chunks > 1:
-            self.tmp = tempfile.TemporaryDirectory(dir=self.spill, prefix=".labels-chunks-")
             for name in self.tables:
+                if self._stored_rows(name) <= self.IN_MEMORY_ROWS:
+                    self.mem[name] = self._partition(name)
+                    continue
+                if self.tmp is None:
+                    self.tmp = tempfile.TemporaryDirectory(dir=self.spill, prefix=".labels-chunks-")
                 self._spill(name)
         return self
 
@@ -175,7 +192,7 @@ class _StayChunks:
         for path in paths:
             _check_columns(path, schema, columns)
             pf = pq.ParquetFile(path, read_dictionary=["concept"] if concept_filter else None)
-            for batch in pf.iter_batches(batch_size=self.BATCH_ROWS, columns=columns):
+            for batch in self._read_batches(pf, columns):
                 if concept_filter is not None:
                     batch = batch.filter(_concept_mask(batch.column("concept"), wanted, known))
                 if batch.num_rows:
@@ -184,16 +201,42 @@ class _StayChunks:
                         schema=target,
                     )
 
+    def _read_batches(self, pf: pq.ParquetFile, columns: list[str]):
+        """The file's rows in order: row group by row group, each decoded by pyarrow's
+        threads (2-3x iter_batches, which decodes serially); a row group over twice
+        BATCH_ROWS (a file not written by our sinks) is streamed in batches instead."""
+        for i in range(pf.num_row_groups):
+            if pf.metadata.row_group(i).num_rows > 2 * self.BATCH_ROWS:
+                yield from pf.iter_batches(
+                    batch_size=self.BATCH_ROWS, row_groups=[i], columns=columns
+                )
+                continue
+            yield from pf.read_row_group(i, columns=columns, use_threads=True).to_batches()
+
+    def _stored_rows(self, name: str) -> int:
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.tables[name][0])
+
+    def _route(self, batch) -> tuple[np.ndarray, np.ndarray]:
+        """(stable permutation grouping the rows by chunk, the chunk of each sorted row)."""
+        chunk = self._chunk_of(*_stays_of(batch))
+        perm = np.argsort(chunk, kind="stable")
+        return perm, chunk[perm]
+
+    def _partition(self, name: str) -> tuple[pa.Table, np.ndarray]:
+        """The whole (filtered) table, as read, and the chunk of each of its rows (chunk k's
+        rows, in table order, are taken when it is read: no sort, no second copy)."""
+        _, columns, schema, _ = self.tables[name]
+        target = pa.schema([schema.field(c) for c in columns])
+        batches = list(self._batches(name))
+        chunk = [self._chunk_of(*_stays_of(b)) for b in batches]
+        table = pa.Table.from_batches(batches, schema=target)
+        return table, (np.concatenate(chunk) if chunk else np.zeros(0, np.int64))
+
     def _spill(self, name: str) -> None:
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         try:
             for batch in self._batches(name):
-                sid = batch.column("stay_id")
-                valid = ~np.asarray(sid.is_null().to_numpy(zero_copy_only=False), bool)
-                stay = np.asarray(sid.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
-                chunk = self._chunk_of(stay, valid)
-                perm = np.argsort(chunk, kind="stable")
-                sorted_chunk = chunk[perm]
+                perm, sorted_chunk = self._route(batch)
                 batch = batch.take(pa.array(perm))
                 bounds = np.flatnonzero(np.diff(sorted_chunk)) + 1
                 starts = np.concatenate([[0], bounds])
@@ -220,7 +263,12 @@ class _StayChunks:
     def read(self, k: int) -> dict[str, pd.DataFrame]:
         out = {}
         for name in self.tables:
-            if self.tmp is None:
+            if name in self.mem:
+                table, chunk_of_row = self.mem[name]
+                rows = np.flatnonzero(chunk_of_row == k)
+                part = table.take(pa.array(rows)).combine_chunks()  # one chunk per column
+                out[name] = part.to_pandas() if len(rows) else self._empty(name)
+            elif self.tmp is None:
                 batches = list(self._batches(name))
                 out[name] = (
                     pa.Table.from_batches(batches).to_pandas() if batches else self._empty(name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_prep.concepts.sofa import COMPONENTS, hourly_sofa
+from data_prep.concepts.sofa import COMPONENTS, hourly_sofa_inputs, sofa_rows
 from data_prep.concepts.sofa_evidence import sofa_inputs
 from data_prep.sepsis3_params import LabelParams
 
@@ -131,7 +131,10 @@ def label_stays(
 
     Returns (labels_hourly rows for hours >= 0, onsets rows for every stay, counts).
     """
-    sofa, counts = hourly_sofa(stays, events, params.sofa, pre_hours=params.pre_hours)
+    events = sofa_rows(events)  # once for the score and the audit (categorical columns)
+    sofa, counts, scored = hourly_sofa_inputs(
+        stays, events, params.sofa, pre_hours=params.pre_hours
+    )
     st = stays[["stay_id", "intime"]].copy()
     st["intime"] = pd.to_datetime(st["intime"]).astype("datetime64[us]")
     si = si.merge(st, on="stay_id", how="inner")
@@ -167,7 +170,7 @@ def label_stays(
     )
     onsets["sofa_inputs_at_onset"] = pd.Series(pd.NA, index=onsets.index, dtype="string")
     onsets.loc[has, "sofa_inputs_at_onset"] = sofa_inputs(
-        stays, events, params.sofa, cells, pre_hours=params.pre_hours
+        stays, events, params.sofa, cells, pre_hours=params.pre_hours, scored=scored
     )
     return lab_h[LABEL_COLUMNS], _onset_dtypes(onsets[ONSET_COLUMNS]), counts
 

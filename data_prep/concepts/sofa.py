@@ -53,6 +53,7 @@ the dictionary) raise unless ``on_bad_rows == "skip-and-count"``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -92,12 +93,37 @@ from data_prep.concepts.sofa_grid import (  # noqa: F401  (re-exported)
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class SofaInputs:
+    """What `hourly_sofa` scored, kept for the onset audit (`sofa_evidence`): the hour grid,
+    per component the (input name, events with idx, t_us, score, value) of point inputs,
+    the valid vasopressor infusions (`vasopressor_rows`) and the urine output events."""
+
+    grid: _Grid
+    events_by_comp: dict[str, list[tuple[str, pd.DataFrame]]]
+    vasopressors: pd.DataFrame
+    urine: pd.DataFrame
+    lookback: int
+
+
 def hourly_sofa(
     stays: pd.DataFrame,
     events: pd.DataFrame,
     params: SofaParams,
     pre_hours: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Hourly SOFA and its components (see `hourly_sofa_inputs`, which also returns the
+    inputs it scored)."""
+    frame, counts, _ = hourly_sofa_inputs(stays, events, params, pre_hours)
+    return frame, counts
+
+
+def hourly_sofa_inputs(
+    stays: pd.DataFrame,
+    events: pd.DataFrame,
+    params: SofaParams,
+    pre_hours: int = 0,
+) -> tuple[pd.DataFrame, dict[str, int], SofaInputs]:
     """Hourly SOFA and its components for every hour of every stay.
 
     ``stays`` needs stay_id, intime, outtime (stays without both times are left out and
@@ -140,7 +166,7 @@ def hourly_sofa(
             seen[cells[inside]] = 1
         grids[comp] = arr
 
-    _vasopressor_cells(ev, grid, grids["cardio"], params, counts, seen)
+    vaso = _vasopressor_cells(ev, grid, grids["cardio"], params, counts, seen)
     if len(urine):
         u_idx = urine["idx"].to_numpy(np.int64)
         u_b = np.floor(grid.hours(u_idx, urine["t_us"].to_numpy(np.int64))).astype(np.int64)
@@ -157,7 +183,8 @@ def hourly_sofa(
     total = sum(cols[f"sofa_{c}"].astype(np.int16) for c in COMPONENTS)
     cols["sofa"] = np.asarray(total, np.int16).astype(np.int8)
     cols["observed"] = _window_max(seen, lookback)[out_cell].astype(bool)
-    return pd.DataFrame(cols)[SOFA_COLUMNS + ["observed"]], counts
+    inputs = SofaInputs(grid, events_by_comp, vaso, urine, lookback)
+    return pd.DataFrame(cols)[SOFA_COLUMNS + ["observed"]], counts, inputs
 
 
 def vasopressor_rows(
@@ -221,10 +248,11 @@ def _vasopressor_cells(
     counts: dict[str, int],
     seen: np.ndarray | None = None,
 ) -> None:
-    """Mark the cardiovascular score of every hour an infusion interval touches."""
+    """Mark the cardiovascular score of every hour an infusion interval touches; returns
+    the infusions (`vasopressor_rows`)."""
     rows = vasopressor_rows(ev, grid, params, counts)
     if rows.empty:
-        return
+        return rows
     idx = rows["idx"].to_numpy(np.int64)
     score = rows["score"].to_numpy()
     c0 = grid.origin[idx] + rows["b0"].to_numpy(np.int64)
@@ -239,6 +267,7 @@ def _vasopressor_cells(
         cardio[covered] = np.maximum(cardio[covered], level)
         if seen is not None:
             seen[covered] = 1
+    return rows
 
 
 def _urine_scores(

@@ -48,13 +48,18 @@ def _of(ev: pd.DataFrame, names: str | tuple[str, ...]) -> pd.DataFrame:
 
 def sofa_rows(events: pd.DataFrame) -> pd.DataFrame:
     """The events SOFA reads (`SOFA_CONCEPTS`), plus those whose concept is not in the
-    dictionary at all (reported by `_point_events`); row order kept. The concept column
-    becomes categorical (selections by concept are then code comparisons)."""
+    dictionary at all (reported by `_point_events`); row order kept. The concept and text
+    columns become categorical: selections by concept are then code comparisons, and each
+    row selection later moves small integer codes instead of copying Arrow strings (text
+    is null but for a few coded items, e.g. an intubated GCS verbal)."""
     c = events["concept"]
     if not isinstance(c.dtype, pd.CategoricalDtype):
         c = c.astype("category")
     keep = (c.isin(SOFA_CONCEPTS) | ~c.isin(KNOWN_CONCEPTS)).to_numpy(bool)
-    return events[keep].assign(concept=c[keep])
+    out = events.assign(concept=c) if keep.all() else events[keep].assign(concept=c[keep])
+    if "text" in out and not isinstance(out["text"].dtype, pd.CategoricalDtype):
+        out["text"] = out["text"].astype("category")
+    return out
 
 
 def _point_events(

@@ -153,47 +153,68 @@ class UnitChecker:
     def apply(
         self, itemid: np.ndarray, valuenum: pa.Array, valueuom: pa.Array | None
     ) -> UnitResult:
-        """Convert known units, flag unknown ones; rows without a value are not checked."""
+        """Convert known units, flag unknown ones; rows without a value are not checked.
+
+        Decided once per (unit group, distinct spelling) cell of the batch, then looked up
+        per row through one flat index (a few gathers per row, whatever the rule count).
+        """
         has_value = valuenum.is_valid().to_numpy(zero_copy_only=False)
         g = self.item_group[np.clip(itemid, 0, len(self.item_group) - 1)]
         if (g < 0).any():  # the caller filters on the needed ITEMIDs: every one has a group
             raise ValueError(f"ITEMID {int(itemid[g < 0][0])} has no unit group")
         n_unknown_col = self.known.shape[1] - 1
         if valueuom is None:
-            u = np.full(len(itemid), -2, np.int64)
             raw: list[str | None] = []
+            col = np.array([-2], np.int64)  # one spelling: the empty unit
             code = np.zeros(len(itemid), np.int64)
         else:
-            enc = pc.dictionary_encode(valueuom)
+            enc = (
+                valueuom
+                if pa.types.is_dictionary(valueuom.type)
+                else pc.dictionary_encode(valueuom)
+            )
             raw = enc.dictionary.to_pylist()
             keys = [normalise(s) for s in raw]
             # per distinct spelling: its unit column, -2 for an empty unit (null appended last)
-            lut = np.array(
+            col = np.array(
                 [self.unit_index.get(k, n_unknown_col) if k else -2 for k in keys] + [-2],
                 np.int64,
             )
             code = pc.fill_null(enc.indices, len(raw)).to_numpy(zero_copy_only=False)
-            u = lut[code]
-        no_unit = has_value & (u == -2)
-        uc = np.where(u < 0, n_unknown_col, u)
-        accepted = self.known[g, uc] | self.any_unit[g]
-        unknown = has_value & (u >= 0) & ~accepted
-        factor, offset = self.factor[g, uc], self.offset[g, uc]
-        conv = has_value & (u >= 0) & self.known[g, uc] & ((factor != 1.0) | (offset != 0.0))
+        width = len(col)
+        uc = np.where(col < 0, n_unknown_col, col)
+        has_unit = (col >= 0)[None, :]
+        known = self.known[:, uc]  # (groups, spellings)
+        factor, offset = self.factor[:, uc], self.offset[:, uc]
+        conv_cell = has_unit & known & ((factor != 1.0) | (offset != 0.0))
+        unknown_cell = has_unit & ~(known | self.any_unit[:, None])
+        # cell status: 0 as expected, 1 no unit, 2 unknown unit, 3 converted
+        status = np.zeros(known.shape, np.int8)
+        status[:, col == -2] = 1
+        status[unknown_cell] = 2
+        status[conv_cell] = 3
+        flat = g.astype(np.int64) * width + code
+        row_status = status.ravel()[flat]
+        row_status[~has_value] = 0
+        unknown = row_status == 2
+        conv = row_status == 3
         res = UnitResult(valuenum=valuenum, unknown=unknown)
         if conv.any():
-            v = pc.fill_null(valuenum, 0.0).to_numpy(zero_copy_only=False)
-            v = np.where(conv, v * factor + offset, v)
+            v = pc.fill_null(valuenum, 0.0).to_numpy(zero_copy_only=False).copy()
+            fc = flat[conv]
+            v[conv] = v[conv] * factor.ravel()[fc] + offset.ravel()[fc]
             res.valuenum = pa.array(v, pa.float64(), mask=~has_value)
-        for gi_, n in enumerate(np.bincount(g[no_unit], minlength=len(self.groups))):
-            if n:
-                res.no_unit[self.groups[gi_]] = int(n)
-        for mask, out in ((conv, res.converted), (unknown, res.unknown_counts)):
-            if mask.any():  # count per (group, spelling) through one int64 key
-                width = len(raw) + 1
-                keys, counts = np.unique(
-                    g[mask].astype(np.int64) * width + code[mask], return_counts=True
-                )
-                for key, n in zip(keys, counts, strict=True):
-                    out[(self.groups[key // width], raw[key % width])] = int(n)
+        flagged = row_status != 0
+        if flagged.any():  # rows per cell, in one pass
+            per_cell = np.bincount(flat[flagged], minlength=status.size)
+            for cell in np.flatnonzero(per_cell):
+                gi_, si = divmod(int(cell), width)
+                n, kind = int(per_cell[cell]), status.ravel()[cell]
+                group = self.groups[gi_]
+                if kind == 1:
+                    res.no_unit[group] = res.no_unit.get(group, 0) + n
+                elif kind == 2:
+                    res.unknown_counts[(group, raw[si])] = n
+                elif kind == 3:
+                    res.converted[(group, raw[si])] = n
         return res

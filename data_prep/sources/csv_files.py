@@ -43,9 +43,24 @@ class EmptyTableError(DataError):
     """A required table has a header but no data rows."""
 
 
-# Reading errors of a compressed or text stream (zlib.error for Python's gzip module, OSError
-# for pyarrow's and for BadGzipFile, EOFError for a truncated stream).
-STREAM_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+try:  # ISA-L's gzip decoder: ~1.7x zlib's speed (gunzip is ~1/4 of a CHARTEVENTS pass)
+    from isal import igzip as _igzip
+    from isal.isal_zlib import error as _isal_error
+except ImportError:  # pragma: no cover - isal is a dependency; Python's gzip still works
+    _igzip, _isal_error = None, zlib.error
+
+# Reading errors of a compressed or text stream (zlib.error for Python's gzip module,
+# IsalError for ISA-L's, OSError for BadGzipFile, EOFError for a truncated stream).
+STREAM_ERRORS = (OSError, EOFError, zlib.error, _isal_error, UnicodeDecodeError)
+
+
+def open_gzip_binary(raw):
+    """A binary reader of the gzip stream in the open file `raw` (ISA-L when installed)."""
+    if _igzip is not None:
+        return _igzip.IGzipFile(fileobj=raw, mode="rb")
+    import gzip
+
+    return gzip.GzipFile(fileobj=raw, mode="rb")
 
 
 def utf8_error(path: Path, data: bytes, first_row: int) -> CorruptFileError:

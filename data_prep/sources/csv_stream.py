@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from data_prep.sources.csv_files import (  # noqa: F401  (re-exported: one impor
     disk_full,
     find_table,
     header_and_row_bytes,
+    open_gzip_binary,
     open_text,
     resolve_columns,
     stream_error,
@@ -114,6 +116,8 @@ class Batch:
         else:
             mask = pc.fill_null(mask, False)
             np_mask = mask.to_numpy(zero_copy_only=False)
+        if np_mask.all():  # nothing dropped (the common case for most filters): no copies
+            return
         self.cols = {k: pc.filter(v, mask) for k, v in self.cols.items()}
         pos = np.arange(self.n) if self.idx is None else self.idx
         self.idx = pos[np_mask]
@@ -268,9 +272,9 @@ class Scan:
 
         def produce() -> None:
             try:
-                with pa.OSFile(str(self.path), "rb") as raw:
+                with open(self.path, "rb") as raw:
                     gz = self.path.name.lower().endswith(".gz")
-                    stream = pa.CompressedInputStream(raw, "gzip") if gz else raw
+                    stream = open_gzip_binary(raw) if gz else raw
                     leftover, header_done = b"", False
                     while not stop.is_set():
                         buf = stream.read(chunk_bytes)
@@ -310,23 +314,12 @@ class Scan:
             thread.join(timeout=5)
 
     def _batches(self, typed: bool) -> Iterator[tuple[pa.RecordBatch, int, int]]:
-        """(record batch, data row number of its first row, raw file position) of the table."""
-        bad_row: dict = {}
-        skipped = [0]
+        """(record batch, data row number of its first row, raw file position) of the table.
 
-        def on_invalid(row) -> str:
-            if self.params.on_bad_rows == "skip-and-count":
-                self.report.drop("malformed_row", 1)
-                skipped[0] += 1
-                return "skip"
-            bad_row.update(
-                number=row.number,
-                text=row.text,
-                expected=row.expected_columns,
-                actual=row.actual_columns,
-            )
-            return "error"
-
+        Three stages overlap: the gunzip thread (`_chunks`), a parse thread decoding chunk
+        k + 1 (pyarrow's parser releases the GIL) and the caller's handler on chunk k. Batches
+        come in file order; an error is raised when its chunk's turn comes.
+        """
         # Fast pass: numeric AND timestamp columns are typed by the multithreaded CSV decoder.
         # Measured on CHARTEVENTS, parsing timestamps there costs less than carrying them as
         # strings through the ITEMID filter and casting afterwards (the string copy dominates).
@@ -335,57 +328,106 @@ class Scan:
             self.actual[c]: (KIND_TYPE[k] if typed and k != "str" else STR)
             for c, k in self.kinds.items()
         }
-        parse = pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False)
         convert = pacsv.ConvertOptions(
             include_columns=[self.actual[c] for c in self.logical],
             column_types=types,
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
         )
-        first_row = 1
-        stop = threading.Event()
-        for item in self._chunks(stop):
-            if isinstance(item, BaseException):
-                if isinstance(item, STREAM_ERRORS):
-                    raise stream_error(self.path, item, first_row - 1) from item
-                raise item
-            data, pos = item
+        skip = self.params.on_bad_rows == "skip-and-count"
+
+        def parse(data: bytes) -> tuple[pa.Table | None, dict, BaseException | None]:
+            state: dict = {"skipped": 0, "bad_row": {}}  # this chunk's, not shared
+
+            def on_invalid(row) -> str:
+                if skip:
+                    state["skipped"] += 1
+                    return "skip"
+                state["bad_row"].update(
+                    number=row.number,
+                    text=row.text,
+                    expected=row.expected_columns,
+                    actual=row.actual_columns,
+                )
+                return "error"
+
             # Blocks of a quarter chunk: both cores parse one chunk in parallel.
             opts = pacsv.ReadOptions(
                 column_names=self.names,
                 use_threads=True,
                 block_size=max(len(data) // 4 + 1, 1 << 16),
             )
+            parse_opts = pacsv.ParseOptions(
+                invalid_row_handler=on_invalid, newlines_in_values=False
+            )
             try:
                 table = pacsv.read_csv(
                     pa.py_buffer(data),
                     read_options=opts,
-                    parse_options=parse,
+                    parse_options=parse_opts,
                     convert_options=convert,
                 )
             except pa.ArrowInvalid as exc:
-                if bad_row:
-                    # the parser knows no row number when multithreaded: find the row's text
-                    at = data.find(bad_row["text"].encode())
-                    n = first_row + data.count(b"\n", 0, at) if at >= 0 else None
-                    where = f"data row {n} (line {n + 1})" if n is not None else "a row"
-                    raise MalformedRowError(
-                        f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
-                        f"(table {self.table}): {bad_row['text'][:200]!r}"
-                    ) from None
-                if "invalid utf8" in str(exc).lower():
-                    raise utf8_error(self.path, data, first_row) from None
-                if typed and "conversion error" in str(exc).lower():
-                    raise _Restart(str(exc).splitlines()[0]) from None
-                raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
-            row = first_row
+                return None, state, exc
+            return table, state, None
+
+        first_row = [1]
+
+        def emit(future, data: bytes, pos: int) -> Iterator[tuple[pa.RecordBatch, int, int]]:
+            table, state, exc = future.result()
+            if exc is not None:
+                self._raise_parse_error(exc, state["bad_row"], data, first_row[0], typed)
+            if state["skipped"]:
+                self.report.drop("malformed_row", state["skipped"])
+            row = first_row[0]
             for rb in table.to_batches():
                 yield rb, row, pos
                 row += rb.num_rows
-            # data rows in the chunk = parsed + skipped (blank lines, which the parser ignores,
-            # would shift later numbers; MIMIC-III files have none)
-            first_row += table.num_rows + skipped[0]
-            skipped[0] = 0
+            # data rows = parsed + skipped (blank lines would shift later numbers: none in MIMIC)
+            first_row[0] += table.num_rows + state["skipped"]
+
+        stop = threading.Event()
+        pending = None  # (future of the parse, data, pos) of the chunk before the newest
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"csv-{self.table}") as pool:
+            try:
+                for item in self._chunks(stop):
+                    if isinstance(item, BaseException):
+                        if pending is not None:  # the rows before the failure come first
+                            yield from emit(*pending)
+                            pending = None
+                        if isinstance(item, STREAM_ERRORS):
+                            raise stream_error(self.path, item, first_row[0] - 1) from item
+                        raise item
+                    data, pos = item
+                    nxt = (pool.submit(parse, data), data, pos)
+                    if pending is not None:
+                        yield from emit(*pending)
+                    pending = nxt
+                if pending is not None:
+                    yield from emit(*pending)
+                    pending = None
+            finally:
+                stop.set()
+                if pending is not None:
+                    pending[0].cancel()
+
+    def _raise_parse_error(
+        self, exc: BaseException, bad_row: dict, data: bytes, first_row: int, typed: bool
+    ) -> None:
+        if bad_row:
+            # the parser knows no row number when multithreaded: find the row's text
+            at = data.find(bad_row["text"].encode())
+            n = first_row + data.count(b"\n", 0, at) if at >= 0 else None
+            where = f"data row {n} (line {n + 1})" if n is not None else "a row"
+            raise MalformedRowError(
+                f"{self.path}: {where} has {bad_row['actual']} fields, expected {bad_row['expected']} "
+                f"(table {self.table}): {bad_row['text'][:200]!r}"
+            ) from None
+        if "invalid utf8" in str(exc).lower():
+            raise utf8_error(self.path, data, first_row) from None
+        if typed and "conversion error" in str(exc).lower():
+            raise _Restart(str(exc).splitlines()[0]) from None
+        raise MalformedRowError(f"{self.path} (table {self.table}): {exc}") from None
 
     def _run(self, handler: Callable[[Batch], None], typed: bool) -> None:
         size = self.path.stat().st_size

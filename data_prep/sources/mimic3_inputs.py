@@ -10,7 +10,7 @@ its charttime until the next charting of the same drug in the stay, at most `CV_
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ def vasopressors() -> ConceptMap:
 
 
 @lru_cache(maxsize=1)
+@cache
 def default_rate_units() -> dict[int, str]:
     """Unit assumed when `rateuom` is empty (normalised): mcg/kg/min, except the dictionary's
     `empty_rate_unit` items (mimic-code conventions: CareVue norepinephrine 30047 and
@@ -67,7 +68,8 @@ def default_rate_units() -> dict[int, str]:
 
 def _vaso_rates(df: pd.DataFrame, sc, tr: TableReport, weight_col: str) -> pd.DataFrame:
     """Convert `rate`/`rateuom` to mcg/kg/min using `weight_col`; count/raise unknown units."""
-    units = df["rateuom"].map(normalise_rate_unit, na_action="ignore")
+    spellings = {u: normalise_rate_unit(u) for u in df["rateuom"].dropna().unique()}
+    units = df["rateuom"].map(spellings)  # normalised once per distinct spelling
     units = units.fillna(df["itemid"].map(default_rate_units()))
     known = units.isin(list(RATE_UNITS))
     if (~known).any():

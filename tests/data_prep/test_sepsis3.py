@@ -273,6 +273,7 @@ def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
     params = LabelParams(on_bad_rows="skip-and-count")
     one = derive_labels(tmp_path, params, progress=False)
     monkeypatch.setattr(S3, "CHUNK_STAYS", 2)
+    monkeypatch.setattr(S3._StayChunks, "IN_MEMORY_ROWS", 0)  # every table spills to disk
     spilled = []
     real_spill = S3._StayChunks._spill
     monkeypatch.setattr(
@@ -292,6 +293,14 @@ def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
         many[1].sort_values("stay_id").reset_index(drop=True),
     )
     assert one[2] == many[2]
+    # the in-memory partition (tables up to IN_MEMORY_ROWS rows) gives the same, spilling nothing
+    monkeypatch.setattr(S3._StayChunks, "IN_MEMORY_ROWS", 10**9)
+    spilled.clear()
+    mem = derive_labels(tmp_path, params, progress=False)
+    assert spilled == []
+    for a, b in zip(many[:2], mem[:2], strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert mem[2] == many[2]
     assert many[2]["events_rows_unknown_stay"] == 3
     assert many[1]["onset_hour"].notna().sum() > 0
     assert not list(tmp_path.glob(".labels-chunks-*"))

@@ -320,6 +320,7 @@ def test_chunked_labelling_equals_single_chunk(extracted, monkeypatch, tmp_path)
 
     one = derive_labels(extracted, LabelParams(), progress=False)
     monkeypatch.setattr(S3, "CHUNK_STAYS", 7)
+    monkeypatch.setattr(S3._StayChunks, "IN_MEMORY_ROWS", 0)  # spilled, not partitioned in memory
     n_chunks = []
     real_init = S3._StayChunks.__init__
 
