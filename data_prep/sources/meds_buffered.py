@@ -62,8 +62,7 @@ class _Buffered:
         t = pc.fill_null(b.column("time").cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
         stay, why = self._stays_of(b, t, CHART_BEFORE_HOURS, CHART_AFTER_HOURS, CHART_BEFORE_HOURS)
         for w, reason in self._WHY.items():
-            for k in np.unique(cls[ok & (why == w)]):
-                self._drop(self.codes.classes[k].key, reason, (cls[ok & (why == w)] == k).sum())
+            self._drop_by_class(cls[ok & (why == w)], reason)
         ok &= why == 0
         self.buf_start.append(
             pd.DataFrame(

@@ -179,13 +179,22 @@ class Pass2(_Buffered):
                 f"code(s), first {code!r} ({self.m.path.name}: {c.key}); a measurement needs a time "
                 "(labels.on_bad_rows: skip-and-count skips and counts such rows)"
             )
-        for k in np.unique(cls[~ok]):
-            self.dropped[self.codes.classes[k].key]["null_time"] += int((cls[~ok] == k).sum())
+        self._drop_by_class(cls[~ok], "null_time")
         return ok
 
     def _drop(self, key: str, reason: str, n: int) -> None:
         if n:
             self.dropped[key][reason] += int(n)
+
+    def _drop_by_class(self, cls: np.ndarray, reason: str | None = None) -> None:
+        """Count the rows of `cls` (class ids) as dropped, per class, in one pass; `reason`
+        None: each class's own drop reason (its mapping's ``drop``)."""
+        if not len(cls):
+            return
+        n = np.bincount(cls, minlength=len(self.codes.classes))
+        for k in np.flatnonzero(n):
+            c = self.codes.classes[k]
+            self._drop(c.key, c.drop if reason is None else reason, int(n[k]))
 
     # ----------------------------------------------------------------- events
     def _stays_of(
@@ -214,23 +223,20 @@ class Pass2(_Buffered):
 
     def _events(self, b: pa.RecordBatch, cls: np.ndarray) -> None:
         drop = self.drop_of[cls]
-        for k in np.unique(cls[drop]):
-            c = self.codes.classes[k]
-            self._drop(c.key, c.drop, (cls == k).sum())
+        self._drop_by_class(cls[drop])
         ok = ~drop & self._null_time(b, cls, "events")
         t = pc.fill_null(b.column("time").cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
         stay, why = self._stays_of(
             b, t, CHART_BEFORE_HOURS, CHART_AFTER_HOURS, self.options.lookback_hours
         )
         for w, reason in self._WHY.items():
-            bad = ok & (why == w)
-            for k in np.unique(cls[bad]):
-                self._drop(self.codes.classes[k].key, reason, (cls[bad] == k).sum())
+            self._drop_by_class(cls[ok & (why == w)], reason)
         ok &= why == 0
         if not ok.any():
             return
-        rows = np.flatnonzero(ok)
-        b, cls, stay, t = b.take(pa.array(rows)), cls[rows], stay[rows], t[rows]
+        if not ok.all():
+            rows = np.flatnonzero(ok)
+            b, cls, stay, t = b.take(pa.array(rows)), cls[rows], stay[rows], t[rows]
         num = b.column("numeric_value")
         num = (
             pa.nulls(len(b), pa.float64()) if pa.types.is_null(num.type) else num.cast(pa.float64())

@@ -199,7 +199,7 @@ def batches(shard: Shard, columns: list[str], batch_rows: int) -> Iterator[pa.Re
     `code` dictionary-encoded, `time` as timestamp[us]."""
     have = [c for c in columns if c in shard.columns]
     f = pq.ParquetFile(shard.path, read_dictionary=["code"])
-    for b in f.iter_batches(batch_size=batch_rows, columns=have):
+    for b in _row_group_batches(f, have, batch_rows):
         arrays, names = [], []
         for c in columns:
             if c in shard.columns:
@@ -215,6 +215,20 @@ def batches(shard: Shard, columns: list[str], batch_rows: int) -> Iterator[pa.Re
         yield pa.RecordBatch.from_arrays(arrays, names=names)
 
 
+def _row_group_batches(
+    f: pq.ParquetFile, columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The file's rows in order, in batches of at most `batch_rows`: a row group of up to
+    four batches is decoded at once by pyarrow's threads (iter_batches decodes serially),
+    a larger one is streamed."""
+    for i in range(f.num_row_groups):
+        if f.metadata.row_group(i).num_rows > 4 * batch_rows:
+            yield from f.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
+            continue
+        table = f.read_row_group(i, columns=columns, use_threads=True)
+        yield from table.to_batches(max_chunksize=batch_rows)
+
+
 class CodeTable:
     """Codes -> class ids (index into `classes`), each distinct code classified once."""
 
@@ -226,12 +240,33 @@ class CodeTable:
         self.not_in_metadata: dict[str, int] = {}  # code -> rows
         self.unmapped_rows = 0
         self.null_code_rows = 0
+        self._last: tuple | None = None  # (dictionary, values, lut) of the last batch
 
     def rows(self, code: pa.DictionaryArray, count: bool = True) -> np.ndarray:
         """Class id per row (-1: unmapped or null code)."""
         if isinstance(code, pa.ChunkedArray):
             code = code.combine_chunks()
-        values = code.dictionary.to_pylist()
+        if self._last is not None and self._last[0].equals(code.dictionary):
+            values, lut = self._last[1], self._last[2]  # the same row group's dictionary
+        else:
+            values, lut = self._lut(code.dictionary)
+            self._last = (code.dictionary, values, lut)
+        idx = pc.fill_null(code.indices, len(values)).to_numpy(zero_copy_only=False)
+        out = lut[idx]
+        if count:
+            n = np.bincount(idx, minlength=len(values) + 1)
+            self.null_code_rows += int(n[-1])
+            self.unmapped_rows += int(n[:-1][lut[:-1] < 0].sum())
+            if self.known is not None:
+                for i in np.flatnonzero(n[:-1]):
+                    v = values[i]
+                    if v is not None and v not in self.known:
+                        self.not_in_metadata[v] = self.not_in_metadata.get(v, 0) + int(n[i])
+        return out
+
+    def _lut(self, dictionary: pa.Array) -> tuple[list, np.ndarray]:
+        """(the dictionary's values, class id per value and -1 appended for null)."""
+        values = dictionary.to_pylist()
         lut = np.empty(len(values) + 1, np.int32)
         for i, v in enumerate(values):
             j = self.ids.get(v) if v is not None else -1
@@ -245,14 +280,4 @@ class CodeTable:
                 self.ids[v] = j
             lut[i] = j
         lut[-1] = -1
-        idx = pc.fill_null(code.indices, len(values)).to_numpy(zero_copy_only=False)
-        out = lut[idx]
-        if count:
-            n = np.bincount(idx, minlength=len(values) + 1)
-            self.null_code_rows += int(n[-1])
-            self.unmapped_rows += int(n[:-1][lut[:-1] < 0].sum())
-            if self.known is not None:
-                for i, v in enumerate(values):
-                    if n[i] and v is not None and v not in self.known:
-                        self.not_in_metadata[v] = self.not_in_metadata.get(v, 0) + int(n[i])
-        return out
+        return values, lut

@@ -189,9 +189,7 @@ def _upper(a: np.ndarray) -> pd.Series:
 def admission_rows(p, b: pa.RecordBatch, cls: np.ndarray) -> pd.DataFrame | None:
     rules = p.rule_of[cls]
     keep = ~p.drop_of[cls]
-    for k in np.unique(cls[~keep]):
-        c = p.codes.classes[k]
-        p._drop(c.key, c.drop, int((cls == k).sum()))
+    p._drop_by_class(cls[~keep])
     time_ok = b.column("time").is_valid().to_numpy(zero_copy_only=False)
     t = pc.fill_null(b.column("time").cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     source = np.full(len(cls), None, object)
