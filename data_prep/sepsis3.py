@@ -34,6 +34,7 @@ one set of stays in `data_prep.sepsis3_onset`; this module derives them for a wh
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import tempfile
@@ -148,10 +149,10 @@ class _StayChunks:
     """
 
     BATCH_ROWS = 1 << 21
-    # A table of at most this many stored rows (before the concept filter; ~50 bytes a row
-    # in Arrow, i.e. <= ~0.5 GB) is partitioned into its chunks in memory instead of being
-    # spilled: the spill's write and re-read cost ~1 s on 10,000 stays. Larger ones spill,
-    # so peak memory stays bounded at any database size.
+    # Up to this many rows (after the concept filter; ~50 bytes a row in Arrow, i.e. <= ~0.5
+    # GB) a table is kept in memory and each chunk's rows taken from it; the spill's write
+    # and re-read cost ~1 s on 10,000 stays. Past it the table spills, from where it is, so
+    # peak memory stays bounded at any database size.
     IN_MEMORY_ROWS = 10_000_000
 
     def __init__(self, spill: Path, d: Path, tables: dict, stay_ids: np.ndarray):
@@ -166,12 +167,20 @@ class _StayChunks:
     def __enter__(self) -> _StayChunks:
         if self.n_chunks > 1:
             for name in self.tables:
-                if self._stored_rows(name) <= self.IN_MEMORY_ROWS:
-                    self.mem[name] = self._partition(name)
+                batches = self._batches(name)
+                held: list[pa.RecordBatch] = []
+                rows = 0
+                for batch in batches:
+                    held.append(batch)
+                    rows += batch.num_rows
+                    if rows > self.IN_MEMORY_ROWS:
+                        break
+                else:
+                    self.mem[name] = self._partition(name, held)
                     continue
                 if self.tmp is None:
                     self.tmp = tempfile.TemporaryDirectory(dir=self.spill, prefix=".labels-chunks-")
-                self._spill(name)
+                self._spill(name, itertools.chain(held, batches))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -213,29 +222,25 @@ class _StayChunks:
                 continue
             yield from pf.read_row_group(i, columns=columns, use_threads=True).to_batches()
 
-    def _stored_rows(self, name: str) -> int:
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.tables[name][0])
-
     def _route(self, batch) -> tuple[np.ndarray, np.ndarray]:
         """(stable permutation grouping the rows by chunk, the chunk of each sorted row)."""
         chunk = self._chunk_of(*_stays_of(batch))
         perm = np.argsort(chunk, kind="stable")
         return perm, chunk[perm]
 
-    def _partition(self, name: str) -> tuple[pa.Table, np.ndarray]:
+    def _partition(self, name: str, batches: list) -> tuple[pa.Table, np.ndarray]:
         """The whole (filtered) table, as read, and the chunk of each of its rows (chunk k's
         rows, in table order, are taken when it is read: no sort, no second copy)."""
         _, columns, schema, _ = self.tables[name]
         target = pa.schema([schema.field(c) for c in columns])
-        batches = list(self._batches(name))
         chunk = [self._chunk_of(*_stays_of(b)) for b in batches]
         table = pa.Table.from_batches(batches, schema=target)
         return table, (np.concatenate(chunk) if chunk else np.zeros(0, np.int64))
 
-    def _spill(self, name: str) -> None:
+    def _spill(self, name: str, batches) -> None:
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
         try:
-            for batch in self._batches(name):
+            for batch in batches:
                 perm, sorted_chunk = self._route(batch)
                 batch = batch.take(pa.array(perm))
                 bounds = np.flatnonzero(np.diff(sorted_chunk)) + 1

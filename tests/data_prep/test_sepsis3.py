@@ -301,6 +301,13 @@ def test_derive_labels_chunked_equals_single_pass(tmp_path, monkeypatch):
     for a, b in zip(many[:2], mem[:2], strict=True):
         pd.testing.assert_frame_equal(a, b)
     assert mem[2] == many[2]
+    # a table that outgrows the limit part-way (after its first part) spills from there on
+    monkeypatch.setattr(S3._StayChunks, "IN_MEMORY_ROWS", 1)
+    mid = derive_labels(tmp_path, params, progress=False)
+    assert spilled == ["events"]
+    for a, b in zip(many[:2], mid[:2], strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    assert mid[2] == many[2]
     assert many[2]["events_rows_unknown_stay"] == 3
     assert many[1]["onset_hour"].notna().sum() > 0
     assert not list(tmp_path.glob(".labels-chunks-*"))
