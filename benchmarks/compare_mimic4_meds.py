@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_prep.concepts import sofa as S  # noqa: E402
+from data_prep.concepts import sofa_components as SC  # noqa: E402
 from data_prep.concepts.dictionary import concepts  # noqa: E402
 from data_prep.concepts.sofa_evidence import sofa_inputs  # noqa: E402
 from data_prep.sepsis3 import LabelParams, derive_labels  # noqa: E402
@@ -320,7 +321,7 @@ def _gases(x: Stay, hour: int) -> list[str]:
     for k in ("n", "m"):
         grid = S._Grid(x.st, int(x.params.sofa_lookback_hours), x.params.pre_hours)
         ev = S._point_events(S.sofa_rows(x.ev[k]), grid, x.params.sofa, {})
-        g = S._respiration_events(ev, x.params.sofa, {})
+        g = SC._respiration_events(ev, x.params.sofa, {})
         g = g.assign(time=pd.to_datetime(g["t_us"].astype(np.int64), unit="us"))
         po2 = ev[ev["concept"] == "po2"].assign(time=lambda d: pd.to_datetime(d.t_us, unit="us"))
         g = g.merge(po2[["time", "value"]].rename(columns={"value": "po2"}), on="time")
@@ -337,7 +338,7 @@ def _gases(x: Stay, hour: int) -> list[str]:
         f_n, f_m = r.po2 / r.value, q.po2 / q.value
 
         def fio(f: float, t) -> str:
-            if abs(f - S.DEFAULT_FIO2) < 1e-6:
+            if abs(f - SC.DEFAULT_FIO2) < 1e-6:
                 near = fio2[(fio2["time"] >= t - 6 * H) & (fio2["time"] <= t + 2 * H)]
                 after = near[near["time"] > t]
                 if len(after):
