@@ -160,3 +160,25 @@ def test_full_disk_is_a_data_error_naming_the_output(tmp_path, monkeypatch) -> N
     with pytest.raises(DataError, match=r"out: cannot write the extracted tables .*No space left"):
         _extract(raw, tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("decoder", ["isal", "python-gzip"])
+def test_gzip_decoders_read_the_same_and_name_a_truncated_file(tmp_path, monkeypatch, decoder):
+    """ISA-L (the default) and Python's gzip (the fallback without isal) give the same
+    extracted events, and both name a truncated stream."""
+    from data_prep.sources import csv_files
+
+    raw = _raw(tmp_path, extra_chart_rows=5_000)
+    ref = _extract(raw, tmp_path / "ref")
+    if decoder == "python-gzip":
+        monkeypatch.setattr(csv_files, "_igzip", None)
+    rep = _extract(raw, tmp_path / "other")
+    assert rep.outputs == ref.outputs
+    for part in ("chartevents", "labevents"):
+        a = pd.read_parquet(tmp_path / "ref" / "out" / "events" / f"{part}.parquet")
+        b = pd.read_parquet(tmp_path / "other" / "out" / "events" / f"{part}.parquet")
+        pd.testing.assert_frame_equal(a, b)
+    path = raw / "CHARTEVENTS.csv.gz"
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.6)])
+    with pytest.raises(mimic3.CorruptFileError, match="truncated or corrupt gzip stream"):
+        _extract(raw, tmp_path / "cut")

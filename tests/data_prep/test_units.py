@@ -171,3 +171,85 @@ def test_every_demo_unit_is_known() -> None:
         )
         assert r.unknown_counts == {}, table
         assert not r.converted, table  # the demo is in the expected units throughout
+
+
+def _apply_per_row(c: U.UnitChecker, itemid, valuenum, valueuom):
+    """The rules applied row by row (the reference for the vectorised per-cell `apply`)."""
+    vals = valuenum.to_pylist()
+    units = [None] * len(vals) if valueuom is None else valueuom.to_pylist()
+    out, unknown = [], []
+    no_unit, converted, unknown_counts = {}, {}, {}
+    for item, v, unit in zip(itemid.tolist(), vals, units, strict=True):
+        group = c.groups[c.item_group[item]]
+        key = U.normalise(unit) if unit is not None else ""
+        if v is None:
+            out.append(None)
+            unknown.append(False)
+            continue
+        if not key:
+            no_unit[group] = no_unit.get(group, 0) + 1
+            out.append(v)
+            unknown.append(False)
+            continue
+        rule = next(
+            (r for r in c.rules[group] if r.unit != U.ANY_UNIT and U.normalise(r.unit) == key), None
+        )
+        if rule is None and not c.any_unit[c.groups.index(group)]:
+            unknown_counts[(group, unit)] = unknown_counts.get((group, unit), 0) + 1
+            out.append(v)
+            unknown.append(True)
+            continue
+        if rule is not None and not rule.identity:
+            converted[(group, unit)] = converted.get((group, unit), 0) + 1
+            v = v * rule.factor + rule.offset
+        out.append(v)
+        unknown.append(False)
+    return out, np.array(unknown, bool), no_unit, converted, unknown_counts
+
+
+@pytest.mark.parametrize("table", ["chartevents", "labevents"])
+def test_vectorised_apply_equals_the_rules_row_by_row(table) -> None:
+    c = U.UnitChecker(table)
+    items = np.array(sorted(V.unit_groups(table)))
+    spellings = [
+        None,
+        "",
+        "mg/dL",
+        " MG/DL ",
+        "mmHg",
+        "%",
+        "Deg. F",
+        "?C",
+        "kg",
+        "lbs",
+        "K/uL",
+        "umol/L",
+        "bpm",
+        "not-a-unit",
+    ]
+    rng = np.random.default_rng(7)
+    seen = {"converted": 0, "unknown": 0, "no_unit": 0}
+    for trial in range(25):
+        n = int(rng.integers(1, 400))
+        item = rng.choice(items, n)
+        vn = pa.array(rng.normal(50, 20, n), mask=rng.random(n) < 0.1)
+        uom = (
+            None
+            if trial % 6 == 0
+            else pa.array([spellings[i] for i in rng.integers(0, len(spellings), n)], pa.string())
+        )
+        res = c.apply(item, vn, uom)
+        vals, unknown, no_unit, converted, unknown_counts = _apply_per_row(c, item, vn, uom)
+        np.testing.assert_allclose(
+            np.array(res.valuenum.to_pylist(), float), np.array(vals, float), rtol=1e-12
+        )
+        assert (res.unknown == unknown).all()
+        assert (res.no_unit, res.converted, res.unknown_counts) == (
+            no_unit,
+            converted,
+            unknown_counts,
+        )
+        seen["converted"] += len(converted)
+        seen["unknown"] += len(unknown_counts)
+        seen["no_unit"] += len(no_unit)
+    assert all(seen.values()), seen  # every kind of cell was exercised
