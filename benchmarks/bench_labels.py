@@ -5,22 +5,21 @@ child process run `mimic3.extract` and `sepsis3.derive_labels` and record wall t
 CHARTEVENTS rows per second end to end (rows / (extract + label seconds)) and the child's
 peak RSS. Writes docs/benchmarks/labels.md.
 
-Usage: python benchmarks/bench_labels.py [--sizes 10000,90000] [--work /tmp/bench_labels]
+Usage: python benchmarks/bench_labels.py [--sizes 10000,90000] [--work /tmp/bench_labels] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from child import machine_line, run_child  # noqa: E402
+
 OUT = ROOT / "docs" / "benchmarks" / "labels.md"
 
 CHILD = r"""
@@ -51,6 +50,7 @@ def main() -> int:
         "--sizes", default="10000,90000", help="patients; 90,000 ~ 50 M CHARTEVENTS rows"
     )
     ap.add_argument("--work", default="/tmp/bench_labels")
+    ap.add_argument("--out", default=str(OUT), help="markdown file to write")
     ap.add_argument("--full", action="store_true", help="accepted for run_all.py")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -65,17 +65,7 @@ def main() -> int:
             generate(db, SyntheticParams(n_patients=n, seed=0), progress=True)
             print(f"generated {n} patients in {time.time() - t0:.0f} s", flush=True)
         chart_rows = _count_rows(db / "CHARTEVENTS.csv.gz")
-        res = subprocess.run(
-            [sys.executable, "-c", CHILD, str(db), str(work / f"ext{n}")],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if res.returncode:
-            print(res.stderr[-3000:])
-            return res.returncode
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        r = run_child(CHILD, str(db), str(work / f"ext{n}"))
         r.update(n_patients=n, chart_rows=chart_rows)
         r["rows_per_s"] = chart_rows / (r["extract_s"] + r["label_s"])
         rows.append(r)
@@ -84,8 +74,7 @@ def main() -> int:
         "# Extract + Sepsis-3 labels on synthetic MIMIC-III databases",
         "",
         f"Command: `python benchmarks/bench_labels.py --sizes {args.sizes}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        "shared machine, timings are noisy. Each size runs extract + derive_labels in a fresh child "
+        machine_line() + " Each size runs extract + derive_labels in a fresh child "
         "process (peak RSS is that child's); generation is not included.",
         "",
         "| patients | CHARTEVENTS rows | extract s | label s | CHARTEVENTS rows/s end to end | stays | onsets | "
@@ -102,7 +91,7 @@ def main() -> int:
         "",
         "Targets (issue 3): >= 1,000,000 CHARTEVENTS rows/s end to end, peak RSS < 3 GB at any size.",
     ]
-    OUT.write_text("\n".join(lines) + "\n")
+    Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from child import machine_line, run_child  # noqa: E402
+
 OUT = ROOT / "docs" / "benchmarks" / "meds.md"
 SHARED = Path(os.environ.get("SEPSIS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OFFSET = 100_000_000  # per replica, added to every id column (the demo's ids are < 1e8)
@@ -130,17 +131,7 @@ def main() -> int:
         ext = work / f"ext{n}"
         shutil.rmtree(ext, ignore_errors=True)
         ext.mkdir(parents=True)
-        res = subprocess.run(
-            [sys.executable, "-c", CHILD, str(root), str(ext)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if res.returncode:
-            print(res.stderr[-3000:])
-            return res.returncode
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        r = run_child(CHILD, str(root), str(ext))
         assert r["events"] == events, (r["events"], events)
         r.update(replicas=n)
         r["extract_events_per_s"] = events / r["extract_s"]
@@ -166,8 +157,7 @@ def main() -> int:
         "",
         *smoke,
         f"Command: `python benchmarks/bench_meds.py --sizes {args.sizes}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        "shared machine, timings are noisy. Data: the shards of mimic4-demo-meds/with-microbiology "
+        machine_line() + " Data: the shards of mimic4-demo-meds/with-microbiology "
         "replicated N times (data/<split>/<k>.parquet, subject and ETL id columns offset per "
         "replica, metadata kept); generation is not included. Each size runs `meds.extract` + "
         "`derive_labels` in a fresh child process (peak RSS is that child's).",

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 import zlib
@@ -30,6 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from child import machine_line, run_child  # noqa: E402
+
 OUT = ROOT / "docs" / "benchmarks" / "mimic4.md"
 SHARED = Path(os.environ.get("SEPSIS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OFFSET = 100_000_000  # per replica, added to every id column (the demo's ids are < 1e8)
@@ -139,17 +140,7 @@ def main() -> int:
             print(f"replicated the demo {n} times in {time.time() - t0:.0f} s", flush=True)
         ext = work / f"ext{n}"
         shutil.rmtree(ext, ignore_errors=True)
-        res = subprocess.run(
-            [sys.executable, "-c", CHILD, str(db), str(ext)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        if res.returncode:
-            print(res.stderr[-3000:])
-            return res.returncode
-        r = json.loads(res.stdout.strip().splitlines()[-1])
+        r = run_child(CHILD, str(db), str(ext))
         r.update(replicas=n, chart_rows=chart_rows)
         r["rows_per_s"] = chart_rows / (r["extract_s"] + r["label_s"])
         rows.append(r)
@@ -173,8 +164,7 @@ def main() -> int:
         "",
         *smoke,
         f"Command: `python benchmarks/bench_mimic4.py --sizes {args.sizes}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        "shared machine, timings are noisy. Data: the MIMIC-IV demo's tables that the reader reads, "
+        machine_line() + " Data: the MIMIC-IV demo's tables that the reader reads, "
         "replicated N times with every id column offset per replica (icu/chartevents from "
         "chartevents_reconstructed_from_meds), gzip CSV; generation is not included. Each size runs "
         "`mimic4.extract_into` + `derive_labels` in a fresh child process (peak RSS is that child's).",
