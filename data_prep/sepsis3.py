@@ -134,10 +134,11 @@ class _StayChunks:
     Filtering every table once per chunk re-reads the whole file n_chunks times (quadratic
     in the database size; the extracted tables are in source order, not sorted by stay).
     Instead each table (the parts of events/) is streamed once in record batches, filtered
-    to the concepts wanted, rows are routed to their chunk by the stay's rank, and each
-    chunk's rows are spilled to a temporary Arrow IPC file (lz4) in a spill folder (removed
-    afterwards). Peak memory is one record batch plus one chunk, whatever the database
-    size. With a single chunk the tables are read directly (in batches, filtered). Rows
+    to the concepts wanted, and rows are routed to their chunk by the stay's rank. Up to
+    `IN_MEMORY_ROWS` kept rows the table stays in memory and each chunk's rows are taken
+    from it; past that, each chunk's rows are spilled to a temporary Arrow IPC file (lz4)
+    in a spill folder (removed afterwards), so peak memory is bounded whatever the
+    database size. With a single chunk the tables are read directly (filtered). Rows
     keep their order (parts in name order, rows in file order), which the concepts rely on
     (e.g. GCS keeps the last of duplicated components). Rows whose stay_id is null or not
     in stays go to chunk 0, where SOFA's row checks report or count them (`on_bad_rows`)
