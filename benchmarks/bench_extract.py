@@ -31,6 +31,9 @@ import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from child import write_markdown  # noqa: E402
 
 from data_prep.concepts import variables as V  # noqa: E402
 from data_prep.concepts.units import UnitChecker  # noqa: E402
@@ -388,9 +391,7 @@ def main() -> int:
         "",
         NOTES,
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_markdown(args.out, lines)
     return 0
 
 

@@ -18,25 +18,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from child import machine_line, run_child  # noqa: E402
+from child import label_child, machine_line, run_child, write_markdown  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "labels.md"
 
-CHILD = r"""
-import json, resource, sys, time
-from pathlib import Path
-from data_prep.sources import mimic3
-from data_prep.sepsis3 import LabelParams, derive_labels
-db, ext = Path(sys.argv[1]), Path(sys.argv[2])
-t0 = time.time()
-mimic3.extract(db, ext, mimic3.ReaderParams(), progress=False)
-t1 = time.time()
-labels, onsets, counts = derive_labels(ext, LabelParams(), progress=False)
-t2 = time.time()
-print(json.dumps({"extract_s": t1 - t0, "label_s": t2 - t1, "stays": len(onsets),
-                  "onsets": int(onsets["onset_hour"].notna().sum()), "label_rows": len(labels),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+CHILD = label_child(
+    "from data_prep.sources import mimic3",
+    "mimic3.extract(db, ext, mimic3.ReaderParams(), progress=False)",
+)
 
 
 def _count_rows(path: Path) -> int:
@@ -91,8 +80,7 @@ def main() -> int:
         "",
         "Targets (issue 3): >= 1,000,000 CHARTEVENTS rows/s end to end, peak RSS < 3 GB at any size.",
     ]
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_markdown(args.out, lines)
     return 0
 
 

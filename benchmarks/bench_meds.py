@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from child import machine_line, run_child  # noqa: E402
+from child import label_child, machine_line, run_child, write_markdown  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "meds.md"
 SHARED = Path(os.environ.get("SEPSIS_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -44,23 +44,11 @@ ID_COLUMNS = (
     "micro_specimen_id",
 )
 
-CHILD = r"""
-import json, resource, sys, time
-from pathlib import Path
-from data_prep.sources import ReaderOptions, meds
-from data_prep.sepsis3 import LabelParams, derive_labels
-root, ext = Path(sys.argv[1]), Path(sys.argv[2])
-lp = LabelParams()
-t0 = time.time()
-rep = meds.extract(root, ext, ReaderOptions(lookback_hours=lp.data_lookback_hours), progress=False)
-t1 = time.time()
-labels, onsets, counts = derive_labels(ext, lp, progress=False)
-t2 = time.time()
-print(json.dumps({"extract_s": t1 - t0, "label_s": t2 - t1, "stays": len(onsets),
-                  "events": rep["rows_read"], "shards": len(rep["shards"]),
-                  "onsets": int(onsets["onset_hour"].notna().sum()), "label_rows": len(labels),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+CHILD = label_child(
+    "from data_prep.sources import ReaderOptions, meds",
+    "meds.extract(db, ext, ReaderOptions(lookback_hours=lp.data_lookback_hours), progress=False)",
+    '"events": rep["rows_read"], "shards": len(rep["shards"]),',
+)
 
 
 def _offset(t: pa.Table, k: int) -> pa.Table:
@@ -176,9 +164,7 @@ def main() -> int:
         "",
         "Targets (issue 13): >= 2,000,000 MEDS events/s, peak RSS < 3 GB at any size.",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_markdown(args.out, lines)
     return 0
 
 

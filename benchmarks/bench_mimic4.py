@@ -29,7 +29,7 @@ import pyarrow.csv as pcsv
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from child import machine_line, run_child  # noqa: E402
+from child import label_child, machine_line, run_child, write_markdown  # noqa: E402
 
 OUT = ROOT / "docs" / "benchmarks" / "mimic4.md"
 SHARED = Path(os.environ.get("SEPSIS_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -47,24 +47,13 @@ ID_COLUMNS = (
     "linkorderid",
 )
 
-CHILD = r"""
-import json, resource, sys, time
-from pathlib import Path
-from data_prep.sources import mimic4
-from data_prep.sources.mimic4_tables import Mimic4Params
-from data_prep.sepsis3 import LabelParams, derive_labels
-db, ext = Path(sys.argv[1]), Path(sys.argv[2])
-lp = LabelParams()
-t0 = time.time()
-rep = mimic4.extract_into(db, ext, Mimic4Params(lab_lookback_hours=lp.data_lookback_hours), progress=False)
-t1 = time.time()
-labels, onsets, counts = derive_labels(ext, lp, progress=False)
-t2 = time.time()
-print(json.dumps({"extract_s": t1 - t0, "label_s": t2 - t1, "stays": len(onsets),
-                  "chart_rows_read": rep.tables["chartevents"].rows_read,
-                  "onsets": int(onsets["onset_hour"].notna().sum()), "label_rows": len(labels),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+CHILD = label_child(
+    "from data_prep.sources import mimic4\n"
+    "from data_prep.sources.mimic4_tables import Mimic4Params",
+    "mimic4.extract_into(db, ext, Mimic4Params(lab_lookback_hours=lp.data_lookback_hours), "
+    "progress=False)",
+    '"chart_rows_read": rep.tables["chartevents"].rows_read,',
+)
 
 
 def _read_strings(path: Path) -> pa.Table:
@@ -183,9 +172,7 @@ def main() -> int:
         "",
         "Targets (issue 13): >= 1,000,000 chartevents rows/s end to end, peak RSS < 3 GB at any size.",
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_markdown(args.out, lines)
     return 0
 
 

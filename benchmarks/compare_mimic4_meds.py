@@ -37,12 +37,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_prep.concepts import sofa as S  # noqa: E402
-from data_prep.concepts.dictionary import concepts  # noqa: E402
 from data_prep.sepsis3 import LabelParams, derive_labels  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from mimic4_meds_explain import FACTORS, Stay, _same, explain_si, explain_sofa  # noqa: E402
+from mimic4_meds_explain import FACTORS, D, H, Stay, _same, explain_si, explain_sofa  # noqa: E402
 from mimic4_meds_readme import write_readme  # noqa: E402
 
 CONFIGS = {
@@ -50,16 +48,6 @@ CONFIGS = {
     "meds": "configs/mimic4-demo-meds.yaml",
     "official": "configs/mimic4-demo-meds-official.yaml",
 }
-D = concepts()
-COMPONENT_CONCEPTS = {
-    "resp": ("po2", "fio2", "fio2_bloodgas", "blood_gas_specimen", *S.VENTILATION),
-    "coag": ("platelets",),
-    "liver": ("bilirubin",),
-    "cardio": ("mbp", *S.VASOPRESSORS),
-    "cns": ("gcs_total", "gcs_eye", "gcs_verbal", "gcs_motor"),
-    "renal": ("creatinine", "urine_output"),
-}
-H = pd.Timedelta(hours=1)
 
 
 # ------------------------------------------------------------------ running prepare
