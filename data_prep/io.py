@@ -302,6 +302,20 @@ def read_parquet(
     return table.select(order).to_pandas()
 
 
+def row_group_batches(
+    f: pq.ParquetFile, columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The file's rows in order, in batches of at most `batch_rows`: a row group of up to
+    four batches is decoded at once by pyarrow's threads (iter_batches decodes serially;
+    measured ~2x faster on the labels' events), a larger one is streamed."""
+    for i in range(f.num_row_groups):
+        if f.metadata.row_group(i).num_rows > 4 * batch_rows:
+            yield from f.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
+            continue
+        table = f.read_row_group(i, columns=columns, use_threads=True)
+        yield from table.to_batches(max_chunksize=batch_rows)
+
+
 @contextlib.contextmanager
 def atomic_dir(final_path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory next to `final_path`; move it into place only on success.

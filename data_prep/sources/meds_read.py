@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data_prep.errors import DataError
-from data_prep.io import SchemaError
+from data_prep.io import SchemaError, row_group_batches
 
 REQUIRED = ("subject_id", "time", "code")
 OPTIONAL = ("numeric_value", "text_value")
@@ -199,7 +199,7 @@ def batches(shard: Shard, columns: list[str], batch_rows: int) -> Iterator[pa.Re
     `code` dictionary-encoded, `time` as timestamp[us]."""
     have = [c for c in columns if c in shard.columns]
     f = pq.ParquetFile(shard.path, read_dictionary=["code"])
-    for b in _row_group_batches(f, have, batch_rows):
+    for b in row_group_batches(f, have, batch_rows):
         arrays, names = [], []
         for c in columns:
             if c in shard.columns:
@@ -213,20 +213,6 @@ def batches(shard: Shard, columns: list[str], batch_rows: int) -> Iterator[pa.Re
             arrays.append(a)
             names.append(c)
         yield pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-def _row_group_batches(
-    f: pq.ParquetFile, columns: list[str], batch_rows: int
-) -> Iterator[pa.RecordBatch]:
-    """The file's rows in order, in batches of at most `batch_rows`: a row group of up to
-    four batches is decoded at once by pyarrow's threads (iter_batches decodes serially),
-    a larger one is streamed."""
-    for i in range(f.num_row_groups):
-        if f.metadata.row_group(i).num_rows > 4 * batch_rows:
-            yield from f.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
-            continue
-        table = f.read_row_group(i, columns=columns, use_threads=True)
-        yield from table.to_batches(max_chunksize=batch_rows)
 
 
 class CodeTable:
