@@ -61,11 +61,11 @@ def sofa_inputs(
     grid, lookback = scored.grid, scored.lookback
     # each frame split by stay once (a lookup per onset then touches that stay's rows only)
     events_by_comp = {
-        comp: [(name, _arrays_by_stay(f, ("t_us", "score", "value"))) for name, f in frames]
+        comp: [(name, _ArraysByStay(f, ("t_us", "score", "value"))) for name, f in frames]
         for comp, frames in scored.events_by_comp.items()
     }
-    vaso = _arrays_by_stay(scored.vasopressors, ("b0", "b1", "score", "rate", "drug"))
-    ur = _arrays_by_stay(scored.urine, ("t_us", "value"))
+    vaso = _ArraysByStay(scored.vasopressors, ("b0", "b1", "score", "rate", "drug"))
+    ur = _ArraysByStay(scored.urine, ("t_us", "value"))
     pos, found = grid.locate(cells["stay_id"].to_numpy(np.int64))
     hours = cells["hour"].to_numpy(np.int64)
     comps = cells["components"].astype(object).to_numpy(object)
@@ -118,11 +118,6 @@ class _ArraysByStay:
 
     def get(self, i: int) -> tuple | None:
         return self[i] if i in self.where else None
-
-
-def _arrays_by_stay(frame: pd.DataFrame, cols: tuple[str, ...]) -> _ArraysByStay:
-    """Per grid index (``idx``), the numpy arrays of `cols`, each in the frame's order."""
-    return _ArraysByStay(frame, cols)
 
 
 def _worst_point_input(frames, i: int, lo_us: int, hi_us: int) -> tuple[int, str]:
