@@ -168,11 +168,7 @@ class UnitChecker:
             col = np.array([-2], np.int64)  # one spelling: the empty unit
             code = np.zeros(len(itemid), np.int64)
         else:
-            enc = (
-                valueuom
-                if pa.types.is_dictionary(valueuom.type)
-                else pc.dictionary_encode(valueuom)
-            )
+            enc = pc.dictionary_encode(valueuom)
             raw = enc.dictionary.to_pylist()
             keys = [normalise(s) for s in raw]
             # per distinct spelling: its unit column, -2 for an empty unit (null appended last)
